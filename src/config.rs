@@ -1,0 +1,351 @@
+//! Configuration: the embedded `config.toml` defaults, an optional file over them, then `ZIPIQ_<SECTION>__<KEY>`
+//! environment overrides.
+//!
+//! Every key has its default in the repository's `config.toml`, which is compiled into the binary, so the running
+//! defaults and the documented ones cannot drift apart. Unknown keys are errors that name the key: a typo must never
+//! be silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The repository's `config.toml`: every key, commented, with its default.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "ZIPIQ_";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration. Field names are the keys of `config.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub media: MediaConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub streams: StreamsConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub cors_origins: Vec<String>,
+}
+
+/// One ICE server handed to clients in a `Link` header.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    pub udp_listen: SocketAddr,
+    pub public_ips: Vec<String>,
+    pub ice_lite: bool,
+    pub include_loopback: bool,
+    pub ipv6: bool,
+    pub ice_servers: Vec<IceServer>,
+    pub max_sessions: usize,
+    pub max_viewers_per_stream: usize,
+    pub grace_period_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub gop_cache_max_packets: usize,
+    pub gop_cache_max_bytes: usize,
+    pub keyframe_request_interval_ms: u64,
+    pub nack_buffer_packets: u16,
+    pub tap_channel_capacity: usize,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[streams]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub default_stream: String,
+}
+
+impl Config {
+    /// The embedded defaults only.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Self::from_layers(None, std::iter::empty())
+    }
+
+    /// Defaults, then `file` when given, then every `ZIPIQ_*` variable of this process's environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Some((path.to_owned(), text))
+            }
+            None => None,
+        };
+        Self::from_layers(file, std::env::vars())
+    }
+
+    /// Builds a configuration from the embedded defaults, an optional file (path, text) and environment pairs.
+    pub fn from_layers(
+        file: Option<(PathBuf, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table =
+            DEFAULT_CONFIG_TOML
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: PathBuf::from("<embedded config.toml>"),
+                    message: e.to_string(),
+                })?;
+        if let Some((path, text)) = file {
+            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError::Syntax {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            merge_tables(&mut merged, overlay);
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            apply_env(&mut merged, &name, &raw)?;
+        }
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relations between keys that types alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.media.nack_buffer_packets.is_power_of_two() {
+            return Err(ConfigError::Invalid(
+                "media.nack_buffer_packets must be a power of two".into(),
+            ));
+        }
+        if self.media.tap_channel_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "media.tap_channel_capacity must be at least 1".into(),
+            ));
+        }
+        if !self.database.url.starts_with("sqlite:") && !self.database.url.starts_with("postgres")
+        {
+            return Err(ConfigError::Invalid(format!(
+                "database.url must start with sqlite:// or postgres://, not {:?}",
+                self.database.url.split(':').next().unwrap_or("")
+            )));
+        }
+        for server in &self.media.ice_servers {
+            if server.urls.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "media.ice_servers: every entry needs at least one url".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL people use to reach this server.
+    pub fn public_url(&self) -> String {
+        if !self.http.public_url.is_empty() {
+            return self.http.public_url.trim_end_matches('/').to_owned();
+        }
+        let addr = self.http.listen;
+        if addr.ip().is_unspecified() {
+            format!("http://127.0.0.1:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    }
+}
+
+/// Recursively lays `overlay` over `base`: tables merge, any other value replaces.
+fn merge_tables(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Applies one `ZIPIQ_SECTION__KEY=value` variable. Unknown sections and keys are errors naming the variable.
+fn apply_env(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let path = &name[ENV_PREFIX.len()..];
+    let mut parts = path.split("__").map(|p| p.to_ascii_lowercase());
+    let (Some(section), Some(key), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ConfigError::Env {
+            name: name.to_owned(),
+            reason: "expected ZIPIQ_<SECTION>__<KEY>".into(),
+        });
+    };
+    let Some(toml::Value::Table(section_table)) = table.get_mut(&section) else {
+        return Err(ConfigError::Env {
+            name: name.to_owned(),
+            reason: format!("no section [{section}]"),
+        });
+    };
+    let Some(current) = section_table.get(&key) else {
+        return Err(ConfigError::Env {
+            name: name.to_owned(),
+            reason: format!("no key {key} in [{section}]"),
+        });
+    };
+    let value = parse_env_value(raw, current);
+    section_table.insert(key, value);
+    Ok(())
+}
+
+/// Reads an environment value as TOML when it parses as a value of the same kind as the default, else as a string.
+fn parse_env_value(raw: &str, current: &toml::Value) -> toml::Value {
+    let parsed = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(v) if std::mem::discriminant(&v) == std::mem::discriminant(current) => v,
+        // Whole numbers given where a float is expected.
+        Some(toml::Value::Integer(i)) if matches!(current, toml::Value::Float(_)) => {
+            toml::Value::Float(i as f64)
+        }
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let c = Config::defaults().expect("embedded config.toml must load");
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.media.udp_listen.port(), 8189);
+        assert!(c.media.ice_lite);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.streams.default_stream, "live");
+    }
+
+    #[test]
+    fn file_overrides_only_the_keys_it_names() {
+        let file = "[http]\nlisten = \"127.0.0.1:9999\"\n".to_owned();
+        let c = Config::from_layers(Some(("f.toml".into(), file)), Vec::new()).unwrap();
+        assert_eq!(c.http.listen.port(), 9999);
+        assert_eq!(c.media.udp_listen.port(), 8189);
+    }
+
+    #[test]
+    fn env_overrides_file_and_parses_typed_values() {
+        let env = vec![
+            ("ZIPIQ_HTTP__LISTEN".to_owned(), "127.0.0.1:7000".to_owned()),
+            ("ZIPIQ_MEDIA__ICE_LITE".to_owned(), "false".to_owned()),
+            (
+                "ZIPIQ_MEDIA__PUBLIC_IPS".to_owned(),
+                "[\"203.0.113.7\"]".to_owned(),
+            ),
+            ("ZIPIQ_LOG__FORMAT".to_owned(), "json".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let file = "[http]\nlisten = \"127.0.0.1:9999\"\n".to_owned();
+        let c = Config::from_layers(Some(("f.toml".into(), file)), env).unwrap();
+        assert_eq!(c.http.listen.port(), 7000);
+        assert!(!c.media.ice_lite);
+        assert_eq!(c.media.public_ips, vec!["203.0.113.7".to_owned()]);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_an_error_naming_it() {
+        let file = "[http]\nlisen = \"127.0.0.1:9999\"\n".to_owned();
+        let err = Config::from_layers(Some(("f.toml".into(), file)), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error_naming_the_variable() {
+        let env = vec![("ZIPIQ_HTTP__LISEN".to_owned(), "x".to_owned())];
+        let err = Config::from_layers(None, env).unwrap_err();
+        assert!(err.to_string().contains("ZIPIQ_HTTP__LISEN"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_type_is_an_error() {
+        let env = vec![("ZIPIQ_MEDIA__MAX_SESSIONS".to_owned(), "lots".to_owned())];
+        let err = Config::from_layers(None, env).unwrap_err();
+        assert!(err.to_string().contains("max_sessions") || err.to_string().contains("invalid"));
+    }
+
+    #[test]
+    fn public_url_defaults_to_loopback_for_wildcard_listen() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+    }
+}

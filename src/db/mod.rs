@@ -1,0 +1,212 @@
+//! The metadata database: one sqlx pool over SQLite (embedded, the default) or PostgreSQL (shared by several
+//! nodes), chosen by the URL, with the migrations of `migrations/sqlite` or `migrations/postgres` applied at start.
+//!
+//! Queries are written once with `$1`-style parameters, which both drivers accept. Times are stored as Unix
+//! milliseconds (`BIGINT`). Nothing on the media hot path ever waits on this module.
+
+pub mod streams;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::{AnyPool, Executor};
+
+use crate::config::DatabaseConfig;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database url {0:?} is neither sqlite:// nor postgres://")]
+    UnsupportedUrl(String),
+    #[error("cannot create the directory of the SQLite database {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A migration that would run, or ran.
+#[derive(Debug, Clone)]
+pub struct MigrationInfo {
+    pub version: i64,
+    pub description: String,
+}
+
+/// A handle on the metadata database (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+impl Db {
+    /// Opens a pool on `cfg.url`. A missing SQLite file (and its directory) is created.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let (kind, url) = normalise_url(&cfg.url)?;
+        let options = AnyConnectOptions::from_str(&url)?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(cfg.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms));
+        if kind == DbKind::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(options).await?;
+        if kind == DbKind::Sqlite {
+            // WAL is a property of the file: set once, readers never block the writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        Ok(Db { pool, kind })
+    }
+
+    /// The pool, for modules that run their own queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine behind the pool.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.kind {
+            DbKind::Sqlite => &SQLITE_MIGRATIONS,
+            DbKind::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Migrations not yet applied, in order.
+    pub async fn pending_migrations(&self) -> Result<Vec<MigrationInfo>, DbError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ensure_migrations_table(&self.migrator().table_name).await?;
+        let applied = conn.list_applied_migrations(&self.migrator().table_name).await?;
+        Ok(self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .filter(|m| !applied.iter().any(|a| a.version == m.version))
+            .map(|m| MigrationInfo {
+                version: m.version,
+                description: m.description.to_string(),
+            })
+            .collect())
+    }
+
+    /// Applies every pending migration (each in its own transaction) and returns what ran.
+    pub async fn migrate(&self) -> Result<Vec<MigrationInfo>, DbError> {
+        let pending = self.pending_migrations().await?;
+        self.migrator().run(&self.pool).await?;
+        Ok(pending)
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Connections open and idle in the pool.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored in every `*_at` column.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Classifies the URL and makes a SQLite URL create its file (and directory) when missing.
+fn normalise_url(url: &str) -> Result<(DbKind, String), DbError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((DbKind::Postgres, url.to_owned()));
+    }
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Err(DbError::UnsupportedUrl(url.to_owned()));
+    };
+    let path_part = rest.trim_start_matches("//");
+    let (path, query) = match path_part.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_part, None),
+    };
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    let query = match query {
+        Some(q) if q.contains("mode=") => q.to_owned(),
+        Some(q) => format!("{q}&mode=rwc"),
+        None => "mode=rwc".to_owned(),
+    };
+    Ok((DbKind::Sqlite, format!("sqlite://{path}?{query}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_url_gets_create_mode() {
+        let (kind, url) = normalise_url("sqlite::memory:").unwrap();
+        assert_eq!(kind, DbKind::Sqlite);
+        assert_eq!(url, "sqlite://:memory:?mode=rwc");
+        let (_, url) = normalise_url("sqlite://:memory:?cache=shared").unwrap();
+        assert_eq!(url, "sqlite://:memory:?cache=shared&mode=rwc");
+    }
+
+    #[test]
+    fn postgres_url_is_kept() {
+        let (kind, url) = normalise_url("postgres://u@127.0.0.1/db").unwrap();
+        assert_eq!(kind, DbKind::Postgres);
+        assert_eq!(url, "postgres://u@127.0.0.1/db");
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        assert!(matches!(
+            normalise_url("mysql://x"),
+            Err(DbError::UnsupportedUrl(_))
+        ));
+    }
+}

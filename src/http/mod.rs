@@ -1,0 +1,150 @@
+//! The HTTP side: WHIP and WHEP endpoints, their session resources, health, the small JSON API and the web pages,
+//! with CORS, body limits and a request id on every request.
+
+pub mod error;
+pub mod health;
+pub mod negotiation;
+pub mod web;
+pub mod whep;
+pub mod whip;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::sfu::Sfu;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub sfu: Sfu,
+    pub started: Instant,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Random request ids (64 bits, hex).
+#[derive(Clone, Copy, Default)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// `OPTIONS` on a WHIP/WHEP endpoint (outside CORS preflight): 204 with `Accept-Post`.
+async fn endpoint_options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            HeaderName::from_static("accept-post"),
+            negotiation::SDP,
+        )],
+    )
+        .into_response()
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.http.cors_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            HeaderName::from_static("accept-patch"),
+            HeaderName::from_static("accept-post"),
+        ])
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let accept_post = SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static("accept-post"),
+        HeaderValue::from_static(negotiation::SDP),
+    );
+    let endpoints = Router::new()
+        .route(
+            "/whip/{stream}",
+            post(whip::publish)
+                .get(whip::probe)
+                .options(endpoint_options),
+        )
+        .route(
+            "/whep/{stream}",
+            post(whep::watch)
+                .head(whep::head)
+                .get(whep::probe)
+                .options(endpoint_options),
+        )
+        .layer(accept_post);
+    let sessions = Router::new()
+        .route(
+            "/whip/{stream}/{session}",
+            axum::routing::patch(whip::patch).delete(whip::delete),
+        )
+        .route(
+            "/whep/{stream}/{session}",
+            axum::routing::patch(whep::patch).delete(whep::delete),
+        )
+        .route("/whep/{stream}/{session}/layer", post(whep::choose_layer));
+    let max_body = state.config.http.max_body_bytes;
+    Router::new()
+        .merge(endpoints)
+        .merge(sessions)
+        .merge(health::router())
+        .merge(web::router())
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(cors(&state.config))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+}

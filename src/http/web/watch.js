@@ -1,0 +1,100 @@
+// Watches /whep/<stream>, shows resolution, frame rate, bitrate and a latency estimate.
+"use strict";
+(() => {
+  const stream = zipiq.streamName();
+  document.getElementById("title").textContent = stream;
+  const video = document.getElementById("video");
+  const status = document.getElementById("status");
+  const layerSelect = document.getElementById("layer");
+  const stats = { framesDecoded: 0, firstFrameMs: null, startedAt: performance.now(), state: "new" };
+  window.zipiqStats = stats;
+  let pc = null, resource = null;
+
+  async function start() {
+    pc = new RTCPeerConnection();
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addEventListener("track", (ev) => {
+      if (!video.srcObject) video.srcObject = ev.streams[0] || new MediaStream();
+      if (!ev.streams[0]) video.srcObject.addTrack(ev.track);
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      stats.state = pc.connectionState;
+      status.textContent = "Connection: " + pc.connectionState;
+    });
+    try {
+      stats.startedAt = performance.now();
+      resource = await zipiq.negotiate(pc, "/whep/" + encodeURIComponent(stream), null, {
+        retries: 1000,
+        onWait: (detail) => { status.textContent = "Waiting for the stream to go live…"; },
+      });
+    } catch (e) {
+      status.textContent = "Could not watch: " + e.message;
+      stats.state = "error: " + e.message;
+    }
+  }
+
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    const onFrame = () => {
+      if (stats.firstFrameMs === null) stats.firstFrameMs = performance.now() - stats.startedAt;
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  let lastBytes = 0, lastTime = 0;
+  setInterval(async () => {
+    if (!pc) return;
+    const report = await pc.getStats();
+    report.forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video") {
+        stats.framesDecoded = r.framesDecoded || 0;
+        document.getElementById("frames").textContent = stats.framesDecoded;
+        if (r.frameWidth) document.getElementById("resolution").textContent = `${r.frameWidth}×${r.frameHeight}`;
+        if (r.framesPerSecond) document.getElementById("fps").textContent = r.framesPerSecond.toFixed(0) + " fps";
+        if (lastTime) {
+          const kbps = (8 * (r.bytesReceived - lastBytes)) / (r.timestamp - lastTime);
+          document.getElementById("bitrate").textContent = kbps.toFixed(0) + " kbit/s";
+        }
+        lastBytes = r.bytesReceived; lastTime = r.timestamp;
+        if (r.jitterBufferEmittedCount) {
+          const jb = (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount;
+          stats.jitterBufferMs = jb;
+          const rtt = stats.rttMs || 0;
+          document.getElementById("latency").textContent = `${(jb + rtt / 2).toFixed(0)} ms (jitter buffer + RTT/2)`;
+        }
+      }
+      if (r.type === "candidate-pair" && r.nominated && r.currentRoundTripTime !== undefined) {
+        stats.rttMs = 1000 * r.currentRoundTripTime;
+      }
+    });
+  }, 1000);
+
+  async function chooseLayer() {
+    if (!resource) return;
+    await fetch(resource + "/layer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ layer: layerSelect.value || null }),
+    });
+  }
+  layerSelect.addEventListener("change", chooseLayer);
+
+  async function loadLayers() {
+    try {
+      const res = await fetch("/api/v1/live");
+      const body = await res.json();
+      const me = body.streams.find((s) => s.name === stream);
+      for (const l of (me && me.layers) || []) {
+        if (l === "" || [...layerSelect.options].some((o) => o.value === l)) continue;
+        const o = document.createElement("option");
+        o.value = l; o.textContent = l;
+        layerSelect.append(o);
+      }
+    } catch (_) { /* optional */ }
+  }
+
+  document.getElementById("unmute").addEventListener("click", () => { video.muted = false; video.play(); });
+  window.addEventListener("pagehide", () => zipiq.end(resource));
+  start().then(loadLayers);
+})();

@@ -1,0 +1,109 @@
+//! WHEP (draft-ietf-wish-whep): `POST /whep/{stream}` with an SDP offer watches a live stream; the session
+//! resource `/whep/{stream}/{session}` takes PATCH, DELETE, and `POST .../layer` to pick a simulcast layer.
+//! A tokenless viewer's unguessable session URL is its own capability.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::HttpError;
+use super::negotiation::{self, authorized_session, bearer, read_offer};
+use crate::db::streams::Visibility;
+use crate::sfu::session::SessionRole;
+
+/// Query of `POST /whep/{stream}`.
+#[derive(Debug, Deserialize)]
+pub struct WatchQuery {
+    /// Simulcast layer (`rid`) to watch instead of the best one.
+    pub layer: Option<String>,
+}
+
+/// `POST /whep/{stream}`.
+pub async fn watch(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    Query(query): Query<WatchQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let offer = read_offer(&headers, &body)?;
+    let row = state
+        .db
+        .find_stream(&stream)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("no stream {stream:?}")))?;
+    let token = bearer(&headers);
+    if row.visibility == Visibility::Private {
+        // Viewer tokens arrive with accounts; until then a private stream is closed to everyone.
+        return Err(HttpError::unauthorized(
+            "this stream is private: it needs a viewer token",
+        ));
+    }
+    let layer = query.layer.filter(|l| !l.is_empty());
+    let accepted = state
+        .sfu
+        .accept_viewer(&stream, &offer, layer, token)
+        .await?;
+    let location = format!("/whep/{stream}/{}", accepted.session_id);
+    Ok(negotiation::created(&state, accepted, location))
+}
+
+/// `PATCH /whep/{stream}/{session}`.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    negotiation::patch_session(
+        &state,
+        &headers,
+        &body,
+        SessionRole::Viewer,
+        &stream,
+        &session,
+    )
+    .await
+}
+
+/// `DELETE /whep/{stream}/{session}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    negotiation::delete_session(&state, &headers, SessionRole::Viewer, &stream, &session)
+}
+
+/// Body of `POST /whep/{stream}/{session}/layer`.
+#[derive(Debug, Deserialize)]
+pub struct LayerChoice {
+    /// The layer (`rid`) to watch, or null for the best one.
+    pub layer: Option<String>,
+}
+
+/// `POST /whep/{stream}/{session}/layer`: switch simulcast layer (at the layer's next keyframe).
+pub async fn choose_layer(
+    State(state): State<AppState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(choice): Json<LayerChoice>,
+) -> Result<Response, HttpError> {
+    let session = authorized_session(&state, &headers, SessionRole::Viewer, &stream, &session)?;
+    state.sfu.choose_layer(&session.id, choice.layer)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `HEAD /whep/{stream}`: 200, the endpoint exists.
+pub async fn head() -> Response {
+    StatusCode::OK.into_response()
+}
+
+/// `GET /whep/{stream}`: 204.
+pub async fn probe() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}

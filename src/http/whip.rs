@@ -1,0 +1,77 @@
+//! WHIP (RFC 9725): `POST /whip/{stream}` with an SDP offer and the stream key as bearer token publishes;
+//! the session resource `/whip/{stream}/{session}` takes PATCH (trickle, ICE restart) and DELETE.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::HttpError;
+use super::negotiation::{self, bearer, read_offer};
+use crate::auth::stream_keys;
+use crate::sfu::session::SessionRole;
+
+/// `POST /whip/{stream}`.
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let offer = read_offer(&headers, &body)?;
+    let Some(token) = bearer(&headers) else {
+        return Err(HttpError::unauthorized(
+            "publishing needs the stream key as Authorization: Bearer <key>",
+        ));
+    };
+    // Unknown stream and wrong key answer alike, so keys cannot be used to discover stream names.
+    let row = state.db.find_stream(&stream).await?;
+    let authorized = row
+        .as_ref()
+        .and_then(|r| r.key_hash.as_deref())
+        .is_some_and(|hash| stream_keys::verify(token, hash));
+    if !authorized {
+        tracing::warn!(stream = %stream, "WHIP with a wrong or revoked stream key");
+        metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whip").increment(1);
+        return Err(HttpError::unauthorized("wrong stream key"));
+    }
+    let accepted = state
+        .sfu
+        .accept_publisher(&stream, &offer, Some(token))
+        .await?;
+    let location = format!("/whip/{stream}/{}", accepted.session_id);
+    Ok(negotiation::created(&state, accepted, location))
+}
+
+/// `PATCH /whip/{stream}/{session}`.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    negotiation::patch_session(
+        &state,
+        &headers,
+        &body,
+        SessionRole::Publisher,
+        &stream,
+        &session,
+    )
+    .await
+}
+
+/// `DELETE /whip/{stream}/{session}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    negotiation::delete_session(&state, &headers, SessionRole::Publisher, &stream, &session)
+}
+
+/// `GET /whip/{stream}`: the endpoint exists (clients probe it).
+pub async fn probe() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}

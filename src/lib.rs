@@ -1,0 +1,257 @@
+//! zipIQ: a censorship-resistant live-streaming server. A WHIP/WHEP SFU that fans RTP out without copying it,
+//! and (as the side pipeline lands) cuts every stream into content-addressed chunks in an embedded IPFS node,
+//! archived on Arweave. This file only wires the parts together; see ARCHITECTURE.md for the design.
+
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod sfu;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::AppState;
+use crate::sfu::Sfu;
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub media_addr: SocketAddr,
+    pub sfu: Sfu,
+    pub db: Db,
+    pub config: Arc<Config>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The stream created on first start, with its key (shown once).
+#[derive(Debug, Clone)]
+pub struct FirstStream {
+    pub name: String,
+    pub key: String,
+}
+
+impl Server {
+    /// Opens the database (migrating it), binds every listener and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<(Server, Option<FirstStream>)> {
+        let config = Arc::new(config);
+        let db = Db::connect(&config.database)
+            .await
+            .with_context(|| format!("opening the database {}", redact_url(&config.database.url)))?;
+        let applied = db.migrate().await.context("migrating the database")?;
+        for m in &applied {
+            tracing::info!(version = m.version, description = %m.description, "applied migration");
+        }
+        let first = create_first_stream(&db, &config).await?;
+        let sfu = Sfu::new(&config.media)
+            .await
+            .context("starting the WebRTC engine")?;
+        let state = AppState {
+            config: config.clone(),
+            db: db.clone(),
+            sfu: sfu.clone(),
+            started: Instant::now(),
+        };
+        let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener {}", config.http.listen))?;
+        let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("binding the admin listener {}", config.admin.listen))?;
+        let http_addr = http_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let (stop, stop_rx) = watch::channel(false);
+
+        let app = http::router(state);
+        let mut rx = stop_rx.clone();
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(
+                http_listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        let admin = admin_router();
+        let mut rx = stop_rx.clone();
+        let admin_task = tokio::spawn(async move {
+            let served = axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        });
+        tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
+        Ok((
+            Server {
+                http_addr,
+                admin_addr,
+                media_addr: sfu.media_addr(),
+                sfu,
+                db,
+                config,
+                stop,
+                tasks: vec![http_task, admin_task],
+            },
+            first,
+        ))
+    }
+
+    /// Stops accepting, ends every session, and waits (bounded) for the listeners to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.sfu.shutdown().await;
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.db.close().await;
+    }
+}
+
+fn admin_router() -> Router {
+    Router::new().route(
+        "/metrics",
+        get(|| async {
+            match telemetry::prometheus() {
+                Some(handle) => (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+                    .into_response(),
+                None => (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "metrics recorder unavailable\n",
+                )
+                    .into_response(),
+            }
+        }),
+    )
+}
+
+use axum::response::IntoResponse;
+
+/// On first start with an empty database, creates the configured default stream.
+async fn create_first_stream(db: &Db, config: &Config) -> anyhow::Result<Option<FirstStream>> {
+    let name = config.streams.default_stream.trim();
+    if name.is_empty() || db.count_streams().await? > 0 {
+        return Ok(None);
+    }
+    let (row, key) = db
+        .create_stream(name)
+        .await
+        .with_context(|| format!("creating the default stream {name:?}"))?;
+    Ok(Some(FirstStream {
+        name: row.name,
+        key,
+    }))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The text printed once when the first stream is created: the key and the OBS settings.
+pub fn first_stream_banner(config: &Config, first: &FirstStream) -> String {
+    let base = config.public_url();
+    format!(
+        "\n\
+         ==================================================================\n\
+         zipIQ created the stream {name:?}. Its key is shown only this once:\n\
+         \n\
+         \x20 Stream key:  {key}\n\
+         \n\
+         OBS Studio (30 or newer): Settings > Stream\n\
+         \x20 Service:      WHIP\n\
+         \x20 Server:       {base}/whip/{name}\n\
+         \x20 Bearer Token: {key}\n\
+         \n\
+         Or publish from a browser: {base}/publish/{name}\n\
+         Watch at:                  {base}/watch/{name}\n\
+         New key later: zipiq keys create {name}\n\
+         ==================================================================\n",
+        name = first.name,
+        key = first.key,
+    )
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let (server, first) = Server::start(config).await?;
+    if let Some(first) = &first {
+        println!("{}", first_stream_banner(&server.config, first));
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/z"),
+            "postgres://u:***@db:5432/z"
+        );
+        assert_eq!(redact_url("sqlite://./data/z.db"), "sqlite://./data/z.db");
+    }
+}

@@ -1,0 +1,363 @@
+//! The WebRTC engine: everything that knows webrtc-rs (the classic 0.17 line) about building peer connections.
+//!
+//! One UDP socket shared by every peer connection (`UDPMuxDefault`), ICE-lite by default, host candidates from the
+//! configured public addresses or the local interfaces, AEAD-AES-GCM SRTP offered first, one DTLS certificate
+//! for the whole process, and the codecs and header extensions OBS and browsers use. The rest of the SFU sees only
+//! [`Engine::publisher_peer`] and [`Engine::viewer_peer`]; moving to another WebRTC stack is this module's work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use webrtc::api::APIBuilder;
+use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports};
+use webrtc::api::media_engine::{MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use webrtc::api::media_engine::{MIME_TYPE_VP8, MIME_TYPE_VP9};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
+use webrtc::ice::udp_network::UDPNetwork;
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::certificate::RTCCertificate;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
+};
+use webrtc::rtp_transceiver::{PayloadType, RTCPFeedback};
+use webrtc::sdp::extmap;
+
+use crate::config::MediaConfig;
+
+/// Errors while setting up the engine or a peer connection.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot bind the media UDP socket {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("webrtc: {0}")]
+    WebRtc(#[from] webrtc::Error),
+    #[error("certificate: {0}")]
+    Certificate(String),
+}
+
+/// What a viewer's peer connection must send: the codecs of the stream, as the viewer's offer spells them.
+#[derive(Debug, Clone)]
+pub struct ViewerCodecs {
+    pub audio: Option<RTCRtpCodecParameters>,
+    pub video: Option<RTCRtpCodecParameters>,
+}
+
+/// Builds peer connections that all share one UDP socket and one certificate.
+pub struct Engine {
+    udp_mux: Arc<UDPMuxDefault>,
+    local_addr: std::net::SocketAddr,
+    certificate: RTCCertificate,
+    config: MediaConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// RTCP feedback every video codec gets.
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+        .iter()
+        .map(|(t, p)| RTCPFeedback {
+            typ: (*t).to_owned(),
+            parameter: (*p).to_owned(),
+        })
+        .collect()
+}
+
+fn transport_cc() -> RTCPFeedback {
+    RTCPFeedback {
+        typ: "transport-cc".to_owned(),
+        parameter: String::new(),
+    }
+}
+
+/// The codecs a publisher may send, with payload types that match what OBS and Chromium offer (the answer
+/// always uses the offer's payload types).
+pub fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
+    let mut codecs = Vec::new();
+    let mut feedback = video_feedback();
+    feedback.push(transport_cc());
+    let video = |mime: &str, fmtp: &str, pt: PayloadType, fb: &Vec<RTCPFeedback>| {
+        RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: mime.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback: fb.clone(),
+            },
+            payload_type: pt,
+            ..Default::default()
+        }
+    };
+    let rtx = |apt: PayloadType, pt: PayloadType| RTCRtpCodecParameters {
+        capability: RTCRtpCodecCapability {
+            mime_type: "video/rtx".to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: format!("apt={apt}"),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+        ..Default::default()
+    };
+    codecs.push((
+        RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![transport_cc()],
+            },
+            payload_type: 111,
+            ..Default::default()
+        },
+        RTPCodecType::Audio,
+    ));
+    // H.264 in packetization mode 1, every profile OBS and browsers use. webrtc-rs matches profile_idc and
+    // profile_iop exactly and ignores the level, so one entry per (profile, constraint) pair.
+    let h264 = [
+        ("42e01f", 96, 97),
+        ("42001f", 102, 103),
+        ("4d001f", 104, 105),
+        ("640c1f", 106, 107),
+        ("64001f", 112, 113),
+        ("f4001f", 114, 115),
+    ];
+    for (profile, pt, rtx_pt) in h264 {
+        let fmtp =
+            format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}");
+        codecs.push((video(MIME_TYPE_H264, &fmtp, pt, &feedback), RTPCodecType::Video));
+        codecs.push((rtx(pt, rtx_pt), RTPCodecType::Video));
+    }
+    for (mime, fmtp, pt, rtx_pt) in [
+        (MIME_TYPE_VP8, "", 98, 99),
+        (MIME_TYPE_VP9, "profile-id=0", 100, 101),
+        (MIME_TYPE_VP9, "profile-id=2", 108, 109),
+        (MIME_TYPE_AV1, "", 45, 46),
+    ] {
+        codecs.push((video(mime, fmtp, pt, &feedback), RTPCodecType::Video));
+        codecs.push((rtx(pt, rtx_pt), RTPCodecType::Video));
+    }
+    codecs
+}
+
+impl Engine {
+    /// Binds the shared media socket and makes the process certificate.
+    pub async fn new(config: &MediaConfig) -> Result<Engine, EngineError> {
+        let socket = bind_media_socket(config.udp_listen).map_err(|source| EngineError::Bind {
+            addr: config.udp_listen,
+            source,
+        })?;
+        let local_addr = socket.local_addr().map_err(|source| EngineError::Bind {
+            addr: config.udp_listen,
+            source,
+        })?;
+        let udp_mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| EngineError::Certificate(e.to_string()))?;
+        let certificate = RTCCertificate::from_key_pair(key_pair)?;
+        Ok(Engine {
+            udp_mux,
+            local_addr,
+            certificate,
+            config: config.clone(),
+        })
+    }
+
+    /// The address the media socket is bound to (its port is the one in every candidate).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    fn setting_engine(&self, sender_rtx: bool) -> SettingEngine {
+        let mut s = SettingEngine::default();
+        s.set_udp_network(UDPNetwork::Muxed(self.udp_mux.clone()));
+        s.set_lite(self.config.ice_lite);
+        let bound_ip = self.local_addr.ip();
+        s.set_include_loopback_candidate(self.config.include_loopback || bound_ip.is_loopback());
+        if !bound_ip.is_unspecified() {
+            // Bound to one address: that address is the only one peers can reach us on.
+            s.set_ip_filter(Box::new(move |ip| ip == bound_ip));
+        }
+        s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        let mut networks = vec![NetworkType::Udp4];
+        if self.config.ipv6 {
+            networks.push(NetworkType::Udp6);
+        }
+        s.set_network_types(networks);
+        if !self.config.public_ips.is_empty() {
+            s.set_nat_1to1_ips(self.config.public_ips.clone(), RTCIceCandidateType::Host);
+        }
+        // AEAD-AES-GCM first: one pass of AES-GCM costs several times less per packet than AES-CM + HMAC-SHA1.
+        s.set_srtp_protection_profiles(vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ]);
+        // Consent: a peer silent for 5 s is disconnected, for 15 s failed (ICE consent lost).
+        s.set_ice_timeouts(
+            Some(Duration::from_secs(5)),
+            Some(Duration::from_secs(15)),
+            Some(Duration::from_secs(2)),
+        );
+        s.enable_sender_rtx(sender_rtx);
+        s
+    }
+
+    fn rtc_configuration(&self) -> RTCConfiguration {
+        RTCConfiguration {
+            certificates: vec![self.certificate.clone()],
+            ..Default::default()
+        }
+    }
+
+    /// A peer connection that receives a publisher's media.
+    pub async fn publisher_peer(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
+        let mut media = MediaEngine::default();
+        for (codec, kind) in publisher_codecs() {
+            media.register_codec(codec, kind)?;
+        }
+        register_extensions(&mut media)?;
+        let mut registry = Registry::new();
+        // NACK generator (asks the publisher to resend what we lost) and receiver reports.
+        registry = configure_nack(registry, &mut media);
+        registry = configure_rtcp_reports(registry);
+        // Transport-wide congestion control feedback, so a browser publisher's bandwidth estimate can ramp up.
+        registry = webrtc::api::interceptor_registry::configure_twcc_receiver_only(
+            registry, &mut media,
+        )?;
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(self.setting_engine(false))
+            .build();
+        Ok(Arc::new(
+            api.new_peer_connection(self.rtc_configuration()).await?,
+        ))
+    }
+
+    /// A peer connection that sends a stream's media to one viewer, with exactly the stream's codecs.
+    pub async fn viewer_peer(
+        &self,
+        codecs: &ViewerCodecs,
+    ) -> Result<Arc<RTCPeerConnection>, EngineError> {
+        let mut media = MediaEngine::default();
+        if let Some(audio) = &codecs.audio {
+            media.register_codec(audio.clone(), RTPCodecType::Audio)?;
+        }
+        if let Some(video) = &codecs.video {
+            let mut video = video.clone();
+            video.capability.rtcp_feedback = video_feedback();
+            let pt = video.payload_type;
+            media.register_codec(video, RTPCodecType::Video)?;
+            media.register_codec(
+                RTCRtpCodecParameters {
+                    capability: RTCRtpCodecCapability {
+                        mime_type: "video/rtx".to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={pt}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: pt.wrapping_add(1),
+                    ..Default::default()
+                },
+                RTPCodecType::Video,
+            )?;
+        }
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: extmap::SDES_MID_URI.to_owned(),
+            },
+            RTPCodecType::Video,
+            None,
+        )?;
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: extmap::SDES_MID_URI.to_owned(),
+            },
+            RTPCodecType::Audio,
+            None,
+        )?;
+        let mut registry = Registry::new();
+        // NACK responder (answers viewers' NACKs from a buffer of what we sent) and sender reports.
+        registry = configure_nack(registry, &mut media);
+        registry = configure_rtcp_reports(registry);
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(self.setting_engine(true))
+            .build();
+        Ok(Arc::new(
+            api.new_peer_connection(self.rtc_configuration()).await?,
+        ))
+    }
+
+    /// Stops the shared socket.
+    pub async fn close(&self) {
+        use webrtc::ice::udp_mux::UDPMux;
+        let _ = self.udp_mux.close().await;
+    }
+}
+
+/// Header extensions a publisher may use: `sdes:mid`, `rtp-stream-id` and `repaired-rtp-stream-id` are required
+/// for simulcast (Chromium refuses an answer without them); audio level and abs-send-time are harmless.
+fn register_extensions(media: &mut MediaEngine) -> Result<(), webrtc::Error> {
+    for uri in [
+        extmap::SDES_MID_URI,
+        extmap::SDES_RTP_STREAM_ID_URI,
+        extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+        extmap::ABS_SEND_TIME_URI,
+    ] {
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RTPCodecType::Video,
+            None,
+        )?;
+    }
+    for uri in [extmap::SDES_MID_URI, extmap::AUDIO_LEVEL_URI] {
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RTPCodecType::Audio,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Binds the media socket with large kernel buffers, so bursts to many viewers are not dropped by the kernel.
+fn bind_media_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual stack: IPv4 peers arrive as mapped addresses.
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: the kernel caps these at net.core.{w,r}mem_max.
+    let _ = socket.set_send_buffer_size(8 << 20);
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}

@@ -1,0 +1,540 @@
+//! The selective forwarding unit: publishers in (WHIP), viewers out (WHEP), RTP fanned out without copying.
+//!
+//! Layout: [`engine`] knows webrtc-rs; [`offer`] and [`sdpfrag`] read what clients send; [`stream`] decides who
+//! watches what; [`forward`] (with [`downtrack`], [`munger`], [`keyframe`]) is the hot path; [`publisher`] and
+//! [`subscriber`] set sessions up; this module keeps the registry of streams and sessions and ends them.
+//! Nothing here waits on disk, the database, IPFS or Arweave.
+
+pub mod downtrack;
+pub mod engine;
+pub mod forward;
+pub mod keyframe;
+pub mod keyframe_request;
+pub mod munger;
+pub mod offer;
+pub mod publisher;
+pub mod sdpfrag;
+pub mod session;
+pub mod stream;
+pub mod subscriber;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+
+use crate::config::MediaConfig;
+use engine::{Engine, EngineError};
+use offer::OfferError;
+use sdpfrag::SdpFrag;
+use session::{Session, SessionRole};
+use stream::Stream;
+
+/// Why the SFU refused or failed a request. The HTTP layer maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("stream {0:?} already has a publisher")]
+    PublisherExists(String),
+    #[error("stream {0:?} is not live")]
+    NotLive(String),
+    #[error("too many sessions, try again later")]
+    Overloaded,
+    #[error("{0}")]
+    IncompatibleCodec(String),
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("no such layer {0:?}")]
+    NoSuchLayer(String),
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<EngineError> for SfuError {
+    fn from(e: EngineError) -> Self {
+        SfuError::Internal(e.to_string())
+    }
+}
+
+/// A session that was accepted: the SDP answer and what the HTTP layer puts in headers.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub session_id: String,
+    pub answer_sdp: String,
+    pub etag: String,
+}
+
+/// Counts of what is live, for the API, metrics and the lifecycle tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SfuCounts {
+    pub streams: usize,
+    pub publishers: usize,
+    pub viewers: usize,
+}
+
+/// A live stream as the home page lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveStream {
+    pub name: String,
+    pub viewers: usize,
+    pub layers: Vec<String>,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+}
+
+pub(crate) struct SfuInner {
+    pub(crate) config: MediaConfig,
+    pub(crate) engine: Engine,
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    next_source_id: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// The SFU (cheap to clone).
+#[derive(Clone)]
+pub struct Sfu {
+    inner: Arc<SfuInner>,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu").field("counts", &self.counts()).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sfu {
+    /// Binds the media socket and starts an empty SFU.
+    pub async fn new(config: &MediaConfig) -> Result<Sfu, EngineError> {
+        let engine = Engine::new(config).await?;
+        Ok(Sfu {
+            inner: Arc::new(SfuInner {
+                config: config.clone(),
+                engine,
+                streams: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                next_source_id: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn from_inner(inner: Arc<SfuInner>) -> Sfu {
+        Sfu { inner }
+    }
+
+    fn weak(&self) -> Weak<SfuInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The media socket's address.
+    pub fn media_addr(&self) -> std::net::SocketAddr {
+        self.inner.engine.local_addr()
+    }
+
+    /// The media configuration.
+    pub fn config(&self) -> &MediaConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn next_source_id(&self) -> u64 {
+        self.inner.next_source_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What is live now.
+    pub fn counts(&self) -> SfuCounts {
+        let sessions = lock(&self.inner.sessions);
+        let publishers = sessions
+            .values()
+            .filter(|s| s.role == SessionRole::Publisher)
+            .count();
+        SfuCounts {
+            streams: lock(&self.inner.streams).len(),
+            publishers,
+            viewers: sessions.len() - publishers,
+        }
+    }
+
+    /// Streams with a publisher, by name.
+    pub fn live_streams(&self) -> Vec<LiveStream> {
+        let streams: Vec<Arc<Stream>> = lock(&self.inner.streams).values().cloned().collect();
+        let mut out: Vec<LiveStream> = streams
+            .iter()
+            .filter_map(|s| {
+                let media = s.live_media()?;
+                Some(LiveStream {
+                    name: s.name.clone(),
+                    viewers: s.viewer_count(),
+                    layers: s.layers(),
+                    video_codec: media.video.map(|c| c.mime_type),
+                    audio_codec: media.audio.map(|c| c.mime_type),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Whether `stream` has a publisher whose media is flowing.
+    pub fn is_live(&self, stream: &str) -> bool {
+        self.stream(stream).is_some_and(|s| s.live_media().is_some())
+    }
+
+    pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        lock(&self.inner.streams).get(name).cloned()
+    }
+
+    pub(crate) fn stream_or_create(&self, name: &str) -> Arc<Stream> {
+        let mut streams = lock(&self.inner.streams);
+        let stream = streams
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Stream::new(name)))
+            .clone();
+        metrics::gauge!("zipiq_streams").set(streams.len() as f64);
+        stream
+    }
+
+    /// Removes `stream` from the registry when nothing is left in it.
+    pub(crate) fn drop_stream_if_idle(&self, name: &str) {
+        let mut streams = lock(&self.inner.streams);
+        if streams.get(name).is_some_and(|s| s.is_idle()) {
+            streams.remove(name);
+        }
+        metrics::gauge!("zipiq_streams").set(streams.len() as f64);
+    }
+
+    /// Refuses new sessions beyond the configured limit or during shutdown.
+    pub(crate) fn check_capacity(&self) -> Result<(), SfuError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(SfuError::ShuttingDown);
+        }
+        if lock(&self.inner.sessions).len() >= self.inner.config.max_sessions {
+            return Err(SfuError::Overloaded);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn register_session(&self, session: Arc<Session>) {
+        let mut sessions = lock(&self.inner.sessions);
+        sessions.insert(session.id.clone(), session);
+        self.update_session_gauges(&sessions);
+    }
+
+    fn update_session_gauges(&self, sessions: &HashMap<String, Arc<Session>>) {
+        let publishers = sessions
+            .values()
+            .filter(|s| s.role == SessionRole::Publisher)
+            .count();
+        metrics::gauge!("zipiq_publishers").set(publishers as f64);
+        metrics::gauge!("zipiq_viewers").set((sessions.len() - publishers) as f64);
+    }
+
+    /// A session by id.
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.inner.sessions).get(id).cloned()
+    }
+
+    /// Ends a session: detaches it from its stream, closes its peer connection. Idempotent.
+    pub fn end_session(&self, id: &str, reason: &str) {
+        let session = {
+            let mut sessions = lock(&self.inner.sessions);
+            let s = sessions.remove(id);
+            self.update_session_gauges(&sessions);
+            s
+        };
+        let Some(session) = session else { return };
+        if !session.mark_ended() {
+            return;
+        }
+        tracing::info!(session = %session.id, stream = %session.stream, role = session.role.as_str(), reason, "session ended");
+        metrics::counter!("zipiq_sessions_ended_total", "role" => session.role.as_str()).increment(1);
+        if let Some(stream) = self.stream(&session.stream) {
+            match session.role {
+                SessionRole::Publisher => {
+                    if let Some(epoch) = stream.release_publisher(&session.id) {
+                        self.start_grace(stream.clone(), epoch);
+                    }
+                }
+                SessionRole::Viewer => {
+                    stream.remove_viewer(&session.id);
+                }
+            }
+        }
+        let pc = session.pc.clone();
+        tokio::spawn(async move {
+            let _ = pc.close().await;
+        });
+        self.drop_stream_if_idle(&session.stream);
+    }
+
+    /// Keeps viewers attached for the grace period; ends them if no publisher came back by then.
+    fn start_grace(&self, stream: Arc<Stream>, epoch: u64) {
+        let grace = Duration::from_millis(self.inner.config.grace_period_ms);
+        let weak = self.weak();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let sfu = Sfu::from_inner(inner);
+            if stream.publisher().is_none() && stream.epoch() == epoch {
+                for viewer in stream.viewer_sessions() {
+                    sfu.end_session(&viewer, "publisher did not return within the grace period");
+                }
+                sfu.drop_stream_if_idle(&stream.name);
+            }
+        });
+    }
+
+    /// Reacts to a peer connection's state: connected sessions get media, failed or closed ones end.
+    pub(crate) fn watch_state(&self, pc: &Arc<RTCPeerConnection>, session_id: &str) {
+        let weak = self.weak();
+        let id = session_id.to_owned();
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            let weak = weak.clone();
+            let id = id.clone();
+            Box::pin(async move {
+                let Some(inner) = weak.upgrade() else { return };
+                let sfu = Sfu::from_inner(inner);
+                match state {
+                    RTCPeerConnectionState::Connected => sfu.on_connected(&id),
+                    RTCPeerConnectionState::Failed => sfu.end_session(&id, "connection failed"),
+                    RTCPeerConnectionState::Closed => sfu.end_session(&id, "connection closed"),
+                    _ => {}
+                }
+            })
+        }));
+        // A session that never connects is dropped after the connect timeout.
+        let weak = self.weak();
+        let id = session_id.to_owned();
+        let timeout = Duration::from_millis(self.inner.config.connect_timeout_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let sfu = Sfu::from_inner(inner);
+            if let Some(s) = sfu.session(&id) {
+                if !s.is_connected() {
+                    sfu.end_session(&id, "did not connect in time");
+                }
+            }
+        });
+    }
+
+    fn on_connected(&self, id: &str) {
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        if !session.mark_connected() {
+            return;
+        }
+        tracing::info!(session = %id, stream = %session.stream, role = session.role.as_str(), elapsed_ms = session.created.elapsed().as_millis() as u64, "session connected");
+        if session.role == SessionRole::Viewer {
+            if let Some(stream) = self.stream(&session.stream) {
+                stream.viewer_connected(id);
+            }
+        }
+    }
+
+    /// A viewer picks a simulcast layer (None: the best available).
+    pub fn choose_layer(&self, session_id: &str, layer: Option<String>) -> Result<(), SfuError> {
+        let session = self.session(session_id).ok_or(SfuError::SessionNotFound)?;
+        if session.role != SessionRole::Viewer {
+            return Err(SfuError::SessionNotFound);
+        }
+        let stream = self
+            .stream(&session.stream)
+            .ok_or(SfuError::SessionNotFound)?;
+        if stream.choose_layer(session_id, layer.clone()) {
+            Ok(())
+        } else {
+            Err(SfuError::NoSuchLayer(layer.unwrap_or_default()))
+        }
+    }
+
+    /// Applies a trickle fragment: adds the remote candidates.
+    pub async fn trickle(&self, session: &Session, frag: &SdpFrag) -> Result<(), SfuError> {
+        for c in &frag.candidates {
+            let init = RTCIceCandidateInit {
+                candidate: c.candidate.clone(),
+                sdp_mid: c.mid.clone(),
+                sdp_mline_index: c.m_line_index,
+                username_fragment: None,
+            };
+            if let Err(e) = session.pc.add_ice_candidate(init).await {
+                // An unusable candidate (mDNS name, unknown transport) is not the client's fault under ICE-lite,
+                // which never uses remote candidates to send checks.
+                tracing::debug!(session = %session.id, error = %e, "ignored a remote candidate");
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts ICE with the client's new credentials and returns our new fragment. A failure leaves the session
+    /// as it was.
+    pub async fn restart_ice(&self, session: &Session, frag: &SdpFrag) -> Result<String, SfuError> {
+        let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
+            return Err(SfuError::Negotiation(
+                "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
+            ));
+        };
+        let _guard = session.restart_lock.lock().await;
+        let old_offer = session.remote_offer();
+        let new_offer = replace_ice_credentials(&old_offer, ufrag, pwd);
+        let desc = RTCSessionDescription::offer(new_offer.clone())
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        session
+            .pc
+            .set_remote_description(desc)
+            .await
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let answer = session
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let mut gathered = session.pc.gathering_complete_promise().await;
+        session
+            .pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
+        let local = session
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| SfuError::Internal("no local description after restart".into()))?;
+        session.set_remote_offer(new_offer);
+        let (ufrag, pwd, candidates) = ice_details(&local.sdp);
+        Ok(sdpfrag::write_restart_answer(
+            &ufrag,
+            &pwd,
+            &session.mids,
+            &candidates,
+        ))
+    }
+
+    /// Ends every session and stops the media socket.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let ids: Vec<String> = lock(&self.inner.sessions).keys().cloned().collect();
+        let pcs: Vec<Arc<RTCPeerConnection>> = ids
+            .iter()
+            .filter_map(|id| self.session(id).map(|s| s.pc.clone()))
+            .collect();
+        for id in &ids {
+            self.end_session(id, "server shutting down");
+        }
+        for pc in pcs {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+        }
+        self.inner.engine.close().await;
+    }
+}
+
+/// Replaces every `a=ice-ufrag` / `a=ice-pwd` line of an SDP.
+fn replace_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            let eol = if line.ends_with("\r\n") {
+                "\r\n"
+            } else if line.ends_with('\n') {
+                "\n"
+            } else {
+                ""
+            };
+            if line.starts_with("a=ice-ufrag:") {
+                format!("a=ice-ufrag:{ufrag}{eol}")
+            } else if line.starts_with("a=ice-pwd:") {
+                format!("a=ice-pwd:{pwd}{eol}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
+}
+
+/// Our ICE ufrag, pwd and candidates from a local description.
+fn ice_details(sdp: &str) -> (String, String, Vec<String>) {
+    let mut ufrag = String::new();
+    let mut pwd = String::new();
+    let mut candidates = Vec::new();
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            if ufrag.is_empty() {
+                ufrag = v.to_owned();
+            }
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            if pwd.is_empty() {
+                pwd = v.to_owned();
+            }
+        } else if let Some(v) = line.strip_prefix("a=") {
+            if v.starts_with("candidate:") && !candidates.iter().any(|c: &String| c == v) {
+                candidates.push(v.to_owned());
+            }
+        }
+    }
+    (ufrag, pwd, candidates)
+}
+
+/// Waits for ICE gathering after `set_local_description` and returns the local SDP with every candidate.
+pub(crate) async fn answer_with_candidates(
+    pc: &Arc<RTCPeerConnection>,
+    offer_sdp: &str,
+) -> Result<String, SfuError> {
+    let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    // Host candidates on the shared socket are known at once; the timeout only guards against a stuck gatherer.
+    let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| SfuError::Internal("no local description".into()))?;
+    Ok(local.sdp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_credentials_are_replaced_everywhere() {
+        let sdp = "v=0\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\nm=audio 9 x 0\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\n";
+        let out = replace_ice_credentials(sdp, "new", "newpwd");
+        assert_eq!(out.matches("a=ice-ufrag:new\r\n").count(), 2);
+        assert_eq!(out.matches("a=ice-pwd:newpwd\r\n").count(), 2);
+        assert!(!out.contains("old"));
+    }
+
+    #[test]
+    fn ice_details_reads_first_credentials_and_unique_candidates() {
+        let sdp = "a=ice-ufrag:u1\r\na=ice-pwd:p1\r\na=candidate:1 1 udp 1 1.2.3.4 5 typ host\r\na=ice-ufrag:u2\r\na=candidate:1 1 udp 1 1.2.3.4 5 typ host\r\n";
+        let (u, p, c) = ice_details(sdp);
+        assert_eq!((u.as_str(), p.as_str()), ("u1", "p1"));
+        assert_eq!(c.len(), 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! Accepting a publisher (WHIP): its peer connection, one forwarding task per received track (audio, each video
+//! layer), and the task that carries keyframe requests to it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
+use webrtc::track::track_remote::TrackRemote;
+
+use super::forward::{ForwardMetrics, Forwarder, GopLimits};
+use super::keyframe::VideoCodec;
+use super::keyframe_request::KeyframeRequester;
+use super::offer::{self, OfferSummary, Role};
+use super::session::{Session, SessionRole, random_id};
+use super::stream::{PublishedMedia, SourceCommand, SourceHandle, Stream};
+use super::{Accepted, Sfu, SfuError, answer_with_candidates};
+
+/// Largest RTP packet read from a publisher.
+const RECEIVE_BUFFER: usize = 1500;
+
+impl Sfu {
+    /// Accepts a WHIP offer for `stream_name` (the caller has checked the stream key). `token` is the bearer
+    /// token that will be needed to PATCH or DELETE the session.
+    pub async fn accept_publisher(
+        &self,
+        stream_name: &str,
+        offer_sdp: &str,
+        token: Option<&str>,
+    ) -> Result<Accepted, SfuError> {
+        let summary = offer::inspect(offer_sdp, Role::Publish)?;
+        self.check_capacity()?;
+        let published = PublishedMedia {
+            has_audio: summary.audio.is_some(),
+            has_video: summary.video.is_some(),
+            layers: summary
+                .video
+                .as_ref()
+                .map(|v| v.send_rids.clone())
+                .unwrap_or_default(),
+        };
+        let stream = self.stream_or_create(stream_name);
+        let session_id = random_id();
+        let Some(epoch) = stream.claim_publisher(&session_id, published) else {
+            return Err(SfuError::PublisherExists(stream_name.to_owned()));
+        };
+        match self
+            .negotiate_publisher(&stream, epoch, &session_id, offer_sdp, &summary, token)
+            .await
+        {
+            Ok(accepted) => Ok(accepted),
+            Err(e) => {
+                if self.session(&session_id).is_some() {
+                    // Registered: ending it closes the peer connection and releases the stream.
+                    self.end_session(&session_id, "negotiation failed");
+                } else {
+                    stream.release_publisher(&session_id);
+                    self.drop_stream_if_idle(stream_name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn negotiate_publisher(
+        &self,
+        stream: &Arc<Stream>,
+        epoch: u64,
+        session_id: &str,
+        offer_sdp: &str,
+        summary: &OfferSummary,
+        token: Option<&str>,
+    ) -> Result<Accepted, SfuError> {
+        let pc = self.inner.engine.publisher_peer().await?;
+        let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
+        spawn_keyframe_requests(Arc::downgrade(&pc), pli_rx);
+
+        let weak = self.weak();
+        let stream_for_tracks = stream.clone();
+        pc.on_track(Box::new(move |track, receiver, _transceiver| {
+            let weak = weak.clone();
+            let stream = stream_for_tracks.clone();
+            let pli_tx = pli_tx.clone();
+            Box::pin(async move {
+                let Some(inner) = weak.upgrade() else { return };
+                let sfu = Sfu::from_inner(inner);
+                sfu.start_source(stream, epoch, track, receiver, pli_tx);
+            })
+        }));
+
+        let mids = media_mids(summary);
+        let session = Arc::new(Session::new(
+            session_id.to_owned(),
+            &stream.name,
+            SessionRole::Publisher,
+            token,
+            pc.clone(),
+            offer_sdp.to_owned(),
+            mids,
+        ));
+        self.register_session(session.clone());
+        self.watch_state(&pc, session_id);
+        let answer_sdp = answer_with_candidates(&pc, offer_sdp).await?;
+        tracing::info!(session = %session_id, stream = %stream.name, "publisher accepted");
+        Ok(Accepted {
+            session_id: session_id.to_owned(),
+            answer_sdp,
+            etag: session.etag(),
+        })
+    }
+
+    /// Starts forwarding one received track (audio, or one video layer).
+    fn start_source(
+        &self,
+        stream: Arc<Stream>,
+        epoch: u64,
+        track: Arc<TrackRemote>,
+        receiver: Arc<RTCRtpReceiver>,
+        pli_tx: mpsc::Sender<u32>,
+    ) {
+        let id = self.next_source_id();
+        let kind = track.kind();
+        let codec = track.codec().capability;
+        let rid = track.rid().to_owned();
+        let config = self.config();
+        let requester = Arc::new(KeyframeRequester::new(
+            track.ssrc(),
+            config.keyframe_request_interval_ms,
+            pli_tx,
+        ));
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let video = (kind == RTPCodecType::Video).then(|| VideoCodec::from_mime(&codec.mime_type));
+        let kind_label = if video.is_some() { "video" } else { "audio" };
+        let forwarder = Forwarder::new(
+            id,
+            video,
+            GopLimits {
+                max_packets: config.gop_cache_max_packets,
+                max_bytes: config.gop_cache_max_bytes,
+            },
+            requester.clone(),
+            ForwardMetrics::new(kind_label),
+        );
+        tracing::info!(stream = %stream.name, source = id, kind = kind_label, rid = %rid, codec = %codec.mime_type, "publisher track started");
+        let handle = SourceHandle {
+            id,
+            kind,
+            rid: rid.clone(),
+            codec,
+            commands,
+            requester,
+        };
+        tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()));
+        tokio::spawn(drain_receiver_rtcp(receiver, rid));
+        for viewer in stream.add_source(epoch, handle) {
+            self.end_session(&viewer, "the returning publisher uses a codec this viewer cannot take");
+        }
+    }
+}
+
+/// The (kind, mid) pairs of an offer, in order.
+pub(crate) fn media_mids(summary: &OfferSummary) -> Vec<(String, String)> {
+    let mut mids = Vec::new();
+    if let Some(a) = &summary.audio {
+        mids.push(("audio".to_owned(), a.mid.clone()));
+    }
+    if let Some(v) = &summary.video {
+        mids.push(("video".to_owned(), v.mid.clone()));
+    }
+    mids
+}
+
+/// The forwarding task of one source: read a packet, forward it, repeat, until the track ends.
+async fn run_source(
+    track: Arc<TrackRemote>,
+    mut forwarder: Forwarder,
+    mut commands: mpsc::UnboundedReceiver<SourceCommand>,
+    stream: Arc<Stream>,
+) {
+    let mut buf = vec![0u8; RECEIVE_BUFFER];
+    loop {
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                SourceCommand::Attach(track, start) => {
+                    forwarder.attach(track, start, Instant::now()).await
+                }
+            }
+        }
+        match track.read(&mut buf).await {
+            Ok((packet, _attributes)) => forwarder.forward(packet, Instant::now()).await,
+            Err(e) => {
+                tracing::debug!(stream = %stream.name, source = forwarder.source(), error = %e, "publisher track ended");
+                break;
+            }
+        }
+    }
+    forwarder.clear();
+    stream.remove_source(forwarder.source());
+}
+
+/// Reads the publisher's RTCP (sender reports) so the interceptors can process it, until the receiver closes.
+async fn drain_receiver_rtcp(receiver: Arc<RTCRtpReceiver>, rid: String) {
+    loop {
+        let read = if rid.is_empty() {
+            receiver.read_rtcp().await
+        } else {
+            receiver.read_simulcast_rtcp(&rid).await
+        };
+        if read.is_err() {
+            break;
+        }
+    }
+}
+
+/// Sends queued keyframe requests to the publisher as PLI.
+fn spawn_keyframe_requests(pc: std::sync::Weak<RTCPeerConnection>, mut rx: mpsc::Receiver<u32>) {
+    tokio::spawn(async move {
+        while let Some(media_ssrc) = rx.recv().await {
+            let Some(pc) = pc.upgrade() else { break };
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
+                metrics::counter!("zipiq_keyframe_requests_sent_total").increment(1);
+            }
+        }
+    });
+}

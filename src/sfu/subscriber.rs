@@ -1,0 +1,194 @@
+//! Accepting a viewer (WHEP): pick the codecs the viewer can take, make its downtracks, and read its RTCP
+//! (keyframe requests go to the publisher; NACKs are answered by the retransmission buffer of the NACK
+//! responder interceptor, which holds what we sent).
+
+use std::sync::Arc;
+
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters};
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
+use webrtc::track::track_local::TrackLocal;
+
+use super::downtrack::DownTrack;
+use super::engine::ViewerCodecs;
+use super::offer::{self, OfferedCodec, OfferedMedia, Role, codec_compatible};
+use super::publisher::media_mids;
+use super::session::{Session, SessionRole, random_id};
+use super::stream::Viewer;
+use super::{Accepted, Sfu, SfuError, answer_with_candidates};
+
+fn as_offered(c: &RTCRtpCodecCapability) -> OfferedCodec {
+    OfferedCodec {
+        payload_type: 0,
+        mime_type: c.mime_type.clone(),
+        clock_rate: c.clock_rate,
+        channels: c.channels,
+        fmtp: c.sdp_fmtp_line.clone(),
+    }
+}
+
+/// The viewer's own spelling (payload type, fmtp) of the codec the publisher sends, if it offers one.
+fn pick_codec(
+    sent: &RTCRtpCodecCapability,
+    offered: &OfferedMedia,
+) -> Option<RTCRtpCodecParameters> {
+    let sent_offered = as_offered(sent);
+    offered
+        .codecs
+        .iter()
+        .find(|c| codec_compatible(&sent_offered, c))
+        .map(|c| RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: sent.mime_type.clone(),
+                clock_rate: sent.clock_rate,
+                channels: if c.channels == 0 {
+                    sent.channels
+                } else {
+                    c.channels
+                },
+                sdp_fmtp_line: c.fmtp.clone(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: c.payload_type,
+            ..Default::default()
+        })
+}
+
+impl Sfu {
+    /// Accepts a WHEP offer for `stream_name`. `layer` picks a simulcast layer (None: the best). `token` is the
+    /// bearer token presented, if any (needed again to PATCH or DELETE).
+    pub async fn accept_viewer(
+        &self,
+        stream_name: &str,
+        offer_sdp: &str,
+        layer: Option<String>,
+        token: Option<&str>,
+    ) -> Result<Accepted, SfuError> {
+        let summary = offer::inspect(offer_sdp, Role::Watch)?;
+        self.check_capacity()?;
+        let stream = self
+            .stream(stream_name)
+            .ok_or_else(|| SfuError::NotLive(stream_name.to_owned()))?;
+        let live = stream
+            .live_media()
+            .ok_or_else(|| SfuError::NotLive(stream_name.to_owned()))?;
+        if stream.viewer_count() >= self.config().max_viewers_per_stream {
+            return Err(SfuError::Overloaded);
+        }
+        if let Some(l) = &layer {
+            if !live.layers.iter().any(|x| x == l) {
+                return Err(SfuError::NoSuchLayer(l.clone()));
+            }
+        }
+        let video = match (&live.video, &summary.video) {
+            (Some(sent), Some(offered)) => Some(pick_codec(sent, offered).ok_or_else(|| {
+                SfuError::IncompatibleCodec(format!(
+                    "the stream's video is {} ({}); the offer has no compatible video codec",
+                    sent.mime_type, sent.sdp_fmtp_line
+                ))
+            })?),
+            _ => None,
+        };
+        let audio = match (&live.audio, &summary.audio) {
+            (Some(sent), Some(offered)) => Some(pick_codec(sent, offered).ok_or_else(|| {
+                SfuError::IncompatibleCodec(format!(
+                    "the stream's audio is {}; the offer has no compatible audio codec",
+                    sent.mime_type
+                ))
+            })?),
+            _ => None,
+        };
+        if audio.is_none() && video.is_none() {
+            return Err(SfuError::IncompatibleCodec(
+                "the offer asks for no media the stream has".into(),
+            ));
+        }
+
+        let pc = self
+            .inner
+            .engine
+            .viewer_peer(&ViewerCodecs {
+                audio: audio.clone(),
+                video: video.clone(),
+            })
+            .await?;
+        let session_id = random_id();
+        let audio_track = audio.map(|c| {
+            Arc::new(DownTrack::new(
+                c.capability,
+                "audio",
+                &format!("zipiq-{stream_name}"),
+            ))
+        });
+        let video_track = video.map(|c| {
+            Arc::new(DownTrack::new(
+                c.capability,
+                "video",
+                &format!("zipiq-{stream_name}"),
+            ))
+        });
+        // Tracks go in before the remote description, or webrtc-rs leaves them out of the answer.
+        for track in audio_track.iter().chain(video_track.iter()) {
+            let local: Arc<dyn TrackLocal + Send + Sync> = track.clone();
+            let sender = match pc.add_track(local).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = pc.close().await;
+                    return Err(SfuError::Internal(e.to_string()));
+                }
+            };
+            tokio::spawn(read_viewer_rtcp(sender, track.clone()));
+        }
+        let viewer = Arc::new(Viewer::new(
+            session_id.clone(),
+            audio_track,
+            video_track,
+            layer,
+        ));
+        let session = Arc::new(Session::new(
+            session_id.clone(),
+            stream_name,
+            SessionRole::Viewer,
+            token,
+            pc.clone(),
+            offer_sdp.to_owned(),
+            media_mids(&summary),
+        ));
+        stream.add_viewer(viewer);
+        self.register_session(session.clone());
+        self.watch_state(&pc, &session_id);
+        match answer_with_candidates(&pc, offer_sdp).await {
+            Ok(answer_sdp) => {
+                tracing::info!(session = %session_id, stream = %stream_name, "viewer accepted");
+                Ok(Accepted {
+                    session_id,
+                    answer_sdp,
+                    etag: session.etag(),
+                })
+            }
+            Err(e) => {
+                self.end_session(&session_id, "negotiation failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads a viewer's RTCP for one sender until it closes: keyframe requests go upstream (throttled).
+async fn read_viewer_rtcp(sender: Arc<RTCRtpSender>, track: Arc<DownTrack>) {
+    let plis = metrics::counter!("zipiq_keyframe_requests_received_total");
+    let nacks = metrics::counter!("zipiq_nacks_received_total");
+    while let Ok((packets, _)) = sender.read_rtcp().await {
+        for packet in packets {
+            let any = packet.as_any();
+            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                plis.increment(1);
+                track.request_keyframe();
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                nacks.increment(nack.nacks.len() as u64);
+            }
+        }
+    }
+}
