@@ -159,12 +159,12 @@ impl Config {
                     message: e.to_string(),
                 })?;
         if let Some((path, text)) = file {
-            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError::Syntax {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            let overlay: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
             merge_tables(&mut merged, overlay);
         }
         let mut env: Vec<(String, String)> = env
@@ -194,8 +194,7 @@ impl Config {
                 "media.tap_channel_capacity must be at least 1".into(),
             ));
         }
-        if !self.database.url.starts_with("sqlite:") && !self.database.url.starts_with("postgres")
-        {
+        if !self.database.url.starts_with("sqlite:") && !self.database.url.starts_with("postgres") {
             return Err(ConfigError::Invalid(format!(
                 "database.url must start with sqlite:// or postgres://, not {:?}",
                 self.database.url.split(':').next().unwrap_or("")

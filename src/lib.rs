@@ -2,8 +2,8 @@
 //! and (as the side pipeline lands) cuts every stream into content-addressed chunks in an embedded IPFS node,
 //! archived on Arweave. This file only wires the parts together; see ARCHITECTURE.md for the design.
 
-
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
@@ -48,9 +48,9 @@ impl Server {
     /// Opens the database (migrating it), binds every listener and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<(Server, Option<FirstStream>)> {
         let config = Arc::new(config);
-        let db = Db::connect(&config.database)
-            .await
-            .with_context(|| format!("opening the database {}", redact_url(&config.database.url)))?;
+        let db = Db::connect(&config.database).await.with_context(|| {
+            format!("opening the database {}", redact_url(&config.database.url))
+        })?;
         let applied = db.migrate().await.context("migrating the database")?;
         for m in &applied {
             tracing::info!(version = m.version, description = %m.description, "applied migration");

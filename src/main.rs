@@ -8,7 +8,11 @@ use zipiq::config::Config;
 use zipiq::db::Db;
 
 #[derive(Parser, Debug)]
-#[command(name = "zipiq", version, about = "Censorship-resistant live streaming: WHIP/WHEP SFU, IPFS chunks, Arweave archive")]
+#[command(
+    name = "zipiq",
+    version,
+    about = "Censorship-resistant live streaming: WHIP/WHEP SFU, IPFS chunks, Arweave archive"
+)]
 struct Cli {
     /// Configuration file laid over the embedded defaults (see config.toml).
     #[arg(long, short, global = true, env = "ZIPIQ_CONFIG")]
@@ -116,7 +120,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 }
                 KeysAction::Revoke { stream } => {
                     db.revoke_stream_key(&stream).await?;
-                    println!("stream {stream}: key revoked; publishing is refused until `zipiq keys create {stream}`");
+                    println!(
+                        "stream {stream}: key revoked; publishing is refused until `zipiq keys create {stream}`"
+                    );
                 }
                 KeysAction::List => {
                     for s in db.list_streams().await? {
@@ -124,7 +130,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                             "{}\t{}\t{}",
                             s.name,
                             s.visibility.as_str(),
-                            if s.key_hash.is_some() { "key set" } else { "no key" }
+                            if s.key_hash.is_some() {
+                                "key set"
+                            } else {
+                                "no key"
+                            }
                         );
                     }
                 }

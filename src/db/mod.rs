@@ -107,8 +107,11 @@ impl Db {
     /// Migrations not yet applied, in order.
     pub async fn pending_migrations(&self) -> Result<Vec<MigrationInfo>, DbError> {
         let mut conn = self.pool.acquire().await?;
-        conn.ensure_migrations_table(&self.migrator().table_name).await?;
-        let applied = conn.list_applied_migrations(&self.migrator().table_name).await?;
+        conn.ensure_migrations_table(&self.migrator().table_name)
+            .await?;
+        let applied = conn
+            .list_applied_migrations(&self.migrator().table_name)
+            .await?;
         Ok(self
             .migrator()
             .iter()
@@ -167,7 +170,10 @@ fn normalise_url(url: &str) -> Result<(DbKind, String), DbError> {
         None => (path_part, None),
     };
     if path != ":memory:" && !path.is_empty() {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
                 path: dir.display().to_string(),
                 source,

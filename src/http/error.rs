@@ -95,8 +95,9 @@ impl From<SfuError> for HttpError {
             | SfuError::Negotiation(_)
             | SfuError::NoSuchLayer(_) => HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, detail),
             SfuError::PublisherExists(_) => HttpError::new(StatusCode::CONFLICT, detail),
-            SfuError::NotLive(_) => HttpError::new(StatusCode::CONFLICT, detail)
-                .with_header(header::RETRY_AFTER, "2"),
+            SfuError::NotLive(_) => {
+                HttpError::new(StatusCode::CONFLICT, detail).with_header(header::RETRY_AFTER, "2")
+            }
             SfuError::Overloaded | SfuError::ShuttingDown => {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
                     .with_header(header::RETRY_AFTER, "10")

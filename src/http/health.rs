@@ -23,12 +23,12 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let database = match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await
-    {
-        Ok(Ok(())) => json!({"ready": true}),
-        Ok(Err(e)) => json!({"ready": false, "reason": e.to_string()}),
-        Err(_) => json!({"ready": false, "reason": "no answer within 2 s"}),
-    };
+    let database =
+        match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
+            Ok(Ok(())) => json!({"ready": true}),
+            Ok(Err(e)) => json!({"ready": false, "reason": e.to_string()}),
+            Err(_) => json!({"ready": false, "reason": "no answer within 2 s"}),
+        };
     let media = json!({"ready": true, "address": state.sfu.media_addr().to_string()});
     let ready = database["ready"] == true;
     let status = if ready {

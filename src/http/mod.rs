@@ -17,7 +17,9 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -51,12 +53,29 @@ impl MakeRequestId for RandomRequestId {
 async fn endpoint_options() -> Response {
     (
         StatusCode::NO_CONTENT,
-        [(
-            HeaderName::from_static("accept-post"),
-            negotiation::SDP,
-        )],
+        [(HeaderName::from_static("accept-post"), negotiation::SDP)],
     )
         .into_response()
+}
+
+/// The CORS layer answers every `OPTIONS` itself; WHIP/WHEP endpoints must still say `Accept-Post`.
+async fn accept_post_on_options(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = request.method() == Method::OPTIONS && {
+        let path = request.uri().path();
+        (path.starts_with("/whip/") || path.starts_with("/whep/"))
+            && path.trim_end_matches('/').matches('/').count() == 2
+    };
+    let mut response = next.run(request).await;
+    if endpoint {
+        response.headers_mut().insert(
+            HeaderName::from_static("accept-post"),
+            HeaderValue::from_static(negotiation::SDP),
+        );
+    }
+    response
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -64,11 +83,7 @@ fn cors(config: &Config) -> CorsLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
@@ -135,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(cors(&state.config))
+        .layer(axum::middleware::from_fn(accept_post_on_options))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request

@@ -6,8 +6,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::HttpError;
 use super::AppState;
+use super::error::HttpError;
 use crate::auth::stream_keys;
 use crate::config::IceServer;
 use crate::sfu::session::{Session, SessionRole};

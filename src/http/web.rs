@@ -17,10 +17,22 @@ const PUBLISH_HTML: &str = include_str!("web/publish.html");
 fn asset(name: &str) -> Option<(&'static str, &'static str)> {
     Some(match name {
         "style.css" => ("text/css; charset=utf-8", include_str!("web/style.css")),
-        "zipiq.js" => ("text/javascript; charset=utf-8", include_str!("web/zipiq.js")),
-        "index.js" => ("text/javascript; charset=utf-8", include_str!("web/index.js")),
-        "watch.js" => ("text/javascript; charset=utf-8", include_str!("web/watch.js")),
-        "publish.js" => ("text/javascript; charset=utf-8", include_str!("web/publish.js")),
+        "zipiq.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/zipiq.js"),
+        ),
+        "index.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/index.js"),
+        ),
+        "watch.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/watch.js"),
+        ),
+        "publish.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/publish.js"),
+        ),
         _ => return None,
     })
 }

@@ -14,6 +14,7 @@ use webrtc::api::media_engine::{MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, M
 use webrtc::api::media_engine::{MIME_TYPE_VP8, MIME_TYPE_VP9};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
@@ -70,13 +71,18 @@ impl std::fmt::Debug for Engine {
 
 /// RTCP feedback every video codec gets.
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-        .iter()
-        .map(|(t, p)| RTCPFeedback {
-            typ: (*t).to_owned(),
-            parameter: (*p).to_owned(),
-        })
-        .collect()
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .iter()
+    .map(|(t, p)| RTCPFeedback {
+        typ: (*t).to_owned(),
+        parameter: (*p).to_owned(),
+    })
+    .collect()
 }
 
 fn transport_cc() -> RTCPFeedback {
@@ -92,8 +98,8 @@ pub fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
     let mut codecs = Vec::new();
     let mut feedback = video_feedback();
     feedback.push(transport_cc());
-    let video = |mime: &str, fmtp: &str, pt: PayloadType, fb: &Vec<RTCPFeedback>| {
-        RTCRtpCodecParameters {
+    let video =
+        |mime: &str, fmtp: &str, pt: PayloadType, fb: &Vec<RTCPFeedback>| RTCRtpCodecParameters {
             capability: RTCRtpCodecCapability {
                 mime_type: mime.to_owned(),
                 clock_rate: 90_000,
@@ -103,8 +109,7 @@ pub fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
             },
             payload_type: pt,
             ..Default::default()
-        }
-    };
+        };
     let rtx = |apt: PayloadType, pt: PayloadType| RTCRtpCodecParameters {
         capability: RTCRtpCodecCapability {
             mime_type: "video/rtx".to_owned(),
@@ -143,7 +148,10 @@ pub fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
     for (profile, pt, rtx_pt) in h264 {
         let fmtp =
             format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}");
-        codecs.push((video(MIME_TYPE_H264, &fmtp, pt, &feedback), RTPCodecType::Video));
+        codecs.push((
+            video(MIME_TYPE_H264, &fmtp, pt, &feedback),
+            RTPCodecType::Video,
+        ));
         codecs.push((rtx(pt, rtx_pt), RTPCodecType::Video));
     }
     for (mime, fmtp, pt, rtx_pt) in [
@@ -218,6 +226,9 @@ impl Engine {
             Some(Duration::from_secs(2)),
         );
         s.enable_sender_rtx(sender_rtx);
+        // Passive DTLS: our handshake completes half a round trip before the peer's, so our receivers are open
+        // before its first SRTP packet arrives (see `publisher_peer`).
+        let _ = s.set_answering_dtls_role(DTLSRole::Server);
         s
     }
 
@@ -228,21 +239,31 @@ impl Engine {
         }
     }
 
-    /// A peer connection that receives a publisher's media.
-    pub async fn publisher_peer(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
+    /// A peer connection that receives a publisher's media. `simulcast` registers the header extensions that
+    /// simulcast needs (`sdes:mid`, `rtp-stream-id`, `repaired-rtp-stream-id`).
+    ///
+    /// Without simulcast they are left out on purpose: webrtc-rs 0.17 probes every SRTP stream that reaches it
+    /// before its receivers are open for mid + rid, and when the probe fails it closes the stream, which kills the
+    /// declared track that shares it (a race right after DTLS). Without the mid extension the probe gives up
+    /// before closing anything, and tracks are matched by their `a=ssrc` lines as OBS and browsers send them.
+    pub async fn publisher_peer(
+        &self,
+        simulcast: bool,
+    ) -> Result<Arc<RTCPeerConnection>, EngineError> {
         let mut media = MediaEngine::default();
         for (codec, kind) in publisher_codecs() {
             media.register_codec(codec, kind)?;
         }
-        register_extensions(&mut media)?;
+        if simulcast {
+            register_extensions(&mut media)?;
+        }
         let mut registry = Registry::new();
         // NACK generator (asks the publisher to resend what we lost) and receiver reports.
         registry = configure_nack(registry, &mut media);
         registry = configure_rtcp_reports(registry);
         // Transport-wide congestion control feedback, so a browser publisher's bandwidth estimate can ramp up.
-        registry = webrtc::api::interceptor_registry::configure_twcc_receiver_only(
-            registry, &mut media,
-        )?;
+        registry =
+            webrtc::api::interceptor_registry::configure_twcc_receiver_only(registry, &mut media)?;
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
@@ -282,20 +303,6 @@ impl Engine {
                 RTPCodecType::Video,
             )?;
         }
-        media.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: extmap::SDES_MID_URI.to_owned(),
-            },
-            RTPCodecType::Video,
-            None,
-        )?;
-        media.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: extmap::SDES_MID_URI.to_owned(),
-            },
-            RTPCodecType::Audio,
-            None,
-        )?;
         let mut registry = Registry::new();
         // NACK responder (answers viewers' NACKs from a buffer of what we sent) and sender reports.
         registry = configure_nack(registry, &mut media);

@@ -182,7 +182,9 @@ impl Forwarder {
                 for packet in self.gop.packets() {
                     if let Ok(WriteOutcome::Sent) = track.write(self.source, packet, now).await {
                         self.metrics.packets_out.increment(1);
-                        self.metrics.bytes_out.increment(packet.payload.len() as u64);
+                        self.metrics
+                            .bytes_out
+                            .increment(packet.payload.len() as u64);
                     }
                 }
                 self.entries.push(Entry {
@@ -235,7 +237,9 @@ impl Forwarder {
             match entry.track.write(self.source, &packet, now).await {
                 Ok(WriteOutcome::Sent) => {
                     self.metrics.packets_out.increment(1);
-                    self.metrics.bytes_out.increment(packet.payload.len() as u64);
+                    self.metrics
+                        .bytes_out
+                        .increment(packet.payload.len() as u64);
                 }
                 Ok(WriteOutcome::NotActive) => {
                     // Another source took this viewer over (layer switch, returning publisher).

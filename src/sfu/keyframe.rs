@@ -164,7 +164,10 @@ mod tests {
         let not = [0x78, 0x00, 0x02, 0x06, 0x05, 0x00, 0x02, 0x41, 0x00];
         assert!(!starts_keyframe(VideoCodec::H264, &not));
         // Truncated aggregate never reads out of bounds.
-        assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0x00, 0x09, 0x06]));
+        assert!(!starts_keyframe(
+            VideoCodec::H264,
+            &[0x78, 0x00, 0x09, 0x06]
+        ));
     }
 
     #[test]

@@ -109,7 +109,9 @@ pub struct Sfu {
 
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sfu").field("counts", &self.counts()).finish()
+        f.debug_struct("Sfu")
+            .field("counts", &self.counts())
+            .finish()
     }
 }
 
@@ -191,7 +193,8 @@ impl Sfu {
 
     /// Whether `stream` has a publisher whose media is flowing.
     pub fn is_live(&self, stream: &str) -> bool {
-        self.stream(stream).is_some_and(|s| s.live_media().is_some())
+        self.stream(stream)
+            .is_some_and(|s| s.live_media().is_some())
     }
 
     pub(crate) fn stream(&self, name: &str) -> Option<Arc<Stream>> {
@@ -261,7 +264,8 @@ impl Sfu {
             return;
         }
         tracing::info!(session = %session.id, stream = %session.stream, role = session.role.as_str(), reason, "session ended");
-        metrics::counter!("zipiq_sessions_ended_total", "role" => session.role.as_str()).increment(1);
+        metrics::counter!("zipiq_sessions_ended_total", "role" => session.role.as_str())
+            .increment(1);
         if let Some(stream) = self.stream(&session.stream) {
             match session.role {
                 SessionRole::Publisher => {

@@ -64,7 +64,8 @@ impl Munger {
                 let elapsed = now.saturating_duration_since(then);
                 let ticks = (elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u64;
                 // At least one tick so the new picture never shares the old one's timestamp.
-                self.last_ts.wrapping_add(ticks.clamp(1, u64::from(u32::MAX)) as u32)
+                self.last_ts
+                    .wrapping_add(ticks.clamp(1, u64::from(u32::MAX)) as u32)
             }
             None => self.last_ts,
         };

@@ -145,7 +145,11 @@ pub fn inspect(sdp_text: &str, role: Role) -> Result<OfferSummary, OfferError> {
             codecs: codecs_of(kind, media),
             send_rids: send_rids_of(media),
         };
-        let slot = if kind == "audio" { &mut audio } else { &mut video };
+        let slot = if kind == "audio" {
+            &mut audio
+        } else {
+            &mut video
+        };
         if slot.is_some() {
             return Err(OfferError::Unsupported(format!(
                 "more than one {kind} track; zipIQ takes one audio and one video track per session"
@@ -271,7 +275,11 @@ pub fn codec_compatible(sent: &OfferedCodec, offered: &OfferedCodec) -> bool {
     }
     let lower = sent.mime_type.to_ascii_lowercase();
     if lower == "video/h264" {
-        let mode = |f: &str| fmtp_value(f, "packetization-mode").unwrap_or("0").to_owned();
+        let mode = |f: &str| {
+            fmtp_value(f, "packetization-mode")
+                .unwrap_or("0")
+                .to_owned()
+        };
         let profile = |f: &str| {
             fmtp_value(f, "profile-level-id")
                 .and_then(|p| p.get(0..2))
@@ -352,7 +360,10 @@ mod tests {
             inspect("v=0\r\nm=", Role::Publish),
             Err(OfferError::Malformed(_))
         ));
-        assert!(matches!(inspect("", Role::Watch), Err(OfferError::Malformed(_))));
+        assert!(matches!(
+            inspect("", Role::Watch),
+            Err(OfferError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -74,7 +74,11 @@ impl Sfu {
         summary: &OfferSummary,
         token: Option<&str>,
     ) -> Result<Accepted, SfuError> {
-        let pc = self.inner.engine.publisher_peer().await?;
+        let simulcast = summary
+            .video
+            .as_ref()
+            .is_some_and(|v| !v.send_rids.is_empty());
+        let pc = self.inner.engine.publisher_peer(simulcast).await?;
         let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
         spawn_keyframe_requests(Arc::downgrade(&pc), pli_rx);
 
@@ -156,7 +160,10 @@ impl Sfu {
         tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()));
         tokio::spawn(drain_receiver_rtcp(receiver, rid));
         for viewer in stream.add_source(epoch, handle) {
-            self.end_session(&viewer, "the returning publisher uses a codec this viewer cannot take");
+            self.end_session(
+                &viewer,
+                "the returning publisher uses a codec this viewer cannot take",
+            );
         }
     }
 }

@@ -186,7 +186,11 @@ mod tests {
         assert_eq!(f.candidates.len(), 2);
         assert_eq!(f.candidates[0].mid.as_deref(), Some("0"));
         assert_eq!(f.candidates[0].m_line_index, Some(0));
-        assert!(f.candidates[1].candidate.starts_with("candidate:3471623853 1 udp"));
+        assert!(
+            f.candidates[1]
+                .candidate
+                .starts_with("candidate:3471623853 1 udp")
+        );
         assert!(f.end_of_candidates);
         assert!(f.ice_ufrag.is_none());
     }

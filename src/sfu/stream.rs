@@ -365,7 +365,11 @@ fn assign_video(st: &State, viewer: &Viewer, start: Start) {
     }
     // The first source of a viewer starts from the cache; later switches wait for a keyframe so the picture
     // never jumps back in time.
-    let start = if *assigned == 0 { start } else { Start::AtKeyframe };
+    let start = if *assigned == 0 {
+        start
+    } else {
+        Start::AtKeyframe
+    };
     if target
         .commands
         .send(SourceCommand::Attach(track.clone(), start))
