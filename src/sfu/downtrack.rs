@@ -13,6 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use rtp::header::Header;
 use rtp::packet::Packet;
+use webrtc::interceptor::Attributes;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
 };
@@ -20,6 +21,9 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter
 
 use super::keyframe_request::KeyframeRequester;
 use super::munger::Munger;
+
+/// Empty interceptor attributes (an empty map does not allocate).
+static NO_ATTRIBUTES: std::sync::LazyLock<Attributes> = std::sync::LazyLock::new(Attributes::new);
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +187,10 @@ impl DownTrack {
                 binding.writer,
             )
         };
-        writer.write_rtp(&out).await?;
+        // `write_rtp_with_attributes` directly: the trait's `write_rtp` default method would box one more future.
+        writer
+            .write_rtp_with_attributes(&out, &NO_ATTRIBUTES)
+            .await?;
         self.sent_packets.fetch_add(1, Ordering::Relaxed);
         self.sent_bytes
             .fetch_add(out.payload.len() as u64, Ordering::Relaxed);

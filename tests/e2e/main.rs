@@ -4,4 +4,5 @@
 mod common;
 mod fanout;
 mod lifecycle;
+mod obs_interop;
 mod whip_whep_status;
