@@ -4,6 +4,7 @@
 //! Queries are written once with `$1`-style parameters, which both drivers accept. Times are stored as Unix
 //! milliseconds (`BIGINT`). Nothing on the media hot path ever waits on this module.
 
+pub mod broadcasts;
 pub mod streams;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! slow part of building tests), one module per area.
 
 mod common;
+mod databases;
+mod db_queries;
 mod fanout;
 mod lifecycle;
 mod obs_interop;

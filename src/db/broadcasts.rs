@@ -1,0 +1,280 @@
+//! Broadcasts and chunks, and the outbox rule: a chunk row and its archive job are written in ONE transaction,
+//! as are a finished broadcast's root CID and its archive job, so nothing cut can be left un-archived.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Db, DbError, now_ms};
+
+/// Init segment or media segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkKind {
+    Init,
+    Media,
+}
+
+impl ChunkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkKind::Init => "init",
+            ChunkKind::Media => "media",
+        }
+    }
+
+    fn parse(s: &str) -> ChunkKind {
+        if s == "init" {
+            ChunkKind::Init
+        } else {
+            ChunkKind::Media
+        }
+    }
+}
+
+/// One broadcast.
+#[derive(Debug, Clone, Serialize)]
+pub struct BroadcastRow {
+    pub id: i64,
+    pub stream_id: i64,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub root_cid: Option<String>,
+    pub node: String,
+}
+
+/// A new chunk, as the recorder hands it over.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub broadcast_id: i64,
+    pub seq: i64,
+    pub kind: ChunkKind,
+    pub cid: String,
+    pub size: i64,
+    pub duration_ms: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// One chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkRow {
+    pub id: i64,
+    pub broadcast_id: i64,
+    pub seq: i64,
+    pub kind: ChunkKind,
+    pub cid: String,
+    pub size: i64,
+    pub duration_ms: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+fn broadcast_from(row: &sqlx::any::AnyRow) -> Result<BroadcastRow, DbError> {
+    Ok(BroadcastRow {
+        id: row.try_get("id")?,
+        stream_id: row.try_get("stream_id")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        root_cid: row.try_get("root_cid")?,
+        node: row.try_get("node")?,
+    })
+}
+
+fn chunk_from(row: &sqlx::any::AnyRow) -> Result<ChunkRow, DbError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(ChunkRow {
+        id: row.try_get("id")?,
+        broadcast_id: row.try_get("broadcast_id")?,
+        seq: row.try_get("seq")?,
+        kind: ChunkKind::parse(&kind),
+        cid: row.try_get("cid")?,
+        size: row.try_get("size")?,
+        duration_ms: row.try_get("duration_ms")?,
+        start_ms: row.try_get("start_ms")?,
+        end_ms: row.try_get("end_ms")?,
+    })
+}
+
+/// Columns of `broadcasts` read into [`BroadcastRow`] (a macro: sqlx takes only static query strings).
+macro_rules! broadcast_columns {
+    () => {
+        "id, stream_id, started_at, ended_at, root_cid, node"
+    };
+}
+
+/// Columns of `chunks` read into [`ChunkRow`].
+macro_rules! chunk_columns {
+    () => {
+        "id, broadcast_id, seq, kind, cid, size, duration_ms, start_ms, end_ms"
+    };
+}
+
+impl Db {
+    /// Starts a broadcast of stream `stream_id` recorded by `node`.
+    pub async fn create_broadcast(&self, stream_id: i64, node: &str) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "INSERT INTO broadcasts (stream_id, started_at, node) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(stream_id)
+        .bind(now_ms())
+        .bind(node)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Records a chunk and enqueues its archive job in one transaction. Returns (chunk id, job id).
+    /// Idempotent on (broadcast, seq): recording the same chunk twice returns the first one's ids.
+    pub async fn insert_chunk(&self, chunk: &NewChunk) -> Result<(i64, i64), DbError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let existing = sqlx::query(
+            "SELECT c.id AS chunk_id, j.id AS job_id FROM chunks c \
+             JOIN archive_jobs j ON j.chunk_id = c.id WHERE c.broadcast_id = $1 AND c.seq = $2",
+        )
+        .bind(chunk.broadcast_id)
+        .bind(chunk.seq)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            tx.rollback().await?;
+            return Ok((row.try_get("chunk_id")?, row.try_get("job_id")?));
+        }
+        let row = sqlx::query(
+            "INSERT INTO chunks (broadcast_id, seq, kind, cid, size, duration_ms, start_ms, end_ms, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(chunk.broadcast_id)
+        .bind(chunk.seq)
+        .bind(chunk.kind.as_str())
+        .bind(&chunk.cid)
+        .bind(chunk.size)
+        .bind(chunk.duration_ms)
+        .bind(chunk.start_ms)
+        .bind(chunk.end_ms)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let chunk_id: i64 = row.try_get("id")?;
+        let row = sqlx::query(
+            "INSERT INTO archive_jobs (kind, chunk_id, broadcast_id, state, next_attempt_at, created_at, updated_at) \
+             VALUES ('chunk', $1, $2, 'pending', $3, $3, $3) RETURNING id",
+        )
+        .bind(chunk_id)
+        .bind(chunk.broadcast_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job_id: i64 = row.try_get("id")?;
+        tx.commit().await?;
+        Ok((chunk_id, job_id))
+    }
+
+    /// Ends a broadcast with its directory's root CID and enqueues the directory's archive job, in one
+    /// transaction. Ending twice keeps the first root.
+    pub async fn finish_broadcast(&self, id: i64, root_cid: &str) -> Result<(), DbError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(
+            "UPDATE broadcasts SET ended_at = COALESCE(ended_at, $1), root_cid = COALESCE(root_cid, $2) \
+             WHERE id = $3",
+        )
+        .bind(now)
+        .bind(root_cid)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(DbError::NotFound(format!("no broadcast {id}")));
+        }
+        let existing = sqlx::query(
+            "SELECT id FROM archive_jobs WHERE kind = 'broadcast' AND broadcast_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if existing.is_none() {
+            sqlx::query(
+                "INSERT INTO archive_jobs (kind, broadcast_id, state, next_attempt_at, created_at, updated_at) \
+                 VALUES ('broadcast', $1, 'pending', $2, $2, $2)",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One broadcast.
+    pub async fn broadcast(&self, id: i64) -> Result<Option<BroadcastRow>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            broadcast_columns!(),
+            " FROM broadcasts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(broadcast_from).transpose()
+    }
+
+    /// A stream's broadcasts, newest first.
+    pub async fn broadcasts_of_stream(
+        &self,
+        stream_id: i64,
+        limit: i64,
+    ) -> Result<Vec<BroadcastRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            broadcast_columns!(),
+            " FROM broadcasts WHERE stream_id = $1 \
+             ORDER BY started_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(stream_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(broadcast_from).collect()
+    }
+
+    /// Broadcasts `node` left open (a crash or kill): the recorder finishes them at start.
+    pub async fn open_broadcasts(&self, node: &str) -> Result<Vec<BroadcastRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            broadcast_columns!(),
+            " FROM broadcasts WHERE ended_at IS NULL AND node = $1 ORDER BY id"
+        ))
+        .bind(node)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(broadcast_from).collect()
+    }
+
+    /// A broadcast's chunks in order.
+    pub async fn chunks_of(&self, broadcast_id: i64) -> Result<Vec<ChunkRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks WHERE broadcast_id = $1 ORDER BY seq"
+        ))
+        .bind(broadcast_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(chunk_from).collect()
+    }
+
+    /// Every chunk and broadcast root CID this database knows (to pin and announce again after a restart).
+    pub async fn all_cids(&self) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query(
+            "SELECT cid FROM chunks UNION SELECT root_cid AS cid FROM broadcasts WHERE root_cid IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("cid").map_err(DbError::from))
+            .collect()
+    }
+}
