@@ -7,7 +7,9 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod reload;
 pub mod sfu;
+pub mod systemd;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -206,16 +208,52 @@ pub fn first_stream_banner(config: &Config, first: &FirstStream) -> String {
     )
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the server until SIGINT or SIGTERM; SIGHUP reloads `config_path` and applies what can change live.
+pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let (server, first) = Server::start(config).await?;
     if let Some(first) = &first {
         println!("{}", first_stream_banner(&server.config, first));
     }
+    systemd::ready(&format!(
+        "serving HTTP on {}, media on UDP {}",
+        server.http_addr, server.media_addr
+    ));
+    systemd::spawn_watchdog();
+    spawn_reload_on_sighup(server.config.clone(), config_path);
     wait_for_signal().await;
     tracing::info!("shutting down");
+    systemd::stopping();
     server.shutdown().await;
     Ok(())
+}
+
+/// On SIGHUP: read the configuration again and apply what can change without a restart, logging each change.
+fn spawn_reload_on_sighup(initial: Arc<Config>, path: Option<std::path::PathBuf>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        let mut current = (*initial).clone();
+        while hup.recv().await.is_some() {
+            match Config::load(path.as_deref()) {
+                Ok(new) => {
+                    let changes = reload::apply(&current, &new);
+                    if changes.is_empty() {
+                        tracing::info!(
+                            "SIGHUP: configuration reloaded, nothing that can change live changed"
+                        );
+                    }
+                    for change in &changes {
+                        tracing::info!(change = %change, "SIGHUP: applied");
+                    }
+                    current = new;
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {

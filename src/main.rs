@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli.command, config));
+    let result = runtime.block_on(run(cli.command, config, cli.config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -78,9 +78,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+async fn run(command: Command, config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     match command {
-        Command::Serve => zipiq::serve(config).await,
+        Command::Serve => zipiq::serve(config, path).await,
         Command::Migrate { dry_run } => {
             let db = Db::connect(&config.database).await?;
             if dry_run {

@@ -4,28 +4,64 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The filter of the installed subscriber, replaceable at run time (SIGHUP).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Builds the filter from `RUST_LOG` when set, else from `level`.
+fn filter(level: &str) -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // webrtc-rs logs through the `log` crate for every packet problem; keep it at warnings unless asked.
+    let mut filter = filter;
+    for directive in [
+        "webrtc=warn",
+        "webrtc_ice=warn",
+        "webrtc_srtp=warn",
+        "webrtc_dtls=warn",
+    ] {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
 /// Installs the log subscriber. A second call (tests start several servers in one process) does nothing.
 pub fn init_logs(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // webrtc-rs logs through the `log` crate at debug level for every packet problem; keep it quiet by default.
-    let filter = filter
-        .add_directive("webrtc=warn".parse().unwrap_or_default())
-        .add_directive("webrtc_ice=warn".parse().unwrap_or_default())
-        .add_directive("webrtc_srtp=warn".parse().unwrap_or_default())
-        .add_directive("webrtc_dtls=warn".parse().unwrap_or_default());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    let _ = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let (filter_layer, handle) = reload::Layer::new(filter(&config.level));
+    let registry = tracing_subscriber::registry().with(filter_layer);
+    let installed = match config.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
     };
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Replaces the log level (from a reloaded configuration). Returns false when no subscriber of ours is installed.
+pub fn set_log_level(level: &str) -> bool {
+    match FILTER.get() {
+        Some(handle) => handle.reload(filter(level)).is_ok(),
+        None => false,
+    }
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -1,0 +1,909 @@
+//! The IPFS HTTP gateway built into zipIQ: `GET`/`HEAD /ipfs/{cid}[/path]` served from the embedded node, as
+//! UnixFS (files with `Range`, directories as `index.html` or a listing) or as trustless responses
+//! (`?format=raw` / `application/vnd.ipld.raw`: one block; `?format=car` / `application/vnd.ipld.car`: a CAR v1).
+//!
+//! Everything in a request is untrusted: the path, query and headers go through pure parsers that return errors,
+//! never panic. Content this node lacks is 404 at once unless the node may fetch from the network (then bounded by
+//! its timeout). Content is public and immutable: every answer carries `Access-Control-Allow-Origin: *`, and
+//! successful ones an immutable `Cache-Control`. Content from elsewhere is served under a `sandbox` CSP so that a
+//! HTML file on IPFS cannot run script with zipIQ's origin.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::TryStreamExt;
+
+use crate::store::content_path::{self, ContentPath};
+use crate::store::{Cid, DagScope, EntryKind, IpfsNode, Resolved, StoreError};
+
+/// `Cache-Control` of every successful answer: content addressed by CID never changes.
+pub const IMMUTABLE: &str = "public, max-age=29030400, immutable";
+/// Media type of a single block.
+pub const RAW_TYPE: &str = "application/vnd.ipld.raw";
+/// Media type of the CAR answers (the order and duplicate parameters say what the stream holds).
+pub const CAR_TYPE: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=n";
+
+const X_IPFS_PATH: HeaderName = HeaderName::from_static("x-ipfs-path");
+const X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
+const EXPOSED_HEADERS: &str =
+    "Content-Range, Content-Length, Content-Type, ETag, X-Ipfs-Path, X-Ipfs-Roots";
+
+/// The gateway routes, with the node as state. Merge it into the application router (`Router::merge`) outside any
+/// CORS layer of the rest of the API: it sets its own CORS headers.
+pub fn router(node: Arc<IpfsNode>) -> Router {
+    let method_router = || get(serve).head(serve).options(preflight);
+    Router::new()
+        .route("/ipfs/{cid}", method_router())
+        .route("/ipfs/{cid}/", method_router())
+        .route("/ipfs/{cid}/{*path}", method_router())
+        .with_state(node)
+}
+
+/// What representation a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Deserialized UnixFS: file bytes, `index.html` or a directory listing.
+    Unixfs,
+    /// One block, verbatim.
+    Raw,
+    /// A CAR v1 of the DAG.
+    Car,
+}
+
+/// The query parameters the gateway understands; others are ignored (clients add cache busters).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayQuery {
+    pub format: Option<Format>,
+    pub dag_scope: DagScope,
+    pub entity_bytes: bool,
+    pub filename: Option<String>,
+    pub download: bool,
+}
+
+/// Why a request cannot be served as asked (each is a 4xx/501 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("unsupported format {0:?} (supported: raw, car)")]
+    UnsupportedFormat(String),
+    #[error("invalid dag-scope {0:?} (all, entity, block)")]
+    InvalidDagScope(String),
+    #[error("unsupported CAR version {0:?} (only 1)")]
+    UnsupportedCarVersion(String),
+    #[error("query parameter {0} is not valid percent-encoding")]
+    BadEncoding(&'static str),
+}
+
+fn percent_decode_query(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let text = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(text, 16).ok()?);
+                i += 3;
+            }
+            _ => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl GatewayQuery {
+    /// Parses the query string of a gateway request.
+    pub fn parse(query: Option<&str>) -> Result<GatewayQuery, RequestError> {
+        let mut parsed = GatewayQuery::default();
+        let Some(query) = query else {
+            return Ok(parsed);
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "format" => {
+                    let value = percent_decode_query(value).ok_or(RequestError::BadEncoding("format"))?;
+                    parsed.format = Some(match value.as_str() {
+                        "raw" => Format::Raw,
+                        "car" => Format::Car,
+                        other => return Err(RequestError::UnsupportedFormat(other.to_owned())),
+                    });
+                }
+                "dag-scope" => {
+                    parsed.dag_scope = match value {
+                        "all" => DagScope::All,
+                        "entity" => DagScope::Entity,
+                        "block" => DagScope::Block,
+                        other => return Err(RequestError::InvalidDagScope(other.to_owned())),
+                    };
+                }
+                "car-version" if value != "1" => {
+                    return Err(RequestError::UnsupportedCarVersion(value.to_owned()));
+                }
+                "entity-bytes" => parsed.entity_bytes = true,
+                "filename" => {
+                    parsed.filename =
+                        Some(percent_decode_query(value).ok_or(RequestError::BadEncoding("filename"))?);
+                }
+                "download" => parsed.download = value == "true",
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// The format an `Accept` header asks for: the first IPLD media type it lists, else UnixFS.
+pub fn format_from_accept(accept: Option<&str>) -> Result<Format, RequestError> {
+    let Some(accept) = accept else {
+        return Ok(Format::Unixfs);
+    };
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        match media.as_str() {
+            "application/vnd.ipld.raw" => return Ok(Format::Raw),
+            "application/vnd.ipld.car" => {
+                for param in parts {
+                    if let Some(version) = param.strip_prefix("version=")
+                        && version.trim_matches('"') != "1"
+                    {
+                        return Err(RequestError::UnsupportedCarVersion(version.to_owned()));
+                    }
+                }
+                return Ok(Format::Car);
+            }
+            _ => {}
+        }
+    }
+    Ok(Format::Unixfs)
+}
+
+/// The answer to a `Range` header for a representation of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable single range: send everything (200). Multi-range requests end here too.
+    Full,
+    /// One satisfiable range, end exclusive (206).
+    Partial(Range<u64>),
+    /// A syntactically valid range that selects nothing (416).
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header (RFC 9110 §14.1.2) against `size`. Syntax errors and multi-ranges give `Full`.
+pub fn parse_range(value: &str, size: u64) -> RangeRequest {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match (first.trim(), last.trim()) {
+        ("", suffix) if digits(suffix) => match suffix.parse::<u64>() {
+            Ok(0) => RangeRequest::Unsatisfiable,
+            Ok(n) if size > 0 => RangeRequest::Partial(size.saturating_sub(n)..size),
+            Ok(_) => RangeRequest::Unsatisfiable,
+            // More digits than u64 holds: a suffix longer than any file, i.e. the whole file.
+            Err(_) if size > 0 => RangeRequest::Partial(0..size),
+            Err(_) => RangeRequest::Unsatisfiable,
+        },
+        (start, end) if digits(start) && (end.is_empty() || digits(end)) => {
+            let Ok(start) = start.parse::<u64>() else {
+                return RangeRequest::Unsatisfiable;
+            };
+            let end = if end.is_empty() {
+                u64::MAX
+            } else {
+                end.parse::<u64>().unwrap_or(u64::MAX)
+            };
+            if end < start {
+                return RangeRequest::Full;
+            }
+            if start >= size {
+                return RangeRequest::Unsatisfiable;
+            }
+            RangeRequest::Partial(start..end.saturating_add(1).min(size))
+        }
+        _ => RangeRequest::Full,
+    }
+}
+
+/// Whether an `If-None-Match` value matches `etag` (weak comparison, `*` matches anything).
+pub fn if_none_match(value: &str, etag: &str) -> bool {
+    let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let ours = bare(etag);
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || bare(tag) == ours)
+}
+
+/// The media type of a file name's extension, if zipIQ knows it.
+pub fn content_type_for_name(name: &str) -> Option<&'static str> {
+    let (_, ext) = name.rsplit_once('.')?;
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "mp4" => "video/mp4",
+        "m4s" => "video/iso.segment",
+        "m4a" => "audio/mp4",
+        "m4v" => "video/mp4",
+        "mpd" => "application/dash+xml",
+        "ts" => "video/mp2t",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "opus" | "ogg" => "audio/ogg",
+        "vtt" => "text/vtt; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "car" => "application/vnd.ipld.car",
+        _ => return None,
+    })
+}
+
+/// The media type of content that has no (known) name, from its first bytes: fragmented MP4 boxes, playlists and
+/// common images; anything else is `application/octet-stream` (HTML is never sniffed).
+pub fn sniff_content_type(head: &[u8]) -> &'static str {
+    match head.get(4..8) {
+        Some(b"ftyp") => return "video/mp4",
+        Some(b"styp") | Some(b"moof") | Some(b"sidx") => return "video/iso.segment",
+        _ => {}
+    }
+    if head.starts_with(b"#EXTM3U") {
+        "application/vnd.apple.mpegurl"
+    } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "image/png"
+    } else if head.starts_with(b"\xff\xd8\xff") {
+        "image/jpeg"
+    } else if head.starts_with(b"GIF8") {
+        "image/gif"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, text: &str) {
+    if let Some(v) = value(text) {
+        headers.insert(name, v);
+    }
+}
+
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+}
+
+/// A short plain-text error answer (with CORS, so browsers can read the reason; never cached as immutable).
+fn error_response(status: StatusCode, reason: &str) -> Response {
+    let mut response = (status, format!("{reason}\n")).into_response();
+    let headers = response.headers_mut();
+    cors(headers);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn store_error_response(error: &StoreError) -> Response {
+    let status = match error {
+        StoreError::NotFound(_) | StoreError::NoSuchPath { .. } | StoreError::IncompleteDag { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        StoreError::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        StoreError::FetchFailed { .. } | StoreError::Malformed { .. } => StatusCode::BAD_GATEWAY,
+        StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::warn!(error = %error, "gateway request failed");
+    }
+    error_response(status, &error.to_string())
+}
+
+/// Headers every successful gateway answer carries.
+fn common_headers(headers: &mut HeaderMap, path: &ContentPath, resolved: Option<&Resolved>) {
+    cors(headers);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    set(headers, X_IPFS_PATH, &path.to_uri_path());
+    if let Some(resolved) = resolved {
+        let roots: Vec<String> = resolved
+            .path_blocks
+            .iter()
+            .chain(std::iter::once(&resolved.cid))
+            .map(Cid::to_string)
+            .collect();
+        set(headers, X_IPFS_ROOTS, &roots.join(","));
+    }
+}
+
+fn quoted(tag: &str) -> String {
+    format!("\"{tag}\"")
+}
+
+/// A filename safe inside a quoted `Content-Disposition` parameter, plus its RFC 8187 form.
+fn disposition(kind: &str, filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        content_path::encode_segment(filename)
+    )
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| if_none_match(v, etag))
+}
+
+fn not_modified_response(path: &ContentPath, etag: &str) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    let headers = response.headers_mut();
+    common_headers(headers, path, None);
+    set(headers, header::ETAG, etag);
+    response
+}
+
+async fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    cors(headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Accept, Content-Type, Range, If-None-Match, If-Range, X-Requested-With"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+fn scope_name(scope: DagScope) -> &'static str {
+    match scope {
+        DagScope::All => "all",
+        DagScope::Entity => "entity",
+        DagScope::Block => "block",
+    }
+}
+
+/// The gateway handler for every method and route.
+async fn serve(
+    State(node): State<Arc<IpfsNode>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = match ContentPath::parse(uri.path()) {
+        Ok(path) => path,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let query = match GatewayQuery::parse(uri.query()) {
+        Ok(query) => query,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = match query.format {
+        Some(format) => format,
+        None => match format_from_accept(accept) {
+            Ok(format) => format,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+    };
+    if format == Format::Car && query.entity_bytes {
+        return error_response(StatusCode::NOT_IMPLEMENTED, "entity-bytes is not supported");
+    }
+    let head_only = method == Method::HEAD;
+
+    // A bare CID's ETag needs no I/O: answer revalidations before touching the repository.
+    if path.segments.is_empty() {
+        let etag = match format {
+            Format::Unixfs => quoted(&path.root.to_string()),
+            Format::Raw => quoted(&format!("{}.raw", path.root)),
+            Format::Car => quoted(&format!("{}.car.{}", path.root, scope_name(query.dag_scope))),
+        };
+        if (format != Format::Unixfs || !path.trailing_slash) && not_modified(&headers, &etag) {
+            return not_modified_response(&path, &etag);
+        }
+    }
+
+    let resolved = match node.resolve(&path).await {
+        Ok(resolved) => resolved,
+        Err(e) => return store_error_response(&e),
+    };
+    match format {
+        Format::Raw => serve_raw(&node, &path, &resolved, &query, &headers, head_only),
+        Format::Car => serve_car(&node, &path, &resolved, &query, &headers, head_only),
+        Format::Unixfs => serve_unixfs(&node, &path, resolved, &query, &headers, uri.query(), head_only).await,
+    }
+}
+
+fn serve_raw(
+    node: &IpfsNode,
+    path: &ContentPath,
+    resolved: &Resolved,
+    query: &GatewayQuery,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Response {
+    let etag = quoted(&format!("{}.raw", resolved.cid));
+    if not_modified(headers, &etag) {
+        return not_modified_response(path, &etag);
+    }
+    let block = node.resolved_block(resolved);
+    let size = block.len() as u64;
+    let range = range_for(headers, &etag, size);
+    let filename = query
+        .filename
+        .clone()
+        .unwrap_or_else(|| format!("{}.bin", resolved.cid));
+    let answer = ByteAnswer {
+        path,
+        resolved,
+        etag: &etag,
+        content_type: RAW_TYPE,
+        disposition: Some(disposition("attachment", &filename)),
+        size,
+        head_only,
+    };
+    match range {
+        RangeRequest::Unsatisfiable => answer.unsatisfiable(),
+        RangeRequest::Full => answer.respond(0..size, false, Body::from(block)),
+        RangeRequest::Partial(r) => {
+            // `r` lies within the block: parse_range clamps its end to `size` and starts below it.
+            let body = Body::from(block.slice(r.start as usize..r.end as usize));
+            answer.respond(r, true, body)
+        }
+    }
+}
+
+fn serve_car(
+    node: &IpfsNode,
+    path: &ContentPath,
+    resolved: &Resolved,
+    query: &GatewayQuery,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Response {
+    let etag = quoted(&format!(
+        "{}.car.{}",
+        path.to_uri_path().trim_start_matches("/ipfs/"),
+        scope_name(query.dag_scope)
+    ));
+    if not_modified(headers, &etag) {
+        return not_modified_response(path, &etag);
+    }
+    let body = if head_only {
+        Body::empty()
+    } else {
+        Body::from_stream(
+            node.car_stream(resolved, query.dag_scope)
+                .map_err(std::io::Error::other),
+        )
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let out = response.headers_mut();
+    common_headers(out, path, Some(resolved));
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(CAR_TYPE));
+    set(out, header::ETAG, &etag);
+    let filename = query
+        .filename
+        .clone()
+        .unwrap_or_else(|| format!("{}.car", resolved.cid));
+    set(out, header::CONTENT_DISPOSITION, &disposition("attachment", &filename));
+    response
+}
+
+fn range_for(headers: &HeaderMap, etag: &str, size: u64) -> RangeRequest {
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeRequest::Full;
+    };
+    // If-Range with another validator (or a date: this gateway sends no Last-Modified) means "send it all".
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        let matches = if_range
+            .to_str()
+            .is_ok_and(|v| !v.trim().starts_with("W/") && v.trim() == etag);
+        if !matches {
+            return RangeRequest::Full;
+        }
+    }
+    parse_range(range, size)
+}
+
+/// Builds answers that carry bytes of a known size (files and raw blocks).
+struct ByteAnswer<'a> {
+    path: &'a ContentPath,
+    resolved: &'a Resolved,
+    etag: &'a str,
+    content_type: &'a str,
+    disposition: Option<String>,
+    size: u64,
+    head_only: bool,
+}
+
+impl ByteAnswer<'_> {
+    fn respond(&self, range: Range<u64>, partial: bool, body: Body) -> Response {
+        let status = if partial {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        let body = if self.head_only { Body::empty() } else { body };
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        common_headers(headers, self.path, Some(self.resolved));
+        set(headers, header::CONTENT_TYPE, self.content_type);
+        set(headers, header::ETAG, self.etag);
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        set(
+            headers,
+            header::CONTENT_LENGTH,
+            &(range.end - range.start).to_string(),
+        );
+        if partial {
+            set(
+                headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), self.size),
+            );
+        }
+        if let Some(disposition) = &self.disposition {
+            set(headers, header::CONTENT_DISPOSITION, disposition);
+        }
+        response
+    }
+
+    fn unsatisfiable(&self) -> Response {
+        let mut response = error_response(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+        let headers = response.headers_mut();
+        set(headers, header::CONTENT_RANGE, &format!("bytes */{}", self.size));
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        set(headers, header::ETAG, self.etag);
+        response
+    }
+}
+
+async fn serve_unixfs(
+    node: &IpfsNode,
+    path: &ContentPath,
+    resolved: Resolved,
+    query: &GatewayQuery,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+    head_only: bool,
+) -> Response {
+    match &resolved.kind {
+        EntryKind::File { .. } => {
+            let name = path.segments.last().map(String::as_str);
+            serve_file(node, path, &resolved, name, query, headers, head_only).await
+        }
+        EntryKind::Directory => {
+            if !path.trailing_slash {
+                // Relative links in an index.html resolve against the directory only in its `/` form.
+                let mut location = path.to_uri_path();
+                location.push('/');
+                if let Some(q) = raw_query {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+                let out = response.headers_mut();
+                common_headers(out, path, Some(&resolved));
+                set(out, header::LOCATION, &location);
+                return response;
+            }
+            let mut index_path = path.clone();
+            index_path.segments.push("index.html".to_owned());
+            index_path.trailing_slash = false;
+            match node.resolve(&index_path).await {
+                Ok(index) if matches!(index.kind, EntryKind::File { .. }) => {
+                    serve_file(node, path, &index, Some("index.html"), query, headers, head_only).await
+                }
+                Ok(_) | Err(StoreError::NoSuchPath { .. }) => {
+                    serve_listing(node, path, &resolved, headers, head_only)
+                }
+                Err(e) => store_error_response(&e),
+            }
+        }
+        EntryKind::Other(what) => error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("{} is a {what}; ask for ?format=raw or ?format=car", resolved.cid),
+        ),
+    }
+}
+
+async fn serve_file(
+    node: &IpfsNode,
+    path: &ContentPath,
+    file: &Resolved,
+    name: Option<&str>,
+    query: &GatewayQuery,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Response {
+    let EntryKind::File { size } = file.kind else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "not a file");
+    };
+    let etag = quoted(&file.cid.to_string());
+    if not_modified(headers, &etag) {
+        return not_modified_response(path, &etag);
+    }
+    let content_type = match name
+        .or(query.filename.as_deref())
+        .and_then(content_type_for_name)
+    {
+        Some(known) => known,
+        None => {
+            let mut head = node.read_file(file, 0..16);
+            let mut first = Vec::with_capacity(16);
+            while first.len() < 16 {
+                match head.try_next().await {
+                    Ok(Some(chunk)) => first.extend_from_slice(&chunk),
+                    Ok(None) => break,
+                    Err(e) => return store_error_response(&e),
+                }
+            }
+            sniff_content_type(&first)
+        }
+    };
+    let disposition = match (&query.filename, query.download) {
+        (Some(filename), download) => Some(disposition(
+            if download { "attachment" } else { "inline" },
+            filename,
+        )),
+        (None, true) => Some(disposition("attachment", name.unwrap_or(&file.cid.to_string()))),
+        (None, false) => None,
+    };
+    let answer = ByteAnswer {
+        path,
+        resolved: file,
+        etag: &etag,
+        content_type,
+        disposition,
+        size,
+        head_only,
+    };
+    let (range, partial) = match range_for(headers, &etag, size) {
+        RangeRequest::Unsatisfiable => return answer.unsatisfiable(),
+        RangeRequest::Full => (0..size, false),
+        RangeRequest::Partial(r) => (r, true),
+    };
+    let body = if head_only {
+        Body::empty()
+    } else {
+        Body::from_stream(
+            node.read_file(file, range.clone())
+                .map_err(std::io::Error::other),
+        )
+    };
+    answer.respond(range, partial, body)
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A small HTML listing of a directory without `index.html` (no script, links absolute).
+fn serve_listing(
+    node: &IpfsNode,
+    path: &ContentPath,
+    dir: &Resolved,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Response {
+    let etag = quoted(&format!("DirIndex-{}", dir.cid));
+    if not_modified(headers, &etag) {
+        return not_modified_response(path, &etag);
+    }
+    let entries = match node.list_directory(dir) {
+        Ok(entries) => entries,
+        Err(e) => return store_error_response(&e),
+    };
+    let base = path.to_uri_path();
+    let title = html_escape(&base);
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>\n\
+         <h1>{title}</h1>\n<p>{count} entries &middot; <code>{cid}</code></p>\n<table>\n",
+        count = entries.len(),
+        cid = dir.cid
+    );
+    if !path.segments.is_empty() {
+        let mut parent = path.clone();
+        parent.segments.pop();
+        html.push_str(&format!(
+            "<tr><td><a href=\"{}\">..</a></td><td></td><td></td></tr>\n",
+            html_escape(&parent.to_uri_path())
+        ));
+    }
+    for entry in &entries {
+        let href = format!("{base}{}", content_path::encode_segment(&entry.name));
+        html.push_str(&format!(
+            "<tr><td><a href=\"{href}\">{name}</a></td><td>{size}</td><td><a href=\"/ipfs/{cid}\"><code>{cid}</code></a></td></tr>\n",
+            href = html_escape(&href),
+            name = html_escape(&entry.name),
+            size = entry.tsize.map(|s| s.to_string()).unwrap_or_default(),
+            cid = entry.cid,
+        ));
+    }
+    html.push_str("</table>\n</body></html>\n");
+    let length = html.len();
+    let body = if head_only { Body::empty() } else { Body::from(html) };
+    let mut response = (StatusCode::OK, body).into_response();
+    let out = response.headers_mut();
+    common_headers(out, path, Some(dir));
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    set(out, header::ETAG, &etag);
+    set(out, header::CONTENT_LENGTH, &length.to_string());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_ranges_are_clamped_and_checked() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeRequest::Partial(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), RangeRequest::Partial(90..100));
+        assert_eq!(parse_range("bytes=90-1000", 100), RangeRequest::Partial(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), RangeRequest::Partial(90..100));
+        assert_eq!(parse_range("bytes=-1000", 100), RangeRequest::Partial(0..100));
+        assert_eq!(
+            parse_range("bytes=-99999999999999999999999", 100),
+            RangeRequest::Partial(0..100)
+        );
+        assert_eq!(parse_range("bytes=0-99999999999999999999999", 100), RangeRequest::Partial(0..100));
+    }
+
+    #[test]
+    fn unsatisfiable_ranges_are_416() {
+        assert_eq!(parse_range("bytes=100-", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range("bytes=99999999999999999999999-", 100),
+            RangeRequest::Unsatisfiable
+        );
+    }
+
+    #[test]
+    fn unusable_ranges_fall_back_to_the_whole_body() {
+        for header in ["", "bytes", "bytes=", "items=0-1", "bytes=5-2", "bytes=0-1,3-4", "bytes=a-b", "bytes=-", "bytes=1-2-3"] {
+            assert_eq!(parse_range(header, 100), RangeRequest::Full, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn etag_matching_is_weak_and_accepts_lists() {
+        assert!(if_none_match("\"a\"", "\"a\""));
+        assert!(if_none_match("W/\"a\"", "\"a\""));
+        assert!(if_none_match("\"x\", \"a\"", "\"a\""));
+        assert!(if_none_match("*", "\"a\""));
+        assert!(!if_none_match("\"b\"", "\"a\""));
+    }
+
+    #[test]
+    fn formats_come_from_the_query_or_accept() {
+        let q = GatewayQuery::parse(Some("format=car&dag-scope=block&x=1")).expect("parses");
+        assert_eq!(q.format, Some(Format::Car));
+        assert_eq!(q.dag_scope, DagScope::Block);
+        assert!(GatewayQuery::parse(Some("format=tar")).is_err());
+        assert!(GatewayQuery::parse(Some("dag-scope=nope")).is_err());
+        assert!(GatewayQuery::parse(Some("car-version=2")).is_err());
+        assert!(GatewayQuery::parse(Some("filename=%zz")).is_err());
+        assert_eq!(
+            GatewayQuery::parse(Some("filename=a%20b.mp4&download=true"))
+                .expect("parses")
+                .filename
+                .as_deref(),
+            Some("a b.mp4")
+        );
+        assert_eq!(format_from_accept(None), Ok(Format::Unixfs));
+        assert_eq!(format_from_accept(Some("text/html, application/vnd.ipld.raw")), Ok(Format::Raw));
+        assert_eq!(
+            format_from_accept(Some("application/vnd.ipld.car; version=1; order=dfs")),
+            Ok(Format::Car)
+        );
+        assert!(format_from_accept(Some("application/vnd.ipld.car; version=2")).is_err());
+    }
+
+    #[test]
+    fn media_types_follow_extensions_then_magic_bytes() {
+        assert_eq!(content_type_for_name("index.m3u8"), Some("application/vnd.apple.mpegurl"));
+        assert_eq!(content_type_for_name("init.MP4"), Some("video/mp4"));
+        assert_eq!(content_type_for_name("000001.m4s"), Some("video/iso.segment"));
+        assert_eq!(content_type_for_name("noext"), None);
+        assert_eq!(sniff_content_type(b"\0\0\0\x18ftypiso6"), "video/mp4");
+        assert_eq!(sniff_content_type(b"\0\0\0\x18stypmsdh"), "video/iso.segment");
+        assert_eq!(sniff_content_type(b"\0\0\0\x18moof"), "video/iso.segment");
+        assert_eq!(sniff_content_type(b"#EXTM3U\n"), "application/vnd.apple.mpegurl");
+        assert_eq!(sniff_content_type(b"<html>"), "application/octet-stream");
+        assert_eq!(sniff_content_type(b""), "application/octet-stream");
+    }
+
+    #[test]
+    fn listing_names_are_escaped() {
+        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        let d = disposition("inline", "a\"b\\c é.mp4");
+        assert!(d.starts_with("inline; filename=\"a_b_c _.mp4\"; filename*=UTF-8''"), "{d}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Content-addressed storage: zipIQ's embedded IPFS node (rust-ipfs) with a persistent repository and identity,
+//! the UnixFS importer of the `unixfs-v1-2025` profile, CAR v1 import/export, and the content-path parser the HTTP
+//! gateway uses.
+//!
+//! Nothing here runs on the SFU's hot path: segments reach `IpfsNode::add` from the side pipeline. Reads are
+//! local-only unless `fetch_from_network` is on, so a request for content this node lacks fails fast instead of
+//! hanging on the network.
+
+pub mod block;
+pub mod car;
+pub mod content_path;
+pub mod ipfs;
+pub mod unixfs;
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use self::content_path::ContentPath;
+pub use self::ipfs::{DagScope, DirectoryEntry, EntryKind, IpfsNode, Resolved};
+pub use cid::Cid;
+pub use rust_ipfs::{Multiaddr, PeerId};
+
+/// `[ipfs]` in `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpfsConfig {
+    /// Repository directory: blocks, pins, the libp2p identity key.
+    pub repo_dir: PathBuf,
+    /// Swarm listen multiaddrs (TCP and QUIC).
+    pub listen: Vec<String>,
+    /// Peers dialled at start and used to join the DHT; each must end in `/p2p/<peer id>`. Empty: offline.
+    pub bootstrap: Vec<String>,
+    /// Fetch blocks this node lacks from connected peers (bitswap) when reading. Off: missing content is 404.
+    pub fetch_from_network: bool,
+    /// How long one block fetch may take when `fetch_from_network` is on, in milliseconds.
+    pub fetch_timeout_ms: u64,
+    /// Announce added roots in the DHT (provider records).
+    pub announce: bool,
+}
+
+impl Default for IpfsConfig {
+    fn default() -> Self {
+        IpfsConfig {
+            repo_dir: PathBuf::from("./data/ipfs"),
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".to_owned(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            ],
+            bootstrap: Vec::new(),
+            fetch_from_network: false,
+            fetch_timeout_ms: 30_000,
+            announce: true,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("IPFS repository {path} is locked by another running node")]
+    RepoLocked { path: PathBuf },
+    #[error("node identity: {0}")]
+    Identity(String),
+    #[error("{0} is not in this node's repository")]
+    NotFound(Cid),
+    #[error("no link named {name:?} in {parent}")]
+    NoSuchPath { parent: Cid, name: String },
+    #[error("timed out fetching {0} from the network")]
+    FetchTimeout(Cid),
+    #[error("could not fetch {cid} from the network: {reason}")]
+    FetchFailed { cid: Cid, reason: String },
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("malformed node {cid}: {reason}")]
+    Malformed { cid: Cid, reason: String },
+    #[error("{cid} holds {actual} bytes, not the {expected} given")]
+    SizeMismatch { cid: Cid, expected: u64, actual: u64 },
+    #[error("the DAG of {root} is incomplete: block {missing} is missing")]
+    IncompleteDag { root: Cid, missing: Cid },
+    #[error(transparent)]
+    Unixfs(#[from] unixfs::UnixfsError),
+    #[error(transparent)]
+    Block(#[from] block::BlockError),
+    #[error(transparent)]
+    Car(#[from] car::CarError),
+    #[error("IPFS node: {0}")]
+    Node(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// Wraps an error of rust-ipfs (an `anyhow::Error`) with its whole chain of causes.
+    pub(crate) fn node(error: impl std::fmt::Display) -> Self {
+        StoreError::Node(format!("{error:#}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_fill_missing_keys() {
+        let config: IpfsConfig =
+            serde_json::from_str(r#"{"fetch_from_network": true}"#).expect("parses");
+        assert!(config.fetch_from_network);
+        assert_eq!(config.repo_dir, PathBuf::from("./data/ipfs"));
+        assert_eq!(config.listen.len(), 2);
+        assert!(config.bootstrap.is_empty());
+        assert!(config.announce);
+    }
+
+    #[test]
+    fn config_refuses_unknown_keys() {
+        assert!(serde_json::from_str::<IpfsConfig>(r#"{"repo": "x"}"#).is_err());
+    }
+}

@@ -1,0 +1,764 @@
+//! UnixFS on dag-pb, written by hand: the protobuf encoding of dag-pb nodes and UnixFS `Data`, the file importer
+//! of the IPIP-499 `unixfs-v1-2025` profile (CIDv1, raw leaves, 1 MiB chunks, sha2-256, balanced DAG of at most
+//! 1024 links per node) and flat directories that link existing CIDs.
+//!
+//! Pure functions, no I/O. Decoders take bytes from the network or disk: they check every length and never panic;
+//! a malformed node is an error. The encoders produce the canonical dag-pb form (links before data, links of a
+//! directory sorted by name bytes), so CIDs match the JavaScript and Go importers byte for byte.
+
+use bytes::Bytes;
+use cid::Cid;
+
+use crate::store::block::{self, DAG_PB, RAW};
+
+/// Chunk size of the `unixfs-v1-2025` profile: 1 MiB.
+pub const CHUNK_SIZE: usize = 1_048_576;
+/// Widest node of the profile's balanced DAG.
+pub const MAX_LINKS: usize = 1024;
+/// Largest dag-pb node this module decodes (bitswap refuses bigger blocks anyway).
+pub const MAX_NODE_SIZE: usize = 2 * 1024 * 1024;
+
+/// A UnixFS node type (`Data.Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Raw,
+    Directory,
+    File,
+    Metadata,
+    Symlink,
+    HamtShard,
+}
+
+impl DataType {
+    fn from_code(code: u64) -> Option<DataType> {
+        Some(match code {
+            0 => DataType::Raw,
+            1 => DataType::Directory,
+            2 => DataType::File,
+            3 => DataType::Metadata,
+            4 => DataType::Symlink,
+            5 => DataType::HamtShard,
+            _ => return None,
+        })
+    }
+
+    fn code(self) -> u64 {
+        match self {
+            DataType::Raw => 0,
+            DataType::Directory => 1,
+            DataType::File => 2,
+            DataType::Metadata => 3,
+            DataType::Symlink => 4,
+            DataType::HamtShard => 5,
+        }
+    }
+}
+
+/// Why bytes are not a valid dag-pb node or UnixFS `Data`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnixfsError {
+    #[error("dag-pb: {0}")]
+    DagPb(&'static str),
+    #[error("unixfs data: {0}")]
+    Data(&'static str),
+    #[error("directory: {0}")]
+    Directory(String),
+}
+
+/// A link of a dag-pb node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbLink {
+    pub cid: Cid,
+    /// `None` when the field is absent (it is present and empty in file nodes).
+    pub name: Option<String>,
+    /// Cumulative size of the linked DAG (`Tsize`).
+    pub tsize: Option<u64>,
+}
+
+/// A dag-pb node: links, then opaque data (UnixFS `Data` for UnixFS nodes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PbNode {
+    pub links: Vec<PbLink>,
+    pub data: Option<Bytes>,
+}
+
+/// The UnixFS `Data` message (mode and mtime are skipped: zipIQ does not serve them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixfsData {
+    pub kind: DataType,
+    pub data: Option<Bytes>,
+    pub filesize: Option<u64>,
+    pub blocksizes: Vec<u64>,
+    pub hash_type: Option<u64>,
+    pub fanout: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// protobuf primitives
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn varint_len(mut value: u64) -> usize {
+    let mut n = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_varint_field(out: &mut Vec<u8>, field: u64, value: u64) {
+    put_varint(out, field << 3);
+    put_varint(out, value);
+}
+
+/// A cursor over protobuf bytes that never reads past the end.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// Wire types this module accepts.
+const VARINT: u64 = 0;
+const I64: u64 = 1;
+const LEN: u64 = 2;
+const I32: u64 = 5;
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let byte = *self.buf.get(self.pos)?;
+            self.pos += 1;
+            // The tenth byte may only carry the 64th bit.
+            if i == 9 && byte > 1 {
+                return None;
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// The next length-delimited field's bounds in `buf`.
+    fn len_delimited(&mut self) -> Option<(usize, usize)> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        let start = self.pos;
+        let end = start.checked_add(len)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        self.pos = end;
+        Some((start, end))
+    }
+
+    fn skip(&mut self, wire: u64) -> Option<()> {
+        match wire {
+            VARINT => self.varint().map(|_| ()),
+            I64 => self.advance(8),
+            LEN => self.len_delimited().map(|_| ()),
+            I32 => self.advance(4),
+            _ => None,
+        }
+    }
+
+    fn advance(&mut self, n: usize) -> Option<()> {
+        let end = self.pos.checked_add(n)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        self.pos = end;
+        Some(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// dag-pb
+
+impl PbNode {
+    /// Canonical dag-pb bytes: every link (Hash, Name, Tsize), then Data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.links.len() * 48 + self.data.as_ref().map_or(0, |d| d.len() + 4),
+        );
+        let mut link_buf = Vec::with_capacity(64);
+        for link in &self.links {
+            link_buf.clear();
+            put_bytes_field(&mut link_buf, 1, &link.cid.to_bytes());
+            if let Some(name) = &link.name {
+                put_bytes_field(&mut link_buf, 2, name.as_bytes());
+            }
+            if let Some(tsize) = link.tsize {
+                put_varint_field(&mut link_buf, 3, tsize);
+            }
+            put_bytes_field(&mut out, 2, &link_buf);
+        }
+        if let Some(data) = &self.data {
+            put_bytes_field(&mut out, 1, data);
+        }
+        out
+    }
+
+    /// Decodes a dag-pb block strictly: only the fields of the dag-pb spec, links before data, at most one data
+    /// field, every link with a hash. `Data` is a zero-copy slice of `block`.
+    pub fn decode(block: &Bytes) -> Result<PbNode, UnixfsError> {
+        if block.len() > MAX_NODE_SIZE {
+            return Err(UnixfsError::DagPb("node larger than 2 MiB"));
+        }
+        let mut reader = Reader::new(block);
+        let mut node = PbNode::default();
+        while !reader.done() {
+            let key = reader
+                .varint()
+                .ok_or(UnixfsError::DagPb("truncated field key"))?;
+            match (key >> 3, key & 7) {
+                (2, LEN) => {
+                    if node.data.is_some() {
+                        return Err(UnixfsError::DagPb("link after data"));
+                    }
+                    let (start, end) = reader
+                        .len_delimited()
+                        .ok_or(UnixfsError::DagPb("truncated link"))?;
+                    let link = decode_link(block.get(start..end).unwrap_or_default())?;
+                    node.links.push(link);
+                }
+                (1, LEN) => {
+                    if node.data.is_some() {
+                        return Err(UnixfsError::DagPb("duplicate data field"));
+                    }
+                    let (start, end) = reader
+                        .len_delimited()
+                        .ok_or(UnixfsError::DagPb("truncated data"))?;
+                    node.data = Some(block.slice(start..end));
+                }
+                _ => return Err(UnixfsError::DagPb("unexpected field")),
+            }
+        }
+        Ok(node)
+    }
+}
+
+fn decode_link(bytes: &[u8]) -> Result<PbLink, UnixfsError> {
+    let mut reader = Reader::new(bytes);
+    let mut cid = None;
+    let mut name = None;
+    let mut tsize = None;
+    let mut last_field = 0;
+    while !reader.done() {
+        let key = reader
+            .varint()
+            .ok_or(UnixfsError::DagPb("truncated link field key"))?;
+        let field = key >> 3;
+        if field <= last_field {
+            return Err(UnixfsError::DagPb("link fields out of order or repeated"));
+        }
+        last_field = field;
+        match (field, key & 7) {
+            (1, LEN) => {
+                let (start, end) = reader
+                    .len_delimited()
+                    .ok_or(UnixfsError::DagPb("truncated link hash"))?;
+                let raw = bytes.get(start..end).unwrap_or_default();
+                cid = Some(
+                    Cid::try_from(raw).map_err(|_| UnixfsError::DagPb("link hash is not a CID"))?,
+                );
+            }
+            (2, LEN) => {
+                let (start, end) = reader
+                    .len_delimited()
+                    .ok_or(UnixfsError::DagPb("truncated link name"))?;
+                let raw = bytes.get(start..end).unwrap_or_default();
+                name = Some(
+                    std::str::from_utf8(raw)
+                        .map_err(|_| UnixfsError::DagPb("link name is not UTF-8"))?
+                        .to_owned(),
+                );
+            }
+            (3, VARINT) => {
+                tsize = Some(
+                    reader
+                        .varint()
+                        .ok_or(UnixfsError::DagPb("truncated link size"))?,
+                );
+            }
+            _ => return Err(UnixfsError::DagPb("unexpected link field")),
+        }
+    }
+    let cid = cid.ok_or(UnixfsError::DagPb("link without hash"))?;
+    Ok(PbLink { cid, name, tsize })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// UnixFS Data
+
+impl UnixfsData {
+    /// The `Data` of a file node with children of these sizes (no inline data).
+    pub fn file(blocksizes: Vec<u64>) -> Self {
+        UnixfsData {
+            kind: DataType::File,
+            data: None,
+            filesize: Some(blocksizes.iter().sum()),
+            blocksizes,
+            hash_type: None,
+            fanout: None,
+        }
+    }
+
+    /// The `Data` of a plain directory (no mode, no mtime).
+    pub fn directory() -> Self {
+        UnixfsData {
+            kind: DataType::Directory,
+            data: None,
+            filesize: None,
+            blocksizes: Vec::new(),
+            hash_type: None,
+            fanout: None,
+        }
+    }
+
+    /// Protobuf bytes in field order, blocksizes unpacked (as the JS and Go importers write them).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.blocksizes.len() * 5);
+        put_varint_field(&mut out, 1, self.kind.code());
+        if let Some(data) = self.data.as_ref().filter(|d| !d.is_empty()) {
+            put_bytes_field(&mut out, 2, data);
+        }
+        if let Some(size) = self.filesize {
+            put_varint_field(&mut out, 3, size);
+        }
+        for size in &self.blocksizes {
+            put_varint_field(&mut out, 4, *size);
+        }
+        if let Some(hash_type) = self.hash_type {
+            put_varint_field(&mut out, 5, hash_type);
+        }
+        if let Some(fanout) = self.fanout {
+            put_varint_field(&mut out, 6, fanout);
+        }
+        out
+    }
+
+    /// Decodes UnixFS `Data`; `data` is a zero-copy slice. Unknown fields are skipped (the spec allows new ones),
+    /// blocksizes are accepted packed or unpacked.
+    pub fn decode(bytes: &Bytes) -> Result<UnixfsData, UnixfsError> {
+        let mut reader = Reader::new(bytes);
+        let mut kind = None;
+        let mut data = None;
+        let mut filesize = None;
+        let mut blocksizes = Vec::new();
+        let mut hash_type = None;
+        let mut fanout = None;
+        while !reader.done() {
+            let key = reader
+                .varint()
+                .ok_or(UnixfsError::Data("truncated field key"))?;
+            let truncated = UnixfsError::Data("truncated field");
+            match (key >> 3, key & 7) {
+                (1, VARINT) => {
+                    let code = reader.varint().ok_or(truncated)?;
+                    kind = Some(DataType::from_code(code).ok_or(UnixfsError::Data("unknown type"))?);
+                }
+                (2, LEN) => {
+                    let (start, end) = reader.len_delimited().ok_or(truncated)?;
+                    data = Some(bytes.slice(start..end));
+                }
+                (3, VARINT) => filesize = Some(reader.varint().ok_or(truncated)?),
+                (4, VARINT) => {
+                    // Every blocksize costs at least one byte of input, so this cannot grow without bound.
+                    blocksizes.push(reader.varint().ok_or(truncated)?);
+                }
+                (4, LEN) => {
+                    let (start, end) = reader.len_delimited().ok_or(truncated)?;
+                    let mut packed = Reader::new(bytes.get(start..end).unwrap_or_default());
+                    while !packed.done() {
+                        blocksizes.push(
+                            packed
+                                .varint()
+                                .ok_or(UnixfsError::Data("truncated packed blocksizes"))?,
+                        );
+                    }
+                }
+                (5, VARINT) => hash_type = Some(reader.varint().ok_or(truncated)?),
+                (6, VARINT) => fanout = Some(reader.varint().ok_or(truncated)?),
+                (_, wire) => reader
+                    .skip(wire)
+                    .ok_or(UnixfsError::Data("malformed unknown field"))?,
+            }
+        }
+        Ok(UnixfsData {
+            kind: kind.ok_or(UnixfsError::Data("missing type"))?,
+            data,
+            filesize,
+            blocksizes,
+            hash_type,
+            fanout,
+        })
+    }
+
+    /// Bytes of file content this node stands for: its inline data plus its children's.
+    pub fn content_size(&self) -> Option<u64> {
+        let inline = self.data.as_ref().map_or(0, |d| d.len() as u64);
+        self.blocksizes
+            .iter()
+            .try_fold(inline, |acc, size| acc.checked_add(*size))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// importer
+
+/// The blocks of an imported file, leaves first and root last.
+#[derive(Debug, Clone)]
+pub struct FileDag {
+    pub root: Cid,
+    /// File size in bytes.
+    pub size: u64,
+    /// Cumulative size of the DAG (what a parent directory records as `Tsize`).
+    pub tsize: u64,
+    pub blocks: Vec<(Cid, Bytes)>,
+}
+
+/// A node of the DAG being built: its CID, the file bytes below it and its cumulative size.
+#[derive(Clone, Copy)]
+struct Built {
+    cid: Cid,
+    size: u64,
+    tsize: u64,
+}
+
+/// Imports `bytes` as a UnixFS file with the `unixfs-v1-2025` profile. A file of at most one chunk is a single raw
+/// block (so its CID is the raw CIDv1 of its sha2-256); a longer one is a balanced tree of dag-pb file nodes with
+/// at most [`MAX_LINKS`] children each. The leaves are zero-copy slices of `bytes`.
+pub fn import_file(bytes: &Bytes) -> FileDag {
+    let mut blocks = Vec::with_capacity(bytes.len() / CHUNK_SIZE + 2);
+    let mut leaves: Vec<Built> = Vec::with_capacity(bytes.len() / CHUNK_SIZE + 1);
+    let mut offset = 0;
+    loop {
+        let end = bytes.len().min(offset + CHUNK_SIZE);
+        let chunk = bytes.slice(offset..end);
+        let cid = block::cid_v1(RAW, &chunk);
+        let size = chunk.len() as u64;
+        leaves.push(Built {
+            cid,
+            size,
+            tsize: size,
+        });
+        blocks.push((cid, chunk));
+        offset = end;
+        if offset >= bytes.len() {
+            break;
+        }
+    }
+    let root = build_balanced(leaves, &mut blocks);
+    FileDag {
+        root: root.cid,
+        size: root.size,
+        tsize: root.tsize,
+        blocks,
+    }
+}
+
+/// Builds the balanced layout over `leaves` (at least one), appending every new node to `blocks`, and returns the
+/// root. One leaf is its own root (the importers' "reduce single leaf to self").
+fn build_balanced(leaves: Vec<Built>, blocks: &mut Vec<(Cid, Bytes)>) -> Built {
+    let mut level = leaves;
+    while level.len() > 1 {
+        let mut parents = Vec::with_capacity(level.len().div_ceil(MAX_LINKS));
+        for children in level.chunks(MAX_LINKS) {
+            let data = UnixfsData::file(children.iter().map(|c| c.size).collect());
+            let node = PbNode {
+                links: children
+                    .iter()
+                    .map(|c| PbLink {
+                        cid: c.cid,
+                        name: Some(String::new()),
+                        tsize: Some(c.tsize),
+                    })
+                    .collect(),
+                data: Some(Bytes::from(data.encode())),
+            };
+            let encoded = node.encode();
+            let cid = block::cid_v1(DAG_PB, &encoded);
+            let tsize = encoded.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
+            parents.push(Built {
+                cid,
+                size: data.filesize.unwrap_or(0),
+                tsize,
+            });
+            blocks.push((cid, Bytes::from(encoded)));
+        }
+        level = parents;
+    }
+    level.first().copied().unwrap_or(Built {
+        // Only reached if called with no leaf at all: the empty file.
+        cid: block::cid_v1(RAW, b""),
+        size: 0,
+        tsize: 0,
+    })
+}
+
+/// A link of a directory being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryLink {
+    pub name: String,
+    pub cid: Cid,
+    /// Cumulative size of the linked DAG.
+    pub tsize: u64,
+}
+
+/// Checks a directory entry name: non-empty UTF-8 without `/` or NUL, not `.` or `..`.
+pub fn check_entry_name(name: &str) -> Result<(), UnixfsError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
+    {
+        return Err(UnixfsError::Directory(format!(
+            "invalid entry name {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A flat UnixFS directory linking `links` (sorted by name bytes, names unique). Returns its CID, its block and
+/// its cumulative size.
+pub fn build_directory(mut links: Vec<DirectoryLink>) -> Result<(Cid, Bytes, u64), UnixfsError> {
+    for link in &links {
+        check_entry_name(&link.name)?;
+    }
+    links.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    for pair in links.windows(2) {
+        if let [a, b] = pair
+            && a.name == b.name
+        {
+            return Err(UnixfsError::Directory(format!(
+                "duplicate entry name {:?}",
+                a.name
+            )));
+        }
+    }
+    let node = PbNode {
+        links: links
+            .iter()
+            .map(|l| PbLink {
+                cid: l.cid,
+                name: Some(l.name.clone()),
+                tsize: Some(l.tsize),
+            })
+            .collect(),
+        data: Some(Bytes::from(UnixfsData::directory().encode())),
+    };
+    let encoded = node.encode();
+    if encoded.len() > MAX_NODE_SIZE {
+        return Err(UnixfsError::Directory(format!(
+            "{} entries make a {}-byte node, above the {MAX_NODE_SIZE}-byte block limit",
+            links.len(),
+            encoded.len()
+        )));
+    }
+    let cid = block::cid_v1(DAG_PB, &encoded);
+    let tsize = encoded.len() as u64 + links.iter().map(|l| l.tsize).sum::<u64>();
+    Ok((cid, Bytes::from(encoded), tsize))
+}
+
+/// Serialized size of a dag-pb link (used by tests and size estimates).
+pub fn link_size(name_len: usize, cid_len: usize, tsize: u64) -> usize {
+    let inner = 1
+        + varint_len(cid_len as u64)
+        + cid_len
+        + 1
+        + varint_len(name_len as u64)
+        + name_len
+        + 1
+        + varint_len(tsize);
+    1 + varint_len(inner as u64) + inner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize) -> Bytes {
+        Bytes::from(
+            (0..len)
+                .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+                .collect::<Vec<u8>>(),
+        )
+    }
+
+    #[test]
+    fn a_file_of_one_chunk_is_its_raw_leaf() {
+        for len in [0, 1, 1000, CHUNK_SIZE] {
+            let bytes = pattern(len);
+            let dag = import_file(&bytes);
+            assert_eq!(dag.root, block::cid_v1(RAW, &bytes), "len {len}");
+            assert_eq!(dag.blocks.len(), 1);
+            assert_eq!(dag.size, len as u64);
+            assert_eq!(dag.tsize, len as u64);
+        }
+    }
+
+    #[test]
+    fn a_longer_file_is_a_dag_pb_root_over_raw_leaves() {
+        let bytes = pattern(CHUNK_SIZE * 2 + 12345);
+        let dag = import_file(&bytes);
+        assert_eq!(dag.blocks.len(), 4);
+        assert_eq!(dag.root.codec(), DAG_PB);
+        let (root_cid, root_block) = dag.blocks.last().cloned().expect("root is last");
+        assert_eq!(root_cid, dag.root);
+        let node = PbNode::decode(&root_block).expect("root decodes");
+        assert_eq!(node.links.len(), 3);
+        assert!(node.links.iter().all(|l| l.name.as_deref() == Some("")));
+        let data = UnixfsData::decode(node.data.as_ref().expect("has data")).expect("data decodes");
+        assert_eq!(data.kind, DataType::File);
+        assert_eq!(data.filesize, Some(bytes.len() as u64));
+        assert_eq!(
+            data.blocksizes,
+            vec![CHUNK_SIZE as u64, CHUNK_SIZE as u64, 12345]
+        );
+        assert_eq!(
+            dag.tsize,
+            root_block.len() as u64 + bytes.len() as u64,
+            "tsize counts the root and every leaf"
+        );
+        // Round trip: re-encoding the decoded node gives the same bytes.
+        assert_eq!(node.encode(), root_block.to_vec());
+    }
+
+    #[test]
+    fn the_tree_grows_a_level_after_1024_leaves() {
+        // 1025 leaves of 1 MiB would need a 1 GiB input: build the layout over stand-in leaves instead.
+        let leaves: Vec<Built> = (0..MAX_LINKS as u32 + 1)
+            .map(|i| Built {
+                cid: block::cid_v1(RAW, &i.to_be_bytes()),
+                size: CHUNK_SIZE as u64,
+                tsize: CHUNK_SIZE as u64,
+            })
+            .collect();
+        let mut blocks = Vec::new();
+        let root = build_balanced(leaves, &mut blocks);
+        assert_eq!(blocks.len(), 3, "two inner nodes and the root");
+        let (_, root_block) = blocks.last().cloned().expect("root is last");
+        let node = PbNode::decode(&root_block).expect("root decodes");
+        assert_eq!(node.links.len(), 2);
+        let data = UnixfsData::decode(node.data.as_ref().expect("data")).expect("decodes");
+        assert_eq!(
+            data.blocksizes,
+            vec![MAX_LINKS as u64 * CHUNK_SIZE as u64, CHUNK_SIZE as u64]
+        );
+        assert_eq!(root.size, (MAX_LINKS as u64 + 1) * CHUNK_SIZE as u64);
+        let first = PbNode::decode(&blocks[0].1).expect("decodes");
+        let second = PbNode::decode(&blocks[1].1).expect("decodes");
+        assert_eq!((first.links.len(), second.links.len()), (MAX_LINKS, 1));
+    }
+
+    #[test]
+    fn file_node_data_matches_the_reference_encoding() {
+        // Type=File(2), filesize=3, blocksizes=[1,2] unpacked: 08 02 18 03 20 01 20 02
+        let data = UnixfsData::file(vec![1, 2]);
+        assert_eq!(data.encode(), vec![0x08, 0x02, 0x18, 0x03, 0x20, 0x01, 0x20, 0x02]);
+        assert_eq!(UnixfsData::directory().encode(), vec![0x08, 0x01]);
+    }
+
+    #[test]
+    fn packed_blocksizes_decode_like_unpacked_ones() {
+        let packed = Bytes::from_static(&[0x08, 0x02, 0x18, 0x03, 0x22, 0x02, 0x01, 0x02]);
+        let data = UnixfsData::decode(&packed).expect("decodes");
+        assert_eq!(data.blocksizes, vec![1, 2]);
+    }
+
+    #[test]
+    fn directory_links_are_sorted_by_name_bytes() {
+        let a = block::cid_v1(RAW, b"a");
+        let b = block::cid_v1(RAW, b"b");
+        let (cid, block, tsize) = build_directory(vec![
+            DirectoryLink {
+                name: "index.m3u8".into(),
+                cid: a,
+                tsize: 1,
+            },
+            DirectoryLink {
+                name: "000001.m4s".into(),
+                cid: b,
+                tsize: 1,
+            },
+        ])
+        .expect("valid directory");
+        let node = PbNode::decode(&block).expect("decodes");
+        let names: Vec<_> = node.links.iter().map(|l| l.name.clone().unwrap_or_default()).collect();
+        assert_eq!(names, vec!["000001.m4s", "index.m3u8"]);
+        assert_eq!(cid, block::cid_v1(DAG_PB, &block));
+        assert_eq!(tsize, block.len() as u64 + 2);
+    }
+
+    #[test]
+    fn directories_refuse_duplicate_and_unsafe_names() {
+        let a = block::cid_v1(RAW, b"a");
+        let link = |name: &str| DirectoryLink {
+            name: name.into(),
+            cid: a,
+            tsize: 1,
+        };
+        assert!(build_directory(vec![link("x"), link("x")]).is_err());
+        for bad in ["", ".", "..", "a/b", "nul\0"] {
+            assert!(build_directory(vec![link(bad)]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decoders_reject_malformed_nodes_without_panicking() {
+        let cases: &[&[u8]] = &[
+            &[0x12],                   // link key without length
+            &[0x12, 0x05, 0x0a],       // link longer than the block
+            &[0x0a, 0x00, 0x12, 0x00], // link after data
+            &[0x0a, 0x00, 0x0a, 0x00], // two data fields
+            &[0x1a, 0x00],             // unknown field
+            &[0x12, 0x00],             // link without hash
+            &[0x12, 0x02, 0x0a, 0x00], // link hash that is no CID
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ];
+        for case in cases {
+            assert!(PbNode::decode(&Bytes::from_static(case)).is_err(), "{case:02x?}");
+        }
+        let data_cases: &[&[u8]] = &[&[], &[0x08], &[0x08, 0x09], &[0x12, 0x04, 0x00], &[0x0f]];
+        for case in data_cases {
+            assert!(UnixfsData::decode(&Bytes::from_static(case)).is_err(), "{case:02x?}");
+        }
+    }
+
+    #[test]
+    fn link_size_matches_the_encoder() {
+        let cid = block::cid_v1(RAW, b"x");
+        let node = PbNode {
+            links: vec![PbLink {
+                cid,
+                name: Some("000001.m4s".into()),
+                tsize: Some(1_500_000),
+            }],
+            data: None,
+        };
+        assert_eq!(
+            node.encode().len(),
+            link_size(10, cid.to_bytes().len(), 1_500_000)
+        );
+    }
+}
