@@ -13,18 +13,20 @@ use crate::config::{LogConfig, LogFormat};
 /// The filter of the installed subscriber, replaceable at run time (SIGHUP).
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// Builds the filter from `RUST_LOG` when set, else from `level`.
+/// Builds the filter from `RUST_LOG` when set (verbatim), else from `level` with the WebRTC stack kept to
+/// warnings (it logs every packet problem, and every unknown DTLS extension a browser offers, through `log`).
 fn filter(level: &str) -> EnvFilter {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // webrtc-rs logs through the `log` crate for every packet problem; keep it at warnings unless asked.
-    let mut filter = filter;
+    if let Ok(from_env) = EnvFilter::try_from_default_env() {
+        return from_env;
+    }
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     for directive in [
         "webrtc=warn",
         "webrtc_ice=warn",
         "webrtc_srtp=warn",
-        "webrtc_dtls=warn",
+        "webrtc_sctp=warn",
+        "interceptor=warn",
+        "dtls=error",
     ] {
         if let Ok(d) = directive.parse() {
             filter = filter.add_directive(d);

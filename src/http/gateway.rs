@@ -906,4 +906,282 @@ mod tests {
         let d = disposition("inline", "a\"b\\c é.mp4");
         assert!(d.starts_with("inline; filename=\"a_b_c _.mp4\"; filename*=UTF-8''"), "{d}");
     }
+
+    // -----------------------------------------------------------------------------------------------------------
+    // Real HTTP requests against the router served on loopback.
+
+    use crate::store::block;
+    use bytes::Bytes;
+    use crate::store::car::CarReader;
+    use crate::store::node_tests::{test_bytes, test_config};
+    use std::time::Duration;
+
+    struct Served {
+        node: Arc<IpfsNode>,
+        base: String,
+        client: reqwest::Client,
+        _repo: tempfile::TempDir,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Served {
+        async fn start() -> Served {
+            let repo = tempfile::tempdir().expect("tempdir");
+            let node = Arc::new(IpfsNode::start(&test_config(repo.path())).await.expect("node"));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let base = format!("http://{}", listener.local_addr().expect("addr"));
+            let app = router(node.clone());
+            let server = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client");
+            Served { node, base, client, _repo: repo, server }
+        }
+
+        async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+            let mut request = self.client.get(format!("{}{path}", self.base));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.send().await.expect("request")
+        }
+
+        async fn stop(self) {
+            self.server.abort();
+            self.node.shutdown().await;
+        }
+    }
+
+    fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// A stand-in CMAF init segment: starts with an `ftyp` box.
+    fn init_segment() -> Bytes {
+        let mut bytes = vec![0, 0, 0, 0x18];
+        bytes.extend_from_slice(b"ftypiso6");
+        bytes.extend_from_slice(&test_bytes(2000, 70));
+        Bytes::from(bytes)
+    }
+
+    async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(60), future)
+            .await
+            .expect("test took longer than its time bound")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_are_served_with_type_etag_cache_and_cors_headers() {
+        bounded(async {
+            let served = Served::start().await;
+            let init = init_segment();
+            let cid = served.node.add(init.clone()).await.expect("added");
+            let response = served.get(&format!("/ipfs/{cid}"), &[]).await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(header(&response, "content-type"), "video/mp4", "sniffed from ftyp");
+            assert_eq!(header(&response, "etag"), format!("\"{cid}\""));
+            assert_eq!(header(&response, "cache-control"), IMMUTABLE);
+            assert_eq!(header(&response, "x-ipfs-path"), format!("/ipfs/{cid}"));
+            assert_eq!(header(&response, "accept-ranges"), "bytes");
+            assert_eq!(header(&response, "access-control-allow-origin"), "*");
+            assert_eq!(header(&response, "content-length"), init.len().to_string());
+            assert_eq!(response.bytes().await.expect("body"), init);
+
+            let head = served
+                .client
+                .head(format!("{}/ipfs/{cid}", served.base))
+                .send()
+                .await
+                .expect("head");
+            assert_eq!(head.status(), 200);
+            assert_eq!(header(&head, "content-length"), init.len().to_string());
+            assert!(head.bytes().await.expect("body").is_empty());
+
+            let cached = served
+                .get(&format!("/ipfs/{cid}"), &[("if-none-match", &format!("\"{cid}\""))])
+                .await;
+            assert_eq!(cached.status(), 304);
+            assert_eq!(header(&cached, "etag"), format!("\"{cid}\""));
+            served.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paths_resolve_through_a_broadcast_directory() {
+        bounded(async {
+            let served = Served::start().await;
+            let playlist = Bytes::from_static(b"#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-ENDLIST\n");
+            let init = init_segment();
+            let segment = test_bytes(1_500_000, 71);
+            let mut entries = Vec::new();
+            for (name, bytes) in [("index.m3u8", &playlist), ("init.mp4", &init), ("000001.m4s", &segment)] {
+                let cid = served.node.add(bytes.clone()).await.expect("added");
+                entries.push((name.to_owned(), cid, bytes.len() as u64));
+            }
+            let root = served.node.add_directory(&entries).await.expect("directory");
+
+            for (name, bytes, kind) in [
+                ("index.m3u8", &playlist, "application/vnd.apple.mpegurl"),
+                ("init.mp4", &init, "video/mp4"),
+                ("000001.m4s", &segment, "video/iso.segment"),
+            ] {
+                let response = served.get(&format!("/ipfs/{root}/{name}"), &[]).await;
+                assert_eq!(response.status(), 200, "{name}");
+                assert_eq!(header(&response, "content-type"), kind, "{name}");
+                let file_cid = entries.iter().find(|e| e.0 == name).map(|e| e.1).expect("entry");
+                assert_eq!(header(&response, "etag"), format!("\"{file_cid}\""), "{name}");
+                assert_eq!(header(&response, "x-ipfs-path"), format!("/ipfs/{root}/{name}"));
+                assert_eq!(header(&response, "x-ipfs-roots"), format!("{root},{file_cid}"));
+                assert!(response.bytes().await.expect("body") == *bytes, "{name}");
+            }
+
+            let redirect = served.get(&format!("/ipfs/{root}"), &[]).await;
+            assert_eq!(redirect.status(), 301);
+            assert_eq!(header(&redirect, "location"), format!("/ipfs/{root}/"));
+            let listing = served.get(&format!("/ipfs/{root}/"), &[]).await;
+            assert_eq!(listing.status(), 200);
+            assert_eq!(header(&listing, "content-type"), "text/html; charset=utf-8");
+            let html = listing.text().await.expect("html");
+            assert!(html.contains(&format!("href=\"/ipfs/{root}/index.m3u8\"")), "{html}");
+
+            let missing = served.get(&format!("/ipfs/{root}/000002.m4s"), &[]).await;
+            assert_eq!(missing.status(), 404);
+            served.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_ranges_return_the_right_bytes_and_bad_ones_416() {
+        bounded(async {
+            let served = Served::start().await;
+            let bytes = test_bytes(2_621_440, 72);
+            let cid = served.node.add(bytes.clone()).await.expect("added");
+            let response = served
+                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=1048570-1048585")])
+                .await;
+            assert_eq!(response.status(), 206);
+            assert_eq!(header(&response, "content-range"), "bytes 1048570-1048585/2621440");
+            assert_eq!(header(&response, "content-length"), "16");
+            assert_eq!(response.bytes().await.expect("body"), bytes.slice(1_048_570..1_048_586));
+
+            let tail = served.get(&format!("/ipfs/{cid}"), &[("range", "bytes=-100")]).await;
+            assert_eq!(tail.status(), 206);
+            assert_eq!(tail.bytes().await.expect("body"), bytes.slice(2_621_340..));
+
+            let beyond = served
+                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=2621440-")])
+                .await;
+            assert_eq!(beyond.status(), 416);
+            assert_eq!(header(&beyond, "content-range"), "bytes */2621440");
+
+            let multi = served
+                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=0-1,5-6")])
+                .await;
+            assert_eq!(multi.status(), 200);
+            assert_eq!(multi.bytes().await.expect("body").len(), bytes.len());
+
+            let stale = served
+                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=0-9"), ("if-range", "\"other\"")])
+                .await;
+            assert_eq!(stale.status(), 200, "If-Range with another ETag sends it all");
+            served.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_cids_are_400_and_unknown_ones_404_at_once() {
+        bounded(async {
+            let served = Served::start().await;
+            for bad in ["/ipfs/not-a-cid", "/ipfs/bafyINVALID", "/ipfs/Qm", "/ipfs/%00"] {
+                let response = served.get(bad, &[]).await;
+                assert_eq!(response.status(), 400, "{bad}");
+                assert_eq!(header(&response, "access-control-allow-origin"), "*");
+                assert!(!response.text().await.expect("reason").is_empty());
+            }
+            let unknown = block::cid_v1(block::RAW, b"nowhere");
+            let started = std::time::Instant::now();
+            let response = served.get(&format!("/ipfs/{unknown}"), &[]).await;
+            assert_eq!(response.status(), 404);
+            assert!(started.elapsed() < Duration::from_secs(2));
+            let bad_format = served.get(&format!("/ipfs/{unknown}?format=tar"), &[]).await;
+            assert_eq!(bad_format.status(), 400);
+            served.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trustless_answers_carry_verifiable_blocks() {
+        bounded(async {
+            let served = Served::start().await;
+            let bytes = test_bytes(2_300_000, 73);
+            let file = served.node.add(bytes.clone()).await.expect("added");
+            let root = served
+                .node
+                .add_directory(&[("000001.m4s".to_owned(), file, bytes.len() as u64)])
+                .await
+                .expect("directory");
+
+            // One block, by query and by Accept.
+            let expected = served.node.block(&file).await.expect("block");
+            for (path, headers) in [
+                (format!("/ipfs/{file}?format=raw"), vec![]),
+                (format!("/ipfs/{file}"), vec![("accept", RAW_TYPE)]),
+            ] {
+                let response = served.get(&path, &headers).await;
+                assert_eq!(response.status(), 200);
+                assert_eq!(header(&response, "content-type"), RAW_TYPE);
+                assert_eq!(header(&response, "etag"), format!("\"{file}.raw\""));
+                let body = response.bytes().await.expect("body");
+                assert_eq!(body, expected);
+                assert_eq!(block::verify(&file, &body), Ok(()));
+            }
+
+            // A CAR of the whole directory DAG.
+            let response = served
+                .get(&format!("/ipfs/{root}"), &[("accept", "application/vnd.ipld.car")])
+                .await;
+            assert_eq!(response.status(), 200);
+            assert!(header(&response, "content-type").starts_with("application/vnd.ipld.car; version=1"));
+            let car = response.bytes().await.expect("body");
+            let mut reader = CarReader::new(car.as_ref()).await.expect("CAR header");
+            assert_eq!(reader.roots(), &[root]);
+            let mut cids = Vec::new();
+            while let Some((cid, data)) = reader.next_block().await.expect("every block verifies") {
+                assert_eq!(block::verify(&cid, &data), Ok(()));
+                cids.push(cid);
+            }
+            // directory, file root, three leaves
+            assert_eq!(cids.len(), 5);
+            assert_eq!(cids.first(), Some(&root));
+            assert_eq!(cids.get(1), Some(&file));
+
+            // A path CAR carries the path's blocks, then the file's DAG; dag-scope=block only the terminal block.
+            let response = served
+                .get(&format!("/ipfs/{root}/000001.m4s?format=car&dag-scope=block"), &[])
+                .await;
+            assert_eq!(response.status(), 200);
+            let car = response.bytes().await.expect("body");
+            let mut reader = CarReader::new(car.as_ref()).await.expect("CAR header");
+            assert_eq!(reader.roots(), &[root]);
+            let mut scoped = Vec::new();
+            while let Some((cid, _)) = reader.next_block().await.expect("verifies") {
+                scoped.push(cid);
+            }
+            assert_eq!(scoped, vec![root, file]);
+            served.stop().await;
+        })
+        .await;
+    }
 }

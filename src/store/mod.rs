@@ -12,6 +12,9 @@ pub mod content_path;
 pub mod ipfs;
 pub mod unixfs;
 
+#[cfg(test)]
+pub(crate) mod node_tests;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;

@@ -23,7 +23,7 @@ const zipiq = (() => {
       if (res.status === 201) {
         const answer = await res.text();
         await pc.setRemoteDescription({ type: "answer", sdp: answer });
-        return new URL(res.headers.get("Location"), url).toString();
+        return new URL(res.headers.get("Location"), new URL(url, location.href)).toString();
       }
       let detail = "";
       try { detail = (await res.json()).detail || ""; } catch (_) { /* not JSON */ }

@@ -1,0 +1,359 @@
+//! Tests of the embedded node with real rust-ipfs nodes on loopback: CIDs checked against independent
+//! implementations, bitswap between two nodes, persistence across restarts, CAR export/import.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Cid, ContentPath, EntryKind, IpfsConfig, IpfsNode, StoreError};
+
+/// Every test gets this long, network included.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) fn test_config(repo: &Path) -> IpfsConfig {
+    IpfsConfig {
+        repo_dir: repo.to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
+        bootstrap: Vec::new(),
+        fetch_from_network: false,
+        fetch_timeout_ms: 10_000,
+        announce: true,
+    }
+}
+
+/// Deterministic, incompressible-looking test bytes.
+pub(crate) fn test_bytes(len: usize, seed: u64) -> Bytes {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// RFC 4648 base32, lower case, no padding: the multibase `b` alphabet, written here so the expected CIDs do not
+/// come from the `cid` crate under test.
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::new();
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// The raw CIDv1 of `bytes`, computed by hand: `b` + base32(0x01 0x55 0x12 0x20 || sha256(bytes)).
+fn raw_cid_by_hand(bytes: &[u8]) -> String {
+    let mut binary = vec![0x01, 0x55, 0x12, 0x20];
+    binary.extend_from_slice(&Sha256::digest(bytes));
+    format!("b{}", base32_lower(&binary))
+}
+
+/// The repository root (`/work/main` or a clone), found from this source file.
+fn repo_root() -> PathBuf {
+    // In the main crate `file!()` is relative to the manifest dir; in a scratch crate including this file by
+    // absolute path it is absolute and `join` keeps it.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(file!());
+    source
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The CID `ipfs-unixfs-importer` (profile unixfs-v1-2025) gives to `args` (see tests/js/unixfs-cid.mjs).
+fn js_importer_cid(args: &[&Path]) -> String {
+    let root = repo_root();
+    let module = root.join("node_modules/ipfs-unixfs-importer/package.json");
+    assert!(
+        module.is_file(),
+        "{} is missing: run `npm install --no-audit --no-fund` in {} (the CID cross-check needs the JavaScript \
+         importer)",
+        module.display(),
+        root.display()
+    );
+    let output = std::process::Command::new("node")
+        .arg(root.join("tests/js/unixfs-cid.mjs"))
+        .args(args)
+        .current_dir(&root)
+        .output()
+        .expect("`node` must be installed to cross-check CIDs");
+    assert!(
+        output.status.success(),
+        "unixfs-cid.mjs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+async fn read_all(node: &IpfsNode, cid: Cid, segments: &[&str]) -> Result<Bytes, StoreError> {
+    let path = ContentPath {
+        root: cid,
+        segments: segments.iter().map(|s| s.to_string()).collect(),
+        trailing_slash: false,
+    };
+    let resolved = node.resolve(&path).await?;
+    let EntryKind::File { size } = resolved.kind else {
+        panic!("{cid}/{segments:?} is not a file: {:?}", resolved.kind);
+    };
+    let chunks: Vec<Bytes> = node.read_file(&resolved, 0..size).try_collect().await?;
+    Ok(Bytes::from(chunks.concat()))
+}
+
+async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, future)
+        .await
+        .expect("test took longer than its time bound")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_up_to_one_mib_get_the_raw_cid_of_their_sha256() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        for (len, seed) in [(0, 1), (1, 2), (188 * 1000, 3), (1_048_576, 4)] {
+            let bytes = test_bytes(len, seed);
+            let cid = node.add(bytes.clone()).await.expect("added");
+            assert_eq!(cid.to_string(), raw_cid_by_hand(&bytes), "{len} bytes");
+            assert!(node.is_pinned(&cid).await.expect("pin query"), "{len} bytes pinned");
+            assert_eq!(read_all(&node, cid, &[]).await.expect("reads"), bytes);
+        }
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn larger_files_and_directories_match_the_javascript_importer() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = IpfsNode::start(&test_config(&dir.path().join("repo")))
+            .await
+            .expect("node starts");
+        let big = test_bytes(2_621_440, 7);
+        let odd = test_bytes(3 * 1_048_576 + 17, 8);
+        let small = test_bytes(5000, 9);
+        let files = [("000001.m4s", &big), ("000002.m4s", &odd), ("init.mp4", &small)];
+        let mut entries = Vec::new();
+        let mut paths = Vec::new();
+        for (name, bytes) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes.as_ref()).expect("write file");
+            let cid = node.add(bytes.clone()).await.expect("added");
+            assert_eq!(cid.to_string(), js_importer_cid(&[&path]), "{name}");
+            entries.push((name.to_owned(), cid, bytes.len() as u64));
+            paths.push(path);
+        }
+        let root = node.add_directory(&entries).await.expect("directory");
+        let path_refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let mut args = vec![Path::new("--dir")];
+        args.extend(path_refs);
+        assert_eq!(root.to_string(), js_importer_cid(&args));
+        assert!(node.is_pinned(&root).await.expect("pin query"));
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_ranges_cross_chunk_boundaries_correctly() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let bytes = test_bytes(2_621_440, 11);
+        let cid = node.add(bytes.clone()).await.expect("added");
+        let path = ContentPath {
+            root: cid,
+            segments: Vec::new(),
+            trailing_slash: false,
+        };
+        let resolved = node.resolve(&path).await.expect("resolves");
+        let mib = 1_048_576u64;
+        for range in [0..1, mib - 3..mib + 3, 0..2_621_440, 2 * mib..2 * mib + 10, 2_621_439..5_000_000, 7..7] {
+            let chunks: Vec<Bytes> = node
+                .read_file(&resolved, range.clone())
+                .try_collect()
+                .await
+                .expect("reads");
+            let end = range.end.min(bytes.len() as u64) as usize;
+            let start = (range.start as usize).min(end);
+            assert_eq!(chunks.concat(), bytes[start..end].to_vec(), "{range:?}");
+        }
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_content_is_not_found_at_once_when_the_network_is_off() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let absent = crate::store::block::cid_v1(crate::store::block::RAW, b"nobody has this");
+        let started = Instant::now();
+        let err = read_all(&node, absent, &[]).await.expect_err("absent");
+        assert!(matches!(err, StoreError::NotFound(cid) if cid == absent), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address() {
+    bounded(async {
+        let dir_a = tempfile::tempdir().expect("tempdir");
+        let dir_b = tempfile::tempdir().expect("tempdir");
+        let a = IpfsNode::start(&test_config(dir_a.path())).await.expect("node a");
+        let mut config_b = test_config(dir_b.path());
+        config_b.fetch_from_network = true;
+        let b = IpfsNode::start(&config_b).await.expect("node b");
+        assert_ne!(a.peer_id(), b.peer_id());
+
+        let init = test_bytes(900, 21);
+        let segment = test_bytes(2_621_440, 22);
+        let playlist = Bytes::from_static(b"#EXTM3U\n#EXT-X-ENDLIST\n");
+        let mut entries = Vec::new();
+        for (name, bytes) in [("init.mp4", &init), ("000001.m4s", &segment), ("index.m3u8", &playlist)] {
+            let cid = a.add(bytes.clone()).await.expect("added");
+            entries.push((name.to_owned(), cid, bytes.len() as u64));
+        }
+        let root = a.add_directory(&entries).await.expect("directory");
+
+        let addr = a
+            .listen_addrs()
+            .await
+            .expect("addresses")
+            .into_iter()
+            .next()
+            .expect("a listens");
+        b.connect(addr).await.expect("b connects to a");
+        assert!(b.connected_peers().await >= 1);
+
+        for (name, bytes) in [("init.mp4", &init), ("000001.m4s", &segment), ("index.m3u8", &playlist)] {
+            let fetched = read_all(&b, root, &[name]).await.expect("fetched over bitswap");
+            assert!(fetched == *bytes, "{name} differs after bitswap");
+        }
+        b.pin(&root).await.expect("b pins the whole broadcast");
+        assert!(b.is_pinned(&root).await.expect("pin query"));
+        b.shutdown().await;
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_peer_id_blocks_and_pins() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = test_config(dir.path());
+        let bytes = test_bytes(1_500_000, 31);
+        let (peer_id, cid) = {
+            let node = IpfsNode::start(&config).await.expect("first start");
+            let cid = node.add(bytes.clone()).await.expect("added");
+            let peer_id = node.peer_id();
+            node.shutdown().await;
+            (peer_id, cid)
+        };
+        let node = IpfsNode::start(&config).await.expect("second start");
+        assert_eq!(node.peer_id(), peer_id);
+        assert!(node.has_block(&cid).await.expect("has"));
+        assert!(node.is_pinned(&cid).await.expect("pin query"));
+        assert_eq!(read_all(&node, cid, &[]).await.expect("reads"), bytes);
+        assert_eq!(node.reprovide_all().await.expect("reprovide"), 1);
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_car_export_imports_into_another_repository_byte_for_byte() {
+    bounded(async {
+        let dir_a = tempfile::tempdir().expect("tempdir");
+        let dir_b = tempfile::tempdir().expect("tempdir");
+        let a = IpfsNode::start(&test_config(dir_a.path())).await.expect("node a");
+        let b = IpfsNode::start(&test_config(dir_b.path())).await.expect("node b");
+        let segment = test_bytes(2_200_000, 41);
+        let init = test_bytes(700, 42);
+        let s = a.add(segment.clone()).await.expect("added");
+        let i = a.add(init.clone()).await.expect("added");
+        let root = a
+            .add_directory(&[
+                ("000001.m4s".to_owned(), s, segment.len() as u64),
+                ("init.mp4".to_owned(), i, init.len() as u64),
+            ])
+            .await
+            .expect("directory");
+        let mut car = Vec::new();
+        a.export_car(&root, &mut car).await.expect("exported");
+        let roots = b.import_car(car.as_slice()).await.expect("imported");
+        assert_eq!(roots, vec![root]);
+        assert!(b.is_pinned(&root).await.expect("pin query"));
+        assert_eq!(read_all(&b, root, &["000001.m4s"]).await.expect("reads"), segment);
+        assert_eq!(read_all(&b, root, &["init.mp4"]).await.expect("reads"), init);
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_car_without_its_whole_dag_fails_and_pins_nothing() {
+    bounded(async {
+        let dir_a = tempfile::tempdir().expect("tempdir");
+        let dir_b = tempfile::tempdir().expect("tempdir");
+        let a = IpfsNode::start(&test_config(dir_a.path())).await.expect("node a");
+        let b = IpfsNode::start(&test_config(dir_b.path())).await.expect("node b");
+        let root = a.add(test_bytes(2_100_000, 51)).await.expect("added");
+        // Only the root node: its leaves are missing.
+        let root_block = a.block(&root).await.expect("root block");
+        let mut car = crate::store::car::CarWriter::new(Vec::new(), &[root]).await.expect("header");
+        car.write_block(&root, &root_block).await.expect("block");
+        let car = car.finish().await.expect("finish");
+        let err = b.import_car(car.as_slice()).await.expect_err("incomplete");
+        assert!(matches!(err, StoreError::IncompleteDag { .. }), "{err}");
+        assert!(!b.is_pinned(&root).await.expect("pin query"));
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_entry_with_the_wrong_size_is_refused() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let cid = node.add(test_bytes(1000, 61)).await.expect("added");
+        let err = node
+            .add_directory(&[("x.m4s".to_owned(), cid, 999)])
+            .await
+            .expect_err("wrong size");
+        assert!(matches!(err, StoreError::SizeMismatch { actual: 1000, .. }), "{err}");
+        let absent = crate::store::block::cid_v1(crate::store::block::RAW, b"absent");
+        let err = node
+            .add_directory(&[("y.m4s".to_owned(), absent, 6)])
+            .await
+            .expect_err("absent");
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+        node.shutdown().await;
+    })
+    .await;
+}
