@@ -5,6 +5,7 @@
 //! milliseconds (`BIGINT`). Nothing on the media hot path ever waits on this module.
 
 pub mod broadcasts;
+pub mod jobs;
 pub mod streams;
 
 use std::path::Path;

@@ -58,6 +58,27 @@ async fn endpoint_options() -> Response {
         .into_response()
 }
 
+/// Counts every request by route template and status, with a latency histogram (`zipiq_http_*`).
+async fn http_metrics(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("zipiq_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("zipiq_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
 /// The CORS layer answers every `OPTIONS` itself; WHIP/WHEP endpoints must still say `Accept-Post`.
 async fn accept_post_on_options(
     request: Request<axum::body::Body>,
@@ -147,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions)
         .merge(health::router())
         .merge(web::router())
+        .route_layer(axum::middleware::from_fn(http_metrics))
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(cors(&state.config))
