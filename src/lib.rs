@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod reload;
+pub mod resilience;
 pub mod sfu;
 pub mod systemd;
 pub mod telemetry;

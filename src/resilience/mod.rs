@@ -1,0 +1,5 @@
+//! Living with services that fail (bundlers, Arweave gateways, IPFS peers): a circuit breaker per endpoint and
+//! exponential backoff with jitter. Pure state machines with time as an input, so tests step time exactly.
+
+pub mod backoff;
+pub mod breaker;
