@@ -105,6 +105,7 @@ impl Server {
                 tracing::error!(error = %e, "admin server stopped");
             }
         });
+        let gauges_task = spawn_gauges(db.clone(), stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
             Server {
@@ -115,7 +116,7 @@ impl Server {
                 db,
                 config,
                 stop,
-                tasks: vec![http_task, admin_task],
+                tasks: vec![http_task, admin_task, gauges_task],
             },
             first,
         ))
@@ -130,6 +131,24 @@ impl Server {
         }
         self.db.close().await;
     }
+}
+
+/// Refreshes gauges that are read from state rather than counted on the way (database pool use).
+fn spawn_gauges(db: Db, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let (size, idle) = db.pool_usage();
+            let idle = idle as f64;
+            metrics::gauge!("zipiq_db_pool_connections", "state" => "idle").set(idle);
+            metrics::gauge!("zipiq_db_pool_connections", "state" => "in_use")
+                .set((f64::from(size) - idle).max(0.0));
+        }
+    })
 }
 
 fn admin_router() -> Router {
