@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod media;
 pub mod reload;
 pub mod resilience;
 pub mod sfu;

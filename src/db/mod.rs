@@ -171,16 +171,16 @@ fn normalise_url(url: &str) -> Result<(DbKind, String), DbError> {
         Some((p, q)) => (p, Some(q)),
         None => (path_part, None),
     };
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(dir) = Path::new(path)
+    if path != ":memory:"
+        && !path.is_empty()
+        && let Some(dir) = Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+    {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let query = match query {
         Some(q) if q.contains("mode=") => q.to_owned(),

@@ -118,7 +118,8 @@ impl GatewayQuery {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "format" => {
-                    let value = percent_decode_query(value).ok_or(RequestError::BadEncoding("format"))?;
+                    let value =
+                        percent_decode_query(value).ok_or(RequestError::BadEncoding("format"))?;
                     parsed.format = Some(match value.as_str() {
                         "raw" => Format::Raw,
                         "car" => Format::Car,
@@ -138,8 +139,9 @@ impl GatewayQuery {
                 }
                 "entity-bytes" => parsed.entity_bytes = true,
                 "filename" => {
-                    parsed.filename =
-                        Some(percent_decode_query(value).ok_or(RequestError::BadEncoding("filename"))?);
+                    parsed.filename = Some(
+                        percent_decode_query(value).ok_or(RequestError::BadEncoding("filename"))?,
+                    );
                 }
                 "download" => parsed.download = value == "true",
                 _ => {}
@@ -329,9 +331,9 @@ fn error_response(status: StatusCode, reason: &str) -> Response {
 
 fn store_error_response(error: &StoreError) -> Response {
     let status = match error {
-        StoreError::NotFound(_) | StoreError::NoSuchPath { .. } | StoreError::IncompleteDag { .. } => {
-            StatusCode::NOT_FOUND
-        }
+        StoreError::NotFound(_)
+        | StoreError::NoSuchPath { .. }
+        | StoreError::IncompleteDag { .. } => StatusCode::NOT_FOUND,
         StoreError::FetchTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         StoreError::FetchFailed { .. } | StoreError::Malformed { .. } => StatusCode::BAD_GATEWAY,
         StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
@@ -415,7 +417,9 @@ async fn preflight() -> Response {
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Accept, Content-Type, Range, If-None-Match, If-Range, X-Requested-With"),
+        HeaderValue::from_static(
+            "Accept, Content-Type, Range, If-None-Match, If-Range, X-Requested-With",
+        ),
     );
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -465,7 +469,11 @@ async fn serve(
         let etag = match format {
             Format::Unixfs => quoted(&path.root.to_string()),
             Format::Raw => quoted(&format!("{}.raw", path.root)),
-            Format::Car => quoted(&format!("{}.car.{}", path.root, scope_name(query.dag_scope))),
+            Format::Car => quoted(&format!(
+                "{}.car.{}",
+                path.root,
+                scope_name(query.dag_scope)
+            )),
         };
         if (format != Format::Unixfs || !path.trailing_slash) && not_modified(&headers, &etag) {
             return not_modified_response(&path, &etag);
@@ -479,7 +487,18 @@ async fn serve(
     match format {
         Format::Raw => serve_raw(&node, &path, &resolved, &query, &headers, head_only),
         Format::Car => serve_car(&node, &path, &resolved, &query, &headers, head_only),
-        Format::Unixfs => serve_unixfs(&node, &path, resolved, &query, &headers, uri.query(), head_only).await,
+        Format::Unixfs => {
+            serve_unixfs(
+                &node,
+                &path,
+                resolved,
+                &query,
+                &headers,
+                uri.query(),
+                head_only,
+            )
+            .await
+        }
     }
 }
 
@@ -555,7 +574,11 @@ fn serve_car(
         .filename
         .clone()
         .unwrap_or_else(|| format!("{}.car", resolved.cid));
-    set(out, header::CONTENT_DISPOSITION, &disposition("attachment", &filename));
+    set(
+        out,
+        header::CONTENT_DISPOSITION,
+        &disposition("attachment", &filename),
+    );
     response
 }
 
@@ -609,7 +632,12 @@ impl ByteAnswer<'_> {
             set(
                 headers,
                 header::CONTENT_RANGE,
-                &format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), self.size),
+                &format!(
+                    "bytes {}-{}/{}",
+                    range.start,
+                    range.end.saturating_sub(1),
+                    self.size
+                ),
             );
         }
         if let Some(disposition) = &self.disposition {
@@ -619,9 +647,14 @@ impl ByteAnswer<'_> {
     }
 
     fn unsatisfiable(&self) -> Response {
-        let mut response = error_response(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+        let mut response =
+            error_response(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
         let headers = response.headers_mut();
-        set(headers, header::CONTENT_RANGE, &format!("bytes */{}", self.size));
+        set(
+            headers,
+            header::CONTENT_RANGE,
+            &format!("bytes */{}", self.size),
+        );
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         set(headers, header::ETAG, self.etag);
         response
@@ -662,17 +695,29 @@ async fn serve_unixfs(
             index_path.trailing_slash = false;
             match node.resolve(&index_path).await {
                 Ok(index) if matches!(index.kind, EntryKind::File { .. }) => {
-                    serve_file(node, path, &index, Some("index.html"), query, headers, head_only).await
+                    serve_file(
+                        node,
+                        path,
+                        &index,
+                        Some("index.html"),
+                        query,
+                        headers,
+                        head_only,
+                    )
+                    .await
                 }
                 Ok(_) | Err(StoreError::NoSuchPath { .. }) => {
-                    serve_listing(node, path, &resolved, headers, head_only)
+                    serve_listing(node, path, &resolved, headers, head_only).await
                 }
                 Err(e) => store_error_response(&e),
             }
         }
         EntryKind::Other(what) => error_response(
             StatusCode::NOT_IMPLEMENTED,
-            &format!("{} is a {what}; ask for ?format=raw or ?format=car", resolved.cid),
+            &format!(
+                "{} is a {what}; ask for ?format=raw or ?format=car",
+                resolved.cid
+            ),
         ),
     }
 }
@@ -716,7 +761,10 @@ async fn serve_file(
             if download { "attachment" } else { "inline" },
             filename,
         )),
-        (None, true) => Some(disposition("attachment", name.unwrap_or(&file.cid.to_string()))),
+        (None, true) => Some(disposition(
+            "attachment",
+            name.unwrap_or(&file.cid.to_string()),
+        )),
         (None, false) => None,
     };
     let answer = ByteAnswer {
@@ -760,7 +808,7 @@ fn html_escape(text: &str) -> String {
 }
 
 /// A small HTML listing of a directory without `index.html` (no script, links absolute).
-fn serve_listing(
+async fn serve_listing(
     node: &IpfsNode,
     path: &ContentPath,
     dir: &Resolved,
@@ -771,7 +819,7 @@ fn serve_listing(
     if not_modified(headers, &etag) {
         return not_modified_response(path, &etag);
     }
-    let entries = match node.list_directory(dir) {
+    let entries = match node.list_directory(dir).await {
         Ok(entries) => entries,
         Err(e) => return store_error_response(&e),
     };
@@ -803,7 +851,11 @@ fn serve_listing(
     }
     html.push_str("</table>\n</body></html>\n");
     let length = html.len();
-    let body = if head_only { Body::empty() } else { Body::from(html) };
+    let body = if head_only {
+        Body::empty()
+    } else {
+        Body::from(html)
+    };
     let mut response = (StatusCode::OK, body).into_response();
     let out = response.headers_mut();
     common_headers(out, path, Some(dir));
@@ -823,15 +875,30 @@ mod tests {
     #[test]
     fn single_ranges_are_clamped_and_checked() {
         assert_eq!(parse_range("bytes=0-9", 100), RangeRequest::Partial(0..10));
-        assert_eq!(parse_range("bytes=90-", 100), RangeRequest::Partial(90..100));
-        assert_eq!(parse_range("bytes=90-1000", 100), RangeRequest::Partial(90..100));
-        assert_eq!(parse_range("bytes=-10", 100), RangeRequest::Partial(90..100));
-        assert_eq!(parse_range("bytes=-1000", 100), RangeRequest::Partial(0..100));
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            RangeRequest::Partial(90..100)
+        );
+        assert_eq!(
+            parse_range("bytes=90-1000", 100),
+            RangeRequest::Partial(90..100)
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            RangeRequest::Partial(90..100)
+        );
+        assert_eq!(
+            parse_range("bytes=-1000", 100),
+            RangeRequest::Partial(0..100)
+        );
         assert_eq!(
             parse_range("bytes=-99999999999999999999999", 100),
             RangeRequest::Partial(0..100)
         );
-        assert_eq!(parse_range("bytes=0-99999999999999999999999", 100), RangeRequest::Partial(0..100));
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999999", 100),
+            RangeRequest::Partial(0..100)
+        );
     }
 
     #[test]
@@ -847,7 +914,17 @@ mod tests {
 
     #[test]
     fn unusable_ranges_fall_back_to_the_whole_body() {
-        for header in ["", "bytes", "bytes=", "items=0-1", "bytes=5-2", "bytes=0-1,3-4", "bytes=a-b", "bytes=-", "bytes=1-2-3"] {
+        for header in [
+            "",
+            "bytes",
+            "bytes=",
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=0-1,3-4",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1-2-3",
+        ] {
             assert_eq!(parse_range(header, 100), RangeRequest::Full, "{header:?}");
         }
     }
@@ -878,7 +955,10 @@ mod tests {
             Some("a b.mp4")
         );
         assert_eq!(format_from_accept(None), Ok(Format::Unixfs));
-        assert_eq!(format_from_accept(Some("text/html, application/vnd.ipld.raw")), Ok(Format::Raw));
+        assert_eq!(
+            format_from_accept(Some("text/html, application/vnd.ipld.raw")),
+            Ok(Format::Raw)
+        );
         assert_eq!(
             format_from_accept(Some("application/vnd.ipld.car; version=1; order=dfs")),
             Ok(Format::Car)
@@ -888,32 +968,50 @@ mod tests {
 
     #[test]
     fn media_types_follow_extensions_then_magic_bytes() {
-        assert_eq!(content_type_for_name("index.m3u8"), Some("application/vnd.apple.mpegurl"));
+        assert_eq!(
+            content_type_for_name("index.m3u8"),
+            Some("application/vnd.apple.mpegurl")
+        );
         assert_eq!(content_type_for_name("init.MP4"), Some("video/mp4"));
-        assert_eq!(content_type_for_name("000001.m4s"), Some("video/iso.segment"));
+        assert_eq!(
+            content_type_for_name("000001.m4s"),
+            Some("video/iso.segment")
+        );
         assert_eq!(content_type_for_name("noext"), None);
         assert_eq!(sniff_content_type(b"\0\0\0\x18ftypiso6"), "video/mp4");
-        assert_eq!(sniff_content_type(b"\0\0\0\x18stypmsdh"), "video/iso.segment");
+        assert_eq!(
+            sniff_content_type(b"\0\0\0\x18stypmsdh"),
+            "video/iso.segment"
+        );
         assert_eq!(sniff_content_type(b"\0\0\0\x18moof"), "video/iso.segment");
-        assert_eq!(sniff_content_type(b"#EXTM3U\n"), "application/vnd.apple.mpegurl");
+        assert_eq!(
+            sniff_content_type(b"#EXTM3U\n"),
+            "application/vnd.apple.mpegurl"
+        );
         assert_eq!(sniff_content_type(b"<html>"), "application/octet-stream");
         assert_eq!(sniff_content_type(b""), "application/octet-stream");
     }
 
     #[test]
     fn listing_names_are_escaped() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let d = disposition("inline", "a\"b\\c é.mp4");
-        assert!(d.starts_with("inline; filename=\"a_b_c _.mp4\"; filename*=UTF-8''"), "{d}");
+        assert!(
+            d.starts_with("inline; filename=\"a_b_c _.mp4\"; filename*=UTF-8''"),
+            "{d}"
+        );
     }
 
     // -----------------------------------------------------------------------------------------------------------
     // Real HTTP requests against the router served on loopback.
 
     use crate::store::block;
-    use bytes::Bytes;
     use crate::store::car::CarReader;
     use crate::store::node_tests::{test_bytes, test_config};
+    use bytes::Bytes;
     use std::time::Duration;
 
     struct Served {
@@ -927,8 +1025,14 @@ mod tests {
     impl Served {
         async fn start() -> Served {
             let repo = tempfile::tempdir().expect("tempdir");
-            let node = Arc::new(IpfsNode::start(&test_config(repo.path())).await.expect("node"));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let node = Arc::new(
+                IpfsNode::start(&test_config(repo.path()))
+                    .await
+                    .expect("node"),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let base = format!("http://{}", listener.local_addr().expect("addr"));
             let app = router(node.clone());
             let server = tokio::spawn(async move {
@@ -939,7 +1043,13 @@ mod tests {
                 .timeout(Duration::from_secs(20))
                 .build()
                 .expect("client");
-            Served { node, base, client, _repo: repo, server }
+            Served {
+                node,
+                base,
+                client,
+                _repo: repo,
+                server,
+            }
         }
 
         async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -986,7 +1096,11 @@ mod tests {
             let cid = served.node.add(init.clone()).await.expect("added");
             let response = served.get(&format!("/ipfs/{cid}"), &[]).await;
             assert_eq!(response.status(), 200);
-            assert_eq!(header(&response, "content-type"), "video/mp4", "sniffed from ftyp");
+            assert_eq!(
+                header(&response, "content-type"),
+                "video/mp4",
+                "sniffed from ftyp"
+            );
             assert_eq!(header(&response, "etag"), format!("\"{cid}\""));
             assert_eq!(header(&response, "cache-control"), IMMUTABLE);
             assert_eq!(header(&response, "x-ipfs-path"), format!("/ipfs/{cid}"));
@@ -1006,7 +1120,10 @@ mod tests {
             assert!(head.bytes().await.expect("body").is_empty());
 
             let cached = served
-                .get(&format!("/ipfs/{cid}"), &[("if-none-match", &format!("\"{cid}\""))])
+                .get(
+                    &format!("/ipfs/{cid}"),
+                    &[("if-none-match", &format!("\"{cid}\""))],
+                )
                 .await;
             assert_eq!(cached.status(), 304);
             assert_eq!(header(&cached, "etag"), format!("\"{cid}\""));
@@ -1019,15 +1136,24 @@ mod tests {
     async fn paths_resolve_through_a_broadcast_directory() {
         bounded(async {
             let served = Served::start().await;
-            let playlist = Bytes::from_static(b"#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-ENDLIST\n");
+            let playlist =
+                Bytes::from_static(b"#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-ENDLIST\n");
             let init = init_segment();
             let segment = test_bytes(1_500_000, 71);
             let mut entries = Vec::new();
-            for (name, bytes) in [("index.m3u8", &playlist), ("init.mp4", &init), ("000001.m4s", &segment)] {
+            for (name, bytes) in [
+                ("index.m3u8", &playlist),
+                ("init.mp4", &init),
+                ("000001.m4s", &segment),
+            ] {
                 let cid = served.node.add(bytes.clone()).await.expect("added");
                 entries.push((name.to_owned(), cid, bytes.len() as u64));
             }
-            let root = served.node.add_directory(&entries).await.expect("directory");
+            let root = served
+                .node
+                .add_directory(&entries)
+                .await
+                .expect("directory");
 
             for (name, bytes, kind) in [
                 ("index.m3u8", &playlist, "application/vnd.apple.mpegurl"),
@@ -1037,10 +1163,24 @@ mod tests {
                 let response = served.get(&format!("/ipfs/{root}/{name}"), &[]).await;
                 assert_eq!(response.status(), 200, "{name}");
                 assert_eq!(header(&response, "content-type"), kind, "{name}");
-                let file_cid = entries.iter().find(|e| e.0 == name).map(|e| e.1).expect("entry");
-                assert_eq!(header(&response, "etag"), format!("\"{file_cid}\""), "{name}");
-                assert_eq!(header(&response, "x-ipfs-path"), format!("/ipfs/{root}/{name}"));
-                assert_eq!(header(&response, "x-ipfs-roots"), format!("{root},{file_cid}"));
+                let file_cid = entries
+                    .iter()
+                    .find(|e| e.0 == name)
+                    .map(|e| e.1)
+                    .expect("entry");
+                assert_eq!(
+                    header(&response, "etag"),
+                    format!("\"{file_cid}\""),
+                    "{name}"
+                );
+                assert_eq!(
+                    header(&response, "x-ipfs-path"),
+                    format!("/ipfs/{root}/{name}")
+                );
+                assert_eq!(
+                    header(&response, "x-ipfs-roots"),
+                    format!("{root},{file_cid}")
+                );
                 assert!(response.bytes().await.expect("body") == *bytes, "{name}");
             }
 
@@ -1051,7 +1191,10 @@ mod tests {
             assert_eq!(listing.status(), 200);
             assert_eq!(header(&listing, "content-type"), "text/html; charset=utf-8");
             let html = listing.text().await.expect("html");
-            assert!(html.contains(&format!("href=\"/ipfs/{root}/index.m3u8\"")), "{html}");
+            assert!(
+                html.contains(&format!("href=\"/ipfs/{root}/index.m3u8\"")),
+                "{html}"
+            );
 
             let missing = served.get(&format!("/ipfs/{root}/000002.m4s"), &[]).await;
             assert_eq!(missing.status(), 404);
@@ -1067,14 +1210,25 @@ mod tests {
             let bytes = test_bytes(2_621_440, 72);
             let cid = served.node.add(bytes.clone()).await.expect("added");
             let response = served
-                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=1048570-1048585")])
+                .get(
+                    &format!("/ipfs/{cid}"),
+                    &[("range", "bytes=1048570-1048585")],
+                )
                 .await;
             assert_eq!(response.status(), 206);
-            assert_eq!(header(&response, "content-range"), "bytes 1048570-1048585/2621440");
+            assert_eq!(
+                header(&response, "content-range"),
+                "bytes 1048570-1048585/2621440"
+            );
             assert_eq!(header(&response, "content-length"), "16");
-            assert_eq!(response.bytes().await.expect("body"), bytes.slice(1_048_570..1_048_586));
+            assert_eq!(
+                response.bytes().await.expect("body"),
+                bytes.slice(1_048_570..1_048_586)
+            );
 
-            let tail = served.get(&format!("/ipfs/{cid}"), &[("range", "bytes=-100")]).await;
+            let tail = served
+                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=-100")])
+                .await;
             assert_eq!(tail.status(), 206);
             assert_eq!(tail.bytes().await.expect("body"), bytes.slice(2_621_340..));
 
@@ -1091,9 +1245,16 @@ mod tests {
             assert_eq!(multi.bytes().await.expect("body").len(), bytes.len());
 
             let stale = served
-                .get(&format!("/ipfs/{cid}"), &[("range", "bytes=0-9"), ("if-range", "\"other\"")])
+                .get(
+                    &format!("/ipfs/{cid}"),
+                    &[("range", "bytes=0-9"), ("if-range", "\"other\"")],
+                )
                 .await;
-            assert_eq!(stale.status(), 200, "If-Range with another ETag sends it all");
+            assert_eq!(
+                stale.status(),
+                200,
+                "If-Range with another ETag sends it all"
+            );
             served.stop().await;
         })
         .await;
@@ -1103,7 +1264,12 @@ mod tests {
     async fn bad_cids_are_400_and_unknown_ones_404_at_once() {
         bounded(async {
             let served = Served::start().await;
-            for bad in ["/ipfs/not-a-cid", "/ipfs/bafyINVALID", "/ipfs/Qm", "/ipfs/%00"] {
+            for bad in [
+                "/ipfs/not-a-cid",
+                "/ipfs/bafyINVALID",
+                "/ipfs/Qm",
+                "/ipfs/%00",
+            ] {
                 let response = served.get(bad, &[]).await;
                 assert_eq!(response.status(), 400, "{bad}");
                 assert_eq!(header(&response, "access-control-allow-origin"), "*");
@@ -1114,7 +1280,9 @@ mod tests {
             let response = served.get(&format!("/ipfs/{unknown}"), &[]).await;
             assert_eq!(response.status(), 404);
             assert!(started.elapsed() < Duration::from_secs(2));
-            let bad_format = served.get(&format!("/ipfs/{unknown}?format=tar"), &[]).await;
+            let bad_format = served
+                .get(&format!("/ipfs/{unknown}?format=tar"), &[])
+                .await;
             assert_eq!(bad_format.status(), 400);
             served.stop().await;
         })
@@ -1150,10 +1318,16 @@ mod tests {
 
             // A CAR of the whole directory DAG.
             let response = served
-                .get(&format!("/ipfs/{root}"), &[("accept", "application/vnd.ipld.car")])
+                .get(
+                    &format!("/ipfs/{root}"),
+                    &[("accept", "application/vnd.ipld.car")],
+                )
                 .await;
             assert_eq!(response.status(), 200);
-            assert!(header(&response, "content-type").starts_with("application/vnd.ipld.car; version=1"));
+            assert!(
+                header(&response, "content-type")
+                    .starts_with("application/vnd.ipld.car; version=1")
+            );
             let car = response.bytes().await.expect("body");
             let mut reader = CarReader::new(car.as_ref()).await.expect("CAR header");
             assert_eq!(reader.roots(), &[root]);
@@ -1169,7 +1343,10 @@ mod tests {
 
             // A path CAR carries the path's blocks, then the file's DAG; dag-scope=block only the terminal block.
             let response = served
-                .get(&format!("/ipfs/{root}/000001.m4s?format=car&dag-scope=block"), &[])
+                .get(
+                    &format!("/ipfs/{root}/000001.m4s?format=car&dag-scope=block"),
+                    &[],
+                )
                 .await;
             assert_eq!(response.status(), 200);
             let car = response.bytes().await.expect("body");

@@ -328,10 +328,10 @@ impl Sfu {
             tokio::time::sleep(timeout).await;
             let Some(inner) = weak.upgrade() else { return };
             let sfu = Sfu::from_inner(inner);
-            if let Some(s) = sfu.session(&id) {
-                if !s.is_connected() {
-                    sfu.end_session(&id, "did not connect in time");
-                }
+            if let Some(s) = sfu.session(&id)
+                && !s.is_connected()
+            {
+                sfu.end_session(&id, "did not connect in time");
             }
         });
     }
@@ -344,10 +344,10 @@ impl Sfu {
             return;
         }
         tracing::info!(session = %id, stream = %session.stream, role = session.role.as_str(), elapsed_ms = session.created.elapsed().as_millis() as u64, "session connected");
-        if session.role == SessionRole::Viewer {
-            if let Some(stream) = self.stream(&session.stream) {
-                stream.viewer_connected(id);
-            }
+        if session.role == SessionRole::Viewer
+            && let Some(stream) = self.stream(&session.stream)
+        {
+            stream.viewer_connected(id);
         }
     }
 
@@ -485,10 +485,11 @@ fn ice_details(sdp: &str) -> (String, String, Vec<String>) {
             if pwd.is_empty() {
                 pwd = v.to_owned();
             }
-        } else if let Some(v) = line.strip_prefix("a=") {
-            if v.starts_with("candidate:") && !candidates.iter().any(|c: &String| c == v) {
-                candidates.push(v.to_owned());
-            }
+        } else if let Some(v) = line.strip_prefix("a=")
+            && v.starts_with("candidate:")
+            && !candidates.iter().any(|c: &String| c == v)
+        {
+            candidates.push(v.to_owned());
         }
     }
     (ufrag, pwd, candidates)

@@ -256,12 +256,12 @@ impl Stream {
         if viewer.connected.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(audio) = &viewer.audio {
-            if let Some(source) = st.sources.iter().find(|s| s.kind == RTPCodecType::Audio) {
-                let _ = source
-                    .commands
-                    .send(SourceCommand::Attach(audio.clone(), Start::Now));
-            }
+        if let Some(audio) = &viewer.audio
+            && let Some(source) = st.sources.iter().find(|s| s.kind == RTPCodecType::Audio)
+        {
+            let _ = source
+                .commands
+                .send(SourceCommand::Attach(audio.clone(), Start::Now));
         }
         assign_video(&st, &viewer, Start::FromCache);
     }
@@ -272,14 +272,13 @@ impl Stream {
         let Some(viewer) = st.viewers.get(session_id).cloned() else {
             return false;
         };
-        if let Some(l) = &layer {
-            if !st
+        if let Some(l) = &layer
+            && !st
                 .sources
                 .iter()
                 .any(|s| s.kind != RTPCodecType::Audio && &s.rid == l)
-            {
-                return false;
-            }
+        {
+            return false;
         }
         *viewer
             .chosen_layer

@@ -77,10 +77,10 @@ impl Sfu {
         if stream.viewer_count() >= self.config().max_viewers_per_stream {
             return Err(SfuError::Overloaded);
         }
-        if let Some(l) = &layer {
-            if !live.layers.iter().any(|x| x == l) {
-                return Err(SfuError::NoSuchLayer(l.clone()));
-            }
+        if let Some(l) = &layer
+            && !live.layers.iter().any(|x| x == l)
+        {
+            return Err(SfuError::NoSuchLayer(l.clone()));
         }
         let video = match (&live.video, &summary.video) {
             (Some(sent), Some(offered)) => Some(pick_codec(sent, offered).ok_or_else(|| {

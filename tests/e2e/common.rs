@@ -83,7 +83,11 @@ pub const SLICE: u8 = 0x41;
 /// the index, then bytes derived from the index. Regenerating it checks delivery byte for byte.
 pub fn video_payload(layer: u8, index: u32, gop: u32) -> Bytes {
     let mut b = BytesMut::with_capacity(1000);
-    b.put_u8(if index % gop == 0 { IDR } else { SLICE });
+    b.put_u8(if index.is_multiple_of(gop) {
+        IDR
+    } else {
+        SLICE
+    });
     b.put_u8(layer);
     b.put_u32(index);
     for i in 0..(200 + (index % 700)) {

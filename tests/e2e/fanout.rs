@@ -31,7 +31,7 @@ fn spawn_publisher_loop(
                 );
                 let _ = publisher.send_video(layer as usize, &p).await;
             }
-            if index % 5 == 0 {
+            if index.is_multiple_of(5) {
                 let a = packet(
                     (index / 5) as u16,
                     (index / 5).wrapping_mul(960),

@@ -8,4 +8,5 @@ mod db_queries;
 mod fanout;
 mod lifecycle;
 mod obs_interop;
+mod segmenter;
 mod whip_whep_status;

@@ -11,8 +11,7 @@ use crate::common::*;
 
 /// A publish offer as OBS sends it, made by a real webrtc-rs peer so that it can also be completed.
 async fn real_offer(video: bool) -> String {
-    let client = zipiq_offer_only(true, video).await;
-    client
+    zipiq_offer_only(true, video).await
 }
 
 /// Builds a sendonly (or recvonly) offer with webrtc-rs without sending it.
