@@ -36,12 +36,47 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    pub server: ServerConfig,
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub streams: StreamsConfig,
+    pub recording: RecordingConfig,
+    pub ipfs: crate::store::IpfsConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub node_name: String,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl ServerConfig {
+    /// The node name, or the host name when none is configured.
+    pub fn node(&self) -> String {
+        if !self.node_name.trim().is_empty() {
+            return self.node_name.trim().to_owned();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "zipiq".to_owned())
+    }
+}
+
+/// `[recording]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    pub enabled: bool,
+    pub segment_target_ms: u64,
+    pub segment_max_bytes: usize,
+    pub live_playlist_segments: usize,
 }
 
 /// `[http]`

@@ -8,9 +8,11 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod media;
+pub mod recorder;
 pub mod reload;
 pub mod resilience;
 pub mod sfu;
+pub mod store;
 pub mod systemd;
 pub mod telemetry;
 
@@ -36,6 +38,8 @@ pub struct Server {
     pub media_addr: SocketAddr,
     pub sfu: Sfu,
     pub db: Db,
+    pub ipfs: Arc<store::IpfsNode>,
+    pub recorder: recorder::Recorder,
     pub config: Arc<Config>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -60,13 +64,41 @@ impl Server {
             tracing::info!(version = m.version, description = %m.description, "applied migration");
         }
         let first = create_first_stream(&db, &config).await?;
+        let ipfs = Arc::new(
+            store::IpfsNode::start(&config.ipfs)
+                .await
+                .context("starting the embedded IPFS node")?,
+        );
+        let recorder = recorder::Recorder::new(
+            db.clone(),
+            ipfs.clone(),
+            config.recording.clone(),
+            config.media.tap_channel_capacity,
+            config.server.node(),
+        );
+        let recovered = recorder.recover().await;
+        if recovered > 0 {
+            tracing::info!(recovered, "finished broadcasts left open by a previous run");
+        }
+        {
+            // Provider records live in memory: announce every stored root again.
+            let ipfs = ipfs.clone();
+            tokio::spawn(async move {
+                match ipfs.reprovide_all().await {
+                    Ok(n) => tracing::debug!(announced = n, "announced stored content"),
+                    Err(e) => tracing::warn!(error = %e, "announcing stored content failed"),
+                }
+            });
+        }
         let sfu = Sfu::new(&config.media)
             .await
             .context("starting the WebRTC engine")?;
+        sfu.set_recording_hook(Arc::new(recorder.clone()));
         let state = AppState {
             config: config.clone(),
             db: db.clone(),
             sfu: sfu.clone(),
+            ipfs: ipfs.clone(),
             started: Instant::now(),
         };
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -115,6 +147,8 @@ impl Server {
                 media_addr: sfu.media_addr(),
                 sfu,
                 db,
+                ipfs,
+                recorder,
                 config,
                 stop,
                 tasks: vec![http_task, admin_task, gauges_task],
@@ -123,13 +157,20 @@ impl Server {
         ))
     }
 
-    /// Stops accepting, ends every session, and waits (bounded) for the listeners to finish.
+    /// Stops accepting, ends every session, lets the recorder commit the last segments (bounded by
+    /// `server.shutdown_timeout_ms`), then stops IPFS and the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.sfu.shutdown().await;
+        self.recorder
+            .drain(Duration::from_millis(
+                self.config.server.shutdown_timeout_ms,
+            ))
+            .await;
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        self.ipfs.shutdown().await;
         self.db.close().await;
     }
 }

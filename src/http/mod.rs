@@ -1,7 +1,9 @@
 //! The HTTP side: WHIP and WHEP endpoints, their session resources, health, the small JSON API and the web pages,
 //! with CORS, body limits and a request id on every request.
 
+pub mod broadcasts;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod negotiation;
 pub mod web;
@@ -33,6 +35,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub sfu: Sfu,
+    pub ipfs: Arc<crate::store::IpfsNode>,
     pub started: Instant,
 }
 
@@ -163,10 +166,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/whep/{stream}/{session}/layer", post(whep::choose_layer));
     let max_body = state.config.http.max_body_bytes;
+    let gateway = gateway::router(state.ipfs.clone());
     Router::new()
         .merge(endpoints)
         .merge(sessions)
         .merge(health::router())
+        .merge(broadcasts::router())
         .merge(web::router())
         .route_layer(axum::middleware::from_fn(http_metrics))
         .with_state(state.clone())
@@ -183,6 +188,8 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
             }),
         )
+        // The IPFS gateway sets its own CORS headers (public, immutable content for any origin).
+        .merge(gateway.route_layer(axum::middleware::from_fn(http_metrics)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
 }

@@ -8,5 +8,6 @@ mod db_queries;
 mod fanout;
 mod lifecycle;
 mod obs_interop;
+mod recording;
 mod segmenter;
 mod whip_whep_status;
