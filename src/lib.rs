@@ -2,6 +2,7 @@
 //! and (as the side pipeline lands) cuts every stream into content-addressed chunks in an embedded IPFS node,
 //! archived on Arweave. This file only wires the parts together; see ARCHITECTURE.md for the design.
 
+pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod config;
