@@ -45,6 +45,57 @@ pub struct Config {
     pub streams: StreamsConfig,
     pub recording: RecordingConfig,
     pub ipfs: crate::store::IpfsConfig,
+    pub archive: ArchiveConfig,
+}
+
+/// Where archive uploads go.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveMode {
+    Bundler,
+    Gateway,
+    Off,
+}
+
+/// `[archive]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    pub mode: ArchiveMode,
+    pub bundler_url: String,
+    pub bundler_token: String,
+    pub gateway_url: String,
+    pub wallets_dir: String,
+    pub concurrency: usize,
+    pub request_timeout_ms: u64,
+    pub lease_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+    pub confirmations: u64,
+    pub bundle_max_items: usize,
+    pub bundle_max_bytes: usize,
+    pub repost_after_ms: u64,
+    pub balance_poll_ms: u64,
+    pub runway_warning_hours: u64,
+    pub poll_ms: u64,
+}
+
+impl ArchiveConfig {
+    /// The wallets directory: configured, else the systemd credential, else ./data/wallets.
+    pub fn wallets_path(&self) -> PathBuf {
+        if !self.wallets_dir.trim().is_empty() {
+            return PathBuf::from(self.wallets_dir.trim());
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let p = PathBuf::from(dir).join("wallets");
+            if p.is_dir() {
+                return p;
+            }
+        }
+        PathBuf::from("./data/wallets")
+    }
 }
 
 /// `[server]`

@@ -326,6 +326,22 @@ impl GatewayClient {
         Ok(Some(body))
     }
 
+    /// Whether the gateway serves the transaction or data item `id` (`HEAD /{id}`), without downloading it.
+    pub async fn exists(&self, id: &str) -> Result<bool, GatewayError> {
+        let path = format!("/{}", path_segment(id)?);
+        let response = self.send(&path, self.http.head(self.url(&path))).await?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(GatewayError::Status {
+                endpoint: path,
+                status,
+                body: String::new(),
+            }),
+        }
+    }
+
     /// Runs a GraphQL query (`POST /graphql`) and gives its `data`; GraphQL errors are errors.
     pub async fn graphql(&self, query: &str, variables: Value) -> Result<Value, GatewayError> {
         let request = self

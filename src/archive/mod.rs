@@ -14,8 +14,12 @@ pub mod b64url;
 pub mod bundler_client;
 pub mod deephash;
 pub mod gateway_client;
+pub mod items;
 pub mod jwk;
 pub mod merkle;
+pub mod verify;
+pub mod wallets;
+pub mod worker;
 
 #[cfg(test)]
 mod arlocal_tests;

@@ -36,6 +36,7 @@ pub struct AppState {
     pub db: Db,
     pub sfu: Sfu,
     pub ipfs: Arc<crate::store::IpfsNode>,
+    pub archiver: crate::archive::worker::Archiver,
     pub started: Instant,
 }
 
