@@ -51,6 +51,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Queue every chunk whose item is missing at the gateway to be posted again (same signed bytes).
+        #[arg(long)]
+        repair: bool,
     },
     /// Arweave wallets of the archive pool.
     Wallets {
@@ -168,7 +171,8 @@ async fn run(command: Command, config: Config, path: Option<PathBuf>) -> anyhow:
             broadcast,
             ipfs_gateway,
             json,
-        } => verify_command(broadcast, ipfs_gateway, json, &config).await,
+            repair,
+        } => verify_command(broadcast, ipfs_gateway, json, repair, &config).await,
         Command::Wallets { action } => wallets_command(action, &config).await,
         Command::Export { broadcast, car } => {
             let db = Db::connect(&config.database).await?;
@@ -310,6 +314,7 @@ async fn verify_command(
     broadcast: i64,
     ipfs_gateway: Option<String>,
     json: bool,
+    repair: bool,
     config: &Config,
 ) -> anyhow::Result<()> {
     let db = Db::connect(&config.database).await?;
@@ -321,6 +326,11 @@ async fn verify_command(
     let checks = zipiq::archive::verify::verify_broadcast(&db, &gateway, &ipfs, broadcast)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    if repair {
+        let missing = zipiq::archive::verify::missing_jobs(&db, broadcast, &checks).await?;
+        let n = db.requeue_for_repost(&missing).await?;
+        eprintln!("{n} job(s) queued to be posted again");
+    }
     db.close().await;
     let ok = !checks.is_empty() && checks.iter().all(|c| c.ok());
     if json {

@@ -194,3 +194,22 @@ pub fn table(checks: &[ChunkCheck]) -> String {
     }
     out
 }
+
+/// The jobs of chunks whose archived item is missing at the gateway (to post again with `--repair`).
+pub async fn missing_jobs(
+    db: &Db,
+    broadcast: i64,
+    checks: &[ChunkCheck],
+) -> Result<Vec<i64>, crate::db::DbError> {
+    let jobs = db.jobs_of_broadcast(broadcast).await?;
+    Ok(checks
+        .iter()
+        .filter(|c| c.arweave_data.is_err())
+        .filter_map(|c| c.item_id.as_ref())
+        .filter_map(|id| {
+            jobs.iter()
+                .find(|j| j.item_id.as_ref() == Some(id))
+                .map(|j| j.id)
+        })
+        .collect())
+}

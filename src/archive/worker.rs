@@ -305,10 +305,13 @@ async fn retry(inner: &Inner, job: &Job, error: &str, delay: Option<Duration>, c
 async fn process(inner: &Arc<Inner>, job: Job) {
     match job.state {
         JobState::Pending => {
-            if let Some(job) = sign_job(inner, job).await
-                && inner.config.mode == ArchiveMode::Bundler
-            {
-                upload_to_bundler(inner, job).await;
+            if let Some(job) = sign_job(inner, job).await {
+                if inner.config.mode == ArchiveMode::Bundler {
+                    upload_to_bundler(inner, job).await;
+                } else {
+                    // Gateway mode: the bundling pass takes signed items in batches.
+                    let _ = inner.db.release_job(job.id, &inner.worker).await;
+                }
             }
         }
         JobState::Signed => upload_to_bundler(inner, job).await,

@@ -553,3 +553,42 @@ impl Db {
         })
     }
 }
+
+impl Db {
+    /// Sends archived jobs back to `signed` so the archiver posts their stored items again (after `zipiq verify`
+    /// found them missing at the gateway: a dropped transaction). Their item ids do not change. Returns how many.
+    pub async fn requeue_for_repost(&self, jobs: &[i64]) -> Result<u64, DbError> {
+        let now = now_ms();
+        let mut n = 0;
+        for id in jobs {
+            let done = sqlx::query(
+                "UPDATE archive_jobs SET state = 'signed', bundle_tx = NULL, uploaded_at = NULL, confirmed_at = NULL, \
+                 last_error = 'requeued: missing at the gateway', claimed_by = NULL, lease_until = NULL, \
+                 next_attempt_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND signed_item IS NOT NULL AND state IN ('uploaded', 'confirmed')",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+            n += done.rows_affected();
+        }
+        Ok(n)
+    }
+}
+
+impl Db {
+    /// Gives up `worker`'s lease on a job so the next step (another worker, or the bundling pass) can take it now.
+    pub async fn release_job(&self, job: i64, worker: &str) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE archive_jobs SET claimed_by = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE id = $2 AND claimed_by = $3",
+        )
+        .bind(now_ms())
+        .bind(job)
+        .bind(worker)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
