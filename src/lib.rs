@@ -31,6 +31,7 @@ use crate::sfu::Sfu;
 
 /// A running server.
 pub struct Server {
+    pub auth: Arc<auth::Auth>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub media_addr: SocketAddr,
@@ -60,6 +61,7 @@ impl Server {
             tracing::info!(version = m.version, description = %m.description, "applied migration");
         }
         let first = create_first_stream(&db, &config).await?;
+        let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
         let sfu = Sfu::new(&config.media)
             .await
             .context("starting the WebRTC engine")?;
@@ -67,6 +69,7 @@ impl Server {
             config: config.clone(),
             db: db.clone(),
             sfu: sfu.clone(),
+            auth: auth.clone(),
             started: Instant::now(),
         };
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -110,6 +113,7 @@ impl Server {
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
             Server {
+                auth,
                 http_addr,
                 admin_addr,
                 media_addr: sfu.media_addr(),
@@ -240,7 +244,7 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
         server.http_addr, server.media_addr
     ));
     systemd::spawn_watchdog();
-    spawn_reload_on_sighup(server.config.clone(), config_path);
+    spawn_reload_on_sighup(server.config.clone(), config_path, server.auth.clone());
     wait_for_signal().await;
     tracing::info!("shutting down");
     systemd::stopping();
@@ -248,8 +252,13 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     Ok(())
 }
 
-/// On SIGHUP: read the configuration again and apply what can change without a restart, logging each change.
-fn spawn_reload_on_sighup(initial: Arc<Config>, path: Option<std::path::PathBuf>) {
+/// On SIGHUP: read the configuration again and apply what can change without a restart, logging each change; read
+/// the JWT key file again (after `zipiq secrets rotate-jwt`).
+fn spawn_reload_on_sighup(
+    initial: Arc<Config>,
+    path: Option<std::path::PathBuf>,
+    auth: Arc<auth::Auth>,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -272,6 +281,10 @@ fn spawn_reload_on_sighup(initial: Arc<Config>, path: Option<std::path::PathBuf>
                     current = new;
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+            match auth.reload_jwt_keys() {
+                Ok(kids) => tracing::info!(kids = ?kids, "SIGHUP: JWT signing keys reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: JWT signing keys not reloaded"),
             }
         }
     });
