@@ -5,6 +5,7 @@
 //! Nothing here logs a secret (password, key, token); the audit log records ids, addresses and outcomes.
 
 pub mod accounts;
+pub mod cli;
 pub mod jwt;
 pub mod mail;
 pub mod passwords;
