@@ -27,6 +27,8 @@ pub enum AccountError {
     Unverified,
     #[error("this account is disabled")]
     Disabled,
+    #[error("the current password is wrong")]
+    WrongPassword,
     #[error("sign-up is closed on this server; ask its admin for an account")]
     SignupClosed,
     #[error(
@@ -506,9 +508,7 @@ impl Auth {
                     .detail("reason", "wrong current password"),
             )
             .await?;
-            return Err(
-                FieldError::new("current_password", "the current password is wrong").into(),
-            );
+            return Err(AccountError::WrongPassword);
         }
         let hash = self
             .passwords

@@ -39,13 +39,21 @@ pub fn matches(presented: &str, stored_hash: &str) -> bool {
         .into()
 }
 
-/// Whether `token` looks like a token of kind `prefix` (cheap check before touching the database).
+/// Characters of a token after its prefix (32 bytes in unpadded base64url).
+pub const TOKEN_BODY_CHARS: usize = 43;
+
+/// Whether `token` has the form of a token of kind `prefix` (cheap check before touching the database); the
+/// OpenAPI document states the same rule as `^<prefix>[A-Za-z0-9_-]{43}$`.
 pub fn well_formed(token: &str, prefix: &str) -> bool {
     token.len() <= MAX_TOKEN_CHARS
-        && token.starts_with(prefix)
-        && token[prefix.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && token
+            .strip_prefix(prefix)
+            .is_some_and(|body| {
+                body.len() == TOKEN_BODY_CHARS
+                    && body
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
 }
 
 #[cfg(test)]
@@ -63,6 +71,7 @@ mod tests {
         assert!(matches(&a, &hash(&a)));
         assert!(!matches(&b, &hash(&a)));
         assert!(!well_formed("zqr_a b", REFRESH_PREFIX));
+        assert!(!well_formed("zqr_abc", REFRESH_PREFIX));
         assert!(!well_formed(
             &format!("zqr_{}", "a".repeat(200)),
             REFRESH_PREFIX

@@ -202,8 +202,13 @@ impl From<AccountError> for HttpError {
             AccountError::Unverified | AccountError::Disabled | AccountError::SignupClosed => {
                 HttpError::forbidden(detail)
             }
+            AccountError::WrongPassword => {
+                let mut e = HttpError::forbidden(detail);
+                e.field = Some("current_password".into());
+                e
+            }
             AccountError::BadLink => {
-                let mut e = HttpError::bad_request(detail);
+                let mut e = HttpError::not_found(detail);
                 e.field = Some("token".into());
                 e
             }

@@ -168,7 +168,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/whep/{stream}/{session}/layer", post(whep::choose_layer));
     let max_body = state.config.http.max_body_bytes;
-    let (api, _openapi) = api::router();
+    let (api, _openapi) = api::router(&state.config);
     Router::new()
         .merge(endpoints)
         .merge(sessions)

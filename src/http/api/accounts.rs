@@ -29,31 +29,44 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_password))
 }
 
+// Lengths, patterns and limits that depend on the configuration or on shared rules are set on these schemas at
+// start (see `super::constrain`), so the document states exactly what the validation does.
+
+/// A new account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// The email address (stored lowercased).
+    #[schema(example = "ann@example.org")]
+    pub email: String,
+    /// At least `auth.password_min_length` characters.
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
 /// Email and password.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Credentials {
+pub struct LoginRequest {
     /// The account's email address (compared without case).
-    #[schema(example = "ann@example.org", max_length = 254)]
+    #[schema(example = "ann@example.org")]
     pub email: String,
-    #[schema(example = "correct horse battery staple", max_length = 1024)]
+    #[schema(example = "correct horse battery staple")]
     pub password: String,
 }
 
 /// The token of a verification link.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TokenBody {
-    /// The `token` of the link's fragment (`#token=...`).
-    #[schema(max_length = 128)]
+pub struct VerifyRequest {
+    /// The `token` of the link's fragment (`#token=zqv_...`).
     pub token: String,
 }
 
 /// A refresh token to exchange.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RefreshBody {
-    #[schema(max_length = 128)]
+pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
@@ -61,7 +74,7 @@ pub struct RefreshBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
-    #[schema(example = "ann@example.org", max_length = 254)]
+    #[schema(example = "ann@example.org")]
     pub email: String,
 }
 
@@ -69,9 +82,8 @@ pub struct ResetRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetConfirm {
-    #[schema(max_length = 128)]
+    /// The `token` of the link's fragment (`#token=zqp_...`).
     pub token: String,
-    #[schema(max_length = 1024)]
     pub password: String,
 }
 
@@ -79,9 +91,7 @@ pub struct ResetConfirm {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
-    #[schema(max_length = 1024)]
     pub current_password: String,
-    #[schema(max_length = 1024)]
     pub new_password: String,
 }
 
@@ -131,7 +141,7 @@ fn tokens(pair: TokenPair) -> Response {
 /// whether or not the address already has an account (its owner gets a mail saying so).
 #[utoipa::path(
     post, path = "/api/v1/auth/signup", tag = "auth",
-    request_body = Credentials,
+    request_body = SignupRequest,
     responses(
         (status = 202, description = "Check the mailbox for the verification link", body = Accepted),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -145,7 +155,7 @@ fn tokens(pair: TokenPair) -> Response {
 pub async fn signup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<SignupRequest>,
 ) -> Result<Response, HttpError> {
     state
         .auth
@@ -159,10 +169,11 @@ pub async fn signup(
 /// Confirm an email address with the token of the verification link.
 #[utoipa::path(
     post, path = "/api/v1/auth/verify", tag = "auth",
-    request_body = TokenBody,
+    request_body = VerifyRequest,
     responses(
         (status = 204, description = "The address is confirmed; the account can log in"),
-        (status = 400, description = "Malformed JSON, or the link was used, expired or replaced", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The link was used, expired or replaced", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
@@ -170,7 +181,7 @@ pub async fn signup(
 pub async fn verify(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<TokenBody>,
+    ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<StatusCode, HttpError> {
     state.auth.verify_email(&state.db, &body.token, ip).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -179,7 +190,7 @@ pub async fn verify(
 /// Log in: a short-lived access token (JWT) and a refresh token.
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth",
-    request_body = Credentials,
+    request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -195,7 +206,7 @@ pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, HttpError> {
     let pair = state
         .auth
@@ -214,7 +225,7 @@ pub async fn login(
 /// whole login session (every token of it) and is audit-logged.
 #[utoipa::path(
     post, path = "/api/v1/auth/refresh", tag = "auth",
-    request_body = RefreshBody,
+    request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new pair; the presented refresh token is used up", body = TokenPair),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -226,7 +237,7 @@ pub async fn login(
 pub async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<RefreshBody>,
+    ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, HttpError> {
     let pair = state
         .auth
@@ -283,7 +294,8 @@ pub async fn request_reset(
     request_body = ResetConfirm,
     responses(
         (status = 204, description = "The password is changed; log in with it"),
-        (status = 400, description = "Malformed JSON, or the link was used, expired or replaced", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The link was used, expired or replaced", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
@@ -324,7 +336,8 @@ pub async fn me(Authenticated(user): Authenticated) -> Json<User> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field, or the current password is wrong (`field` = current_password)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is wrong (`field` = current_password)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )

@@ -1,5 +1,6 @@
 //! `/api/v1/admin/*`: users (list, change role, disable) and the audit log. Admins only; every change is itself
-//! audit-logged. An admin cannot demote or disable the last active admin (nobody could undo it over the API).
+//! audit-logged. An admin cannot demote or disable themselves, nor the last active admin (nobody could undo it
+//! over the API).
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -31,6 +32,7 @@ pub struct UserList {
 
 /// Paging of the user list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     /// Only users with an id above this.
@@ -57,6 +59,7 @@ pub struct AuditList {
 
 /// Filters of the audit log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Only this action (e.g. `login`, `refresh_token.reuse`, `stream.key_rotated`).
@@ -118,7 +121,7 @@ pub async fn list_users(
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "That would leave no active admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "That would demote or disable the caller, or leave no active admin", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
@@ -134,6 +137,12 @@ pub async fn update_user(
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let user = state.db.user_by_id(id).await?.ok_or_else(not_found)?;
     let demotes = body.role.is_some_and(|r| r != Role::Admin) || body.disabled == Some(true);
+    if demotes && id == admin.user.id {
+        return Err(HttpError::new(
+            axum::http::StatusCode::CONFLICT,
+            "an admin cannot demote or disable their own account; another admin can",
+        ));
+    }
     if demotes
         && user.role == Role::Admin
         && !user.is_disabled()

@@ -66,13 +66,110 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
+/// One constraint the document must state because the validation enforces it.
+enum Constraint {
+    Pattern(String),
+    Length { min: usize, max: usize },
+    Range { min: u64, max: u64 },
+}
+
+fn property_mut<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    schema: &str,
+    property: &str,
+) -> Option<&'a mut utoipa::openapi::schema::Object> {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    let components = openapi.components.as_mut()?;
+    let RefOr::T(Schema::Object(object)) = components.schemas.get_mut(schema)? else {
+        return None;
+    };
+    match object.properties.get_mut(property)? {
+        RefOr::T(Schema::Object(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// Writes the validation rules that come from the configuration or from shared code (password lengths, the
+/// email and token patterns, viewer-token lifetimes) into the document. Returns the (schema, property) pairs it
+/// could not find (a test keeps this empty).
+pub fn constrain(
+    openapi: &mut utoipa::openapi::OpenApi,
+    config: &crate::config::Config,
+) -> Vec<String> {
+    use crate::auth::passwords::MAX_PASSWORD_CHARS;
+    use crate::auth::tokens;
+    use crate::auth::validate::{EMAIL_PATTERN, MAX_EMAIL_CHARS};
+    let new_password = || Constraint::Length {
+        min: config.auth.password_min_length,
+        max: MAX_PASSWORD_CHARS,
+    };
+    let given_password = || Constraint::Length {
+        min: 1,
+        max: MAX_PASSWORD_CHARS,
+    };
+    let email = || Constraint::Pattern(EMAIL_PATTERN.to_owned());
+    let token = |prefix: &str| {
+        Constraint::Pattern(format!(
+            "^{prefix}[A-Za-z0-9_-]{{{}}}$",
+            tokens::TOKEN_BODY_CHARS
+        ))
+    };
+    let rules = [
+        ("SignupRequest", "email", email()),
+        ("SignupRequest", "password", new_password()),
+        ("LoginRequest", "email", email()),
+        ("LoginRequest", "password", given_password()),
+        ("ResetRequest", "email", email()),
+        ("ResetConfirm", "password", new_password()),
+        ("ResetConfirm", "token", token(tokens::RESET_PREFIX)),
+        ("VerifyRequest", "token", token(tokens::VERIFY_PREFIX)),
+        ("RefreshRequest", "refresh_token", token(tokens::REFRESH_PREFIX)),
+        ("PasswordChange", "current_password", given_password()),
+        ("PasswordChange", "new_password", new_password()),
+        (
+            "ViewerTokenRequest",
+            "ttl_seconds",
+            Constraint::Range {
+                min: 1,
+                max: config.auth.viewer_token_max_ttl_s,
+            },
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (schema, property, rule) in rules {
+        let Some(p) = property_mut(openapi, schema, property) else {
+            missing.push(format!("{schema}.{property}"));
+            continue;
+        };
+        match rule {
+            Constraint::Pattern(pattern) => {
+                p.pattern = Some(pattern);
+                p.max_length = Some(MAX_EMAIL_CHARS.max(tokens::MAX_TOKEN_CHARS));
+            }
+            Constraint::Length { min, max } => {
+                p.min_length = Some(min);
+                p.max_length = Some(max);
+            }
+            Constraint::Range { min, max } => {
+                p.minimum = Some(utoipa::Number::UInt(min as usize));
+                p.maximum = Some(utoipa::Number::UInt(max as usize));
+            }
+        }
+    }
+    missing
+}
+
 /// The API routes and their OpenAPI document.
-pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+pub fn router(config: &crate::config::Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(streams::router())
         .merge(admin::router())
         .split_for_parts();
+    for missing in constrain(&mut openapi, config) {
+        tracing::error!(property = %missing, "OpenAPI document: no such property to constrain");
+    }
     let document = openapi.clone();
     let router = router.route(
         "/api/v1/openapi.json",
@@ -112,25 +209,43 @@ where
     }
 }
 
-/// Decodes a JSON body, naming the field of a type error.
+/// Decodes a JSON body (which must be an object), naming the field of a type error. Numbers with no fraction
+/// (`7.0`) count as integers, as JSON Schema says.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return HttpError::bad_request(format!("the body is not valid JSON: {inner}"));
-        }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(HttpError::field("body", "the body must be a JSON object"));
+    }
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
+        let inner = e.into_inner();
         let field = if path == "." {
             field_of_message(&inner.to_string()).unwrap_or_else(|| "body".into())
         } else {
             path
         };
         HttpError::field(field.clone(), format!("{field}: {inner}"))
-    })?;
-    de.end()
-        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    Ok(value)
+    })
+}
+
+/// Replaces every float with no fractional part that fits an i64 or u64 by that integer.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                if f >= 0.0 && f < u64::MAX as f64 {
+                    *value = serde_json::Value::from(f as u64);
+                } else if f < 0.0 && f >= i64::MIN as f64 {
+                    *value = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// The field named in a serde message such as "missing field `email`" or "unknown field `x`, expected ...".
@@ -257,6 +372,23 @@ pub fn accepted(detail: &str) -> Response {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_validation_rule_reaches_the_document() {
+        let config = crate::config::Config::defaults().unwrap();
+        let (_, doc) = router(&config);
+        let mut fresh = doc.clone();
+        assert!(constrain(&mut fresh, &config).is_empty());
+        let json = serde_json::to_value(&doc).unwrap();
+        let signup = &json["components"]["schemas"]["SignupRequest"]["properties"];
+        assert_eq!(signup["password"]["minLength"], 10);
+        assert_eq!(
+            signup["email"]["pattern"],
+            crate::auth::validate::EMAIL_PATTERN
+        );
+        let ttl = &json["components"]["schemas"]["ViewerTokenRequest"]["properties"]["ttl_seconds"];
+        assert_eq!(ttl["maximum"], 604800);
+    }
+
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
@@ -281,5 +413,11 @@ mod tests {
         let e = parse_json::<Body>(br#"{"email": "a"} trailing"#).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(parse_json::<Body>(br#"{"email": "a"}"#).is_ok());
+        let e = parse_json::<Body>(br#"["a", null]"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"), "arrays are not objects");
+        let b = parse_json::<Body>(br#"{"email": "a", "ttl": 7.0}"#).unwrap();
+        assert_eq!(b.ttl, Some(7));
+        let e = parse_json::<Body>(br#"{"email": "a", "ttl": 7.5}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ttl"));
     }
 }

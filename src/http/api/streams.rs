@@ -207,6 +207,7 @@ pub struct LiveList {
 
 /// Query of the stream list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Every stream, not only the caller's (admins only).
@@ -215,6 +216,7 @@ pub struct ListQuery {
 
 /// Query of the broadcast list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BroadcastQuery {
     /// At most this many (1-1000, default 100).
