@@ -61,17 +61,9 @@ impl Server {
             tracing::info!(version = m.version, description = %m.description, "applied migration");
         }
         let first = create_first_stream(&db, &config).await?;
-        let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
         let sfu = Sfu::new(&config.media)
             .await
             .context("starting the WebRTC engine")?;
-        let state = AppState {
-            config: config.clone(),
-            db: db.clone(),
-            sfu: sfu.clone(),
-            auth: auth.clone(),
-            started: Instant::now(),
-        };
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding the HTTP listener {}", config.http.listen))?;
@@ -80,6 +72,15 @@ impl Server {
             .with_context(|| format!("binding the admin listener {}", config.admin.listen))?;
         let http_addr = http_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let config = with_bound_public_url(config, http_addr);
+        let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
+        let state = AppState {
+            config: config.clone(),
+            db: db.clone(),
+            sfu: sfu.clone(),
+            auth: auth.clone(),
+            started: Instant::now(),
+        };
         let (stop, stop_rx) = watch::channel(false);
 
         let app = http::router(state);
@@ -195,6 +196,22 @@ async fn create_first_stream(db: &Db, config: &Config) -> anyhow::Result<Option<
         name: row.name,
         key,
     }))
+}
+
+/// With no `http.public_url` configured, links (mails, OBS settings) use the address the HTTP listener really
+/// bound (its port may have been 0 in the configuration).
+fn with_bound_public_url(config: Arc<Config>, bound: SocketAddr) -> Arc<Config> {
+    if !config.http.public_url.is_empty() || config.http.listen.port() != 0 {
+        return config;
+    }
+    let mut patched = (*config).clone();
+    let host = if bound.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        bound.ip()
+    };
+    patched.http.public_url = format!("http://{}", SocketAddr::new(host, bound.port()));
+    Arc::new(patched)
 }
 
 /// A database URL without its password, for messages.

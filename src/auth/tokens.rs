@@ -46,14 +46,12 @@ pub const TOKEN_BODY_CHARS: usize = 43;
 /// OpenAPI document states the same rule as `^<prefix>[A-Za-z0-9_-]{43}$`.
 pub fn well_formed(token: &str, prefix: &str) -> bool {
     token.len() <= MAX_TOKEN_CHARS
-        && token
-            .strip_prefix(prefix)
-            .is_some_and(|body| {
-                body.len() == TOKEN_BODY_CHARS
-                    && body
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
+        && token.strip_prefix(prefix).is_some_and(|body| {
+            body.len() == TOKEN_BODY_CHARS
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]

@@ -56,7 +56,10 @@ pub fn email(field: &'static str, raw: &str) -> Result<String, FieldError> {
     let Some((local, domain)) = raw.rsplit_once('@') else {
         return Err(invalid("no @"));
     };
-    if !local.split('.').all(|w| !w.is_empty() && w.chars().all(local_char)) {
+    if !local
+        .split('.')
+        .all(|w| !w.is_empty() && w.chars().all(local_char))
+    {
         return Err(invalid(
             "the part before @ must be dot-separated words without spaces, @ < > \" , ; or \\",
         ));

@@ -36,8 +36,10 @@ pub async fn start_server(overrides: &str) -> TestServer {
     let base = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [media]\nudp_listen = \"127.0.0.1:0\"\ngrace_period_ms = 1500\nconnect_timeout_ms = 10000\n\
-         [database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"warn\"\n",
-        db.display()
+         [database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"warn\"\n\
+         [auth]\njwt_key_file = \"{}\"\n",
+        db.display(),
+        dir.path().join("jwt-key").display()
     );
     let mut table: toml::Table = base.parse().expect("base config");
     let extra: toml::Table = overrides.parse().expect("override config");

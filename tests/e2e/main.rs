@@ -1,6 +1,9 @@
 //! End-to-end tests of zipIQ with real WebRTC peers (webrtc-rs) over loopback. One test binary (linking is the
 //! slow part of building tests), one module per area.
 
+mod account_env;
+mod accounts;
+mod accounts_db;
 mod archive_queue;
 mod common;
 mod databases;
@@ -8,5 +11,7 @@ mod db_queries;
 mod fanout;
 mod lifecycle;
 mod obs_interop;
+mod private_streams;
 mod segmenter;
+mod smtp_sink;
 mod whip_whep_status;

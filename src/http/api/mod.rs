@@ -124,7 +124,11 @@ pub fn constrain(
         ("ResetConfirm", "password", new_password()),
         ("ResetConfirm", "token", token(tokens::RESET_PREFIX)),
         ("VerifyRequest", "token", token(tokens::VERIFY_PREFIX)),
-        ("RefreshRequest", "refresh_token", token(tokens::REFRESH_PREFIX)),
+        (
+            "RefreshRequest",
+            "refresh_token",
+            token(tokens::REFRESH_PREFIX),
+        ),
         ("PasswordChange", "current_password", given_password()),
         ("PasswordChange", "new_password", new_password()),
         (
