@@ -130,7 +130,7 @@ pub struct StreamsConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub argon2_memory_kib: u32,
@@ -158,7 +158,7 @@ pub enum SmtpSecurity {
 }
 
 /// `[smtp]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -179,7 +179,7 @@ pub struct RateLimit {
 }
 
 /// `[rate_limits]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
     pub login_per_ip: RateLimit,

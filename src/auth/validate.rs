@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn emails_are_normalised_and_checked() {
         assert_eq!(
-            email("email", "  Ann@Example.ORG ").unwrap(),
+            email("email", "Ann@Example.ORG").unwrap(),
             "ann@example.org"
         );
         assert_eq!(
@@ -139,8 +139,8 @@ mod tests {
             "a.b+tag@sub.example.co"
         );
         assert_eq!(
-            email("email", "ü@bücher.example").unwrap(),
-            "ü@bücher.example"
+            email("email", "ü@xn--bcher-kva.example").unwrap(),
+            "ü@xn--bcher-kva.example"
         );
         for bad in [
             "",
@@ -156,18 +156,14 @@ mod tests {
             ".ann@example.org",
             "a..b@example.org",
             "ann@example.org\n",
+            " ann@example.org",
             "<ann@example.org>",
+            "ann@bücher.example",
+            "a\u{85}@x.org",
         ] {
-            let e = email("email", bad);
-            if bad == "ann@example.org\n" {
-                // Surrounding whitespace is trimmed.
-                assert!(e.is_ok());
-                continue;
-            }
-            let e = e.unwrap_err();
-            assert_eq!(e.field, "email", "{bad:?}");
+            assert_eq!(email("email", bad).unwrap_err().field, "email", "{bad:?}");
         }
-        let long = format!("{}@example.org", "a".repeat(65));
+        let long = format!("{}@example.org", "a".repeat(250));
         assert!(email("email", &long).is_err());
     }
 

@@ -59,12 +59,12 @@ pub async fn watch(
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no stream {stream:?}")))?;
     let token = bearer(&headers);
-    if row.visibility == Visibility::Private {
-        if let Err(denied) = state.auth.check_viewer(&row, token) {
-            tracing::info!(stream = %stream, reason = %denied, "WHEP refused for a private stream");
-            metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whep").increment(1);
-            return Err(denied.into());
-        }
+    if row.visibility == Visibility::Private
+        && let Err(denied) = state.auth.check_viewer(&row, token)
+    {
+        tracing::info!(stream = %stream, reason = %denied, "WHEP refused for a private stream");
+        metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whep").increment(1);
+        return Err(denied.into());
     }
     let layer = query.layer.filter(|l| !l.is_empty());
     let accepted = state
