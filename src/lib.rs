@@ -111,6 +111,7 @@ impl Server {
             }
         });
         let gauges_task = spawn_gauges(db.clone(), stop_rx.clone());
+        let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
             Server {
@@ -122,7 +123,7 @@ impl Server {
                 db,
                 config,
                 stop,
-                tasks: vec![http_task, admin_task, gauges_task],
+                tasks: vec![http_task, admin_task, gauges_task, key_watch_task],
             },
             first,
         ))

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod jwt;
+pub mod key_watch;
 pub mod mail;
 pub mod passwords;
 pub mod rate_limit;

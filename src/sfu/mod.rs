@@ -285,6 +285,15 @@ impl Sfu {
         self.drop_stream_if_idle(&session.stream);
     }
 
+    /// Every publisher session.
+    pub fn publisher_sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.inner.sessions)
+            .values()
+            .filter(|s| s.role == SessionRole::Publisher)
+            .cloned()
+            .collect()
+    }
+
     /// Whether `stream` has any session (a publisher, connecting or live, or viewers).
     pub fn has_sessions(&self, stream: &str) -> bool {
         lock(&self.inner.sessions)

@@ -289,3 +289,30 @@ fn refused_status_whip(result: Result<WhipClient, ClientError>) -> u16 {
         Ok(_) => panic!("expected a refusal, got a session"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_outside_this_server_stops_its_publisher_at_the_next_check() {
+    for engine in ENGINES {
+        let env = Env::start(engine, "").await;
+        let server = &env.server.server;
+        let publisher =
+            WhipClient::connect(&env.server.whip("live"), Some(&env.server.key), publish())
+                .await
+                .expect("publishes");
+        assert_eq!(
+            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            0,
+            "{engine}: a current key is left alone"
+        );
+        // What `zipiq keys create live` (another process) or another node's API does.
+        server.db.rotate_stream_key("live").await.expect("rotate");
+        assert_eq!(
+            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            1,
+            "{engine}"
+        );
+        assert!(!server.sfu.has_sessions("live"));
+        publisher.drop_connection().await;
+        env.stop().await;
+    }
+}
