@@ -180,14 +180,20 @@ impl KeyRing {
         self.keys.push(new);
         let horizon = now_s.saturating_sub(i64::try_from(max_token_ttl_s).unwrap_or(i64::MAX));
         let horizon = horizon.saturating_sub(LEEWAY_S as i64);
+        // Each key was replaced when the next one was made; the newest was not replaced.
+        let replaced_at: Vec<Option<i64>> = self
+            .keys
+            .iter()
+            .skip(1)
+            .map(|next| Some(next.created_at))
+            .chain(std::iter::once(None))
+            .collect();
         let mut dropped = Vec::new();
-        // Key i was replaced when key i+1 was made.
         let mut keep = Vec::with_capacity(self.keys.len());
-        for i in 0..self.keys.len() {
-            let replaced_at = self.keys.get(i + 1).map(|next| next.created_at);
-            match replaced_at {
-                Some(at) if at < horizon => dropped.push(self.keys[i].kid.clone()),
-                _ => keep.push(self.keys[i].clone()),
+        for (key, replaced) in self.keys.drain(..).zip(replaced_at) {
+            match replaced {
+                Some(at) if at < horizon => dropped.push(key.kid),
+                _ => keep.push(key),
             }
         }
         self.keys = keep;

@@ -35,7 +35,8 @@ fn check_limits(
 ) -> Result<(), HttpError> {
     state.auth.limits.check_ip(Action::Whep, ip)?;
     if let Some(token) = bearer(headers) {
-        // Keyed by a hash prefix: rate-limit keys may be logged, tokens never are.
+        // Keyed by a hash prefix: rate-limit keys may be logged, tokens never are. (A SHA-256 in hex always has
+        // 64 characters, so the slice cannot fail.)
         let key = format!("token:{}", &tokens::hash(token)[..16]);
         state.auth.limits.check_account(Action::Whep, &key)?;
     }

@@ -629,3 +629,40 @@ async fn pages_and_api_answers_carry_browser_safety_headers_and_no_cookies() {
     assert!(doc.body["paths"]["/api/v1/auth/login"]["post"].is_object());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_requests_meet_their_rate_limits() {
+    let env = Env::start(
+        "sqlite",
+        "[rate_limits]\nwhip_per_ip = { requests = 3, per_seconds = 60 }\n\
+         whep_per_ip = { requests = 2, per_seconds = 60 }\n",
+    )
+    .await;
+    let send = |method: Method, path: &str| {
+        env.http
+            .request(method, env.url(path))
+            .header("content-type", "text/plain")
+            .body("not sdp")
+            .send()
+    };
+    for _ in 0..3 {
+        let r = send(Method::POST, "/whip/live").await.expect("post");
+        assert_eq!(r.status(), 415);
+    }
+    let r = send(Method::POST, "/whip/live").await.expect("post");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let r = send(Method::PATCH, "/whip/live/0123").await.expect("patch");
+    assert_eq!(r.status(), 429, "PATCH shares the WHIP limit");
+    let r = send(Method::DELETE, "/whip/live/0123")
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 429, "DELETE too");
+    for _ in 0..2 {
+        let r = send(Method::POST, "/whep/live").await.expect("post");
+        assert_eq!(r.status(), 415, "WHEP has its own budget");
+    }
+    let r = send(Method::POST, "/whep/live").await.expect("post");
+    assert_eq!(r.status(), 429);
+    env.stop().await;
+}
