@@ -36,6 +36,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    pub server: ServerConfig,
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub database: DatabaseConfig,
@@ -45,6 +46,91 @@ pub struct Config {
     pub auth: AuthConfig,
     pub smtp: SmtpConfig,
     pub rate_limits: RateLimitsConfig,
+    pub recording: RecordingConfig,
+    pub ipfs: crate::store::IpfsConfig,
+    pub archive: ArchiveConfig,
+}
+
+/// Where archive uploads go.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveMode {
+    Bundler,
+    Gateway,
+    Off,
+}
+
+/// `[archive]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    pub mode: ArchiveMode,
+    pub bundler_url: String,
+    pub bundler_token: String,
+    pub gateway_url: String,
+    pub wallets_dir: String,
+    pub concurrency: usize,
+    pub request_timeout_ms: u64,
+    pub lease_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+    pub confirmations: u64,
+    pub bundle_max_items: usize,
+    pub bundle_max_bytes: usize,
+    pub repost_after_ms: u64,
+    pub balance_poll_ms: u64,
+    pub runway_warning_hours: u64,
+    pub poll_ms: u64,
+}
+
+impl ArchiveConfig {
+    /// The wallets directory: configured, else the systemd credential, else ./data/wallets.
+    pub fn wallets_path(&self) -> PathBuf {
+        if !self.wallets_dir.trim().is_empty() {
+            return PathBuf::from(self.wallets_dir.trim());
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let p = PathBuf::from(dir).join("wallets");
+            if p.is_dir() {
+                return p;
+            }
+        }
+        PathBuf::from("./data/wallets")
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub node_name: String,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl ServerConfig {
+    /// The node name, or the host name when none is configured.
+    pub fn node(&self) -> String {
+        if !self.node_name.trim().is_empty() {
+            return self.node_name.trim().to_owned();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "zipiq".to_owned())
+    }
+}
+
+/// `[recording]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    pub enabled: bool,
+    pub segment_target_ms: u64,
+    pub segment_max_bytes: usize,
+    pub live_playlist_segments: usize,
 }
 
 /// `[http]`

@@ -2,15 +2,18 @@
 //! and (as the side pipeline lands) cuts every stream into content-addressed chunks in an embedded IPFS node,
 //! archived on Arweave. This file only wires the parts together; see ARCHITECTURE.md for the design.
 
+pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod media;
+pub mod recorder;
 pub mod reload;
 pub mod resilience;
 pub mod sfu;
+pub mod store;
 pub mod systemd;
 pub mod telemetry;
 
@@ -37,6 +40,9 @@ pub struct Server {
     pub media_addr: SocketAddr,
     pub sfu: Sfu,
     pub db: Db,
+    pub ipfs: Arc<store::IpfsNode>,
+    pub recorder: recorder::Recorder,
+    pub archiver: archive::worker::Archiver,
     pub config: Arc<Config>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -61,9 +67,50 @@ impl Server {
             tracing::info!(version = m.version, description = %m.description, "applied migration");
         }
         let first = create_first_stream(&db, &config).await?;
+        let ipfs = Arc::new(
+            store::IpfsNode::start(&config.ipfs)
+                .await
+                .context("starting the embedded IPFS node")?,
+        );
+        let recorder = recorder::Recorder::new(
+            db.clone(),
+            ipfs.clone(),
+            config.recording.clone(),
+            config.media.tap_channel_capacity,
+            config.server.node(),
+        );
+        let recovered = recorder.recover().await;
+        if recovered > 0 {
+            tracing::info!(recovered, "finished broadcasts left open by a previous run");
+        }
+        {
+            // Provider records live in memory: announce every stored root again.
+            let ipfs = ipfs.clone();
+            tokio::spawn(async move {
+                match ipfs.reprovide_all().await {
+                    Ok(n) => tracing::debug!(announced = n, "announced stored content"),
+                    Err(e) => tracing::warn!(error = %e, "announcing stored content failed"),
+                }
+            });
+        }
+        let wallets_dir = config.archive.wallets_path();
+        let wallets = Arc::new(
+            archive::wallets::WalletPool::load(&wallets_dir)
+                .with_context(|| format!("loading wallets from {}", wallets_dir.display()))?,
+        );
+        tracing::info!(wallets = wallets.len(), dir = %wallets_dir.display(), mode = ?config.archive.mode, "archive wallets loaded");
+        let archiver = archive::worker::Archiver::new(
+            db.clone(),
+            ipfs.clone(),
+            config.archive.clone(),
+            wallets,
+            &config.server.node(),
+        )
+        .map_err(|e| anyhow::anyhow!("archive configuration: {e}"))?;
         let sfu = Sfu::new(&config.media)
             .await
             .context("starting the WebRTC engine")?;
+        sfu.set_recording_hook(Arc::new(recorder.clone()));
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding the HTTP listener {}", config.http.listen))?;
@@ -79,6 +126,8 @@ impl Server {
             db: db.clone(),
             sfu: sfu.clone(),
             auth: auth.clone(),
+            ipfs: ipfs.clone(),
+            archiver: archiver.clone(),
             started: Instant::now(),
         };
         let (stop, stop_rx) = watch::channel(false);
@@ -98,7 +147,7 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
-        let admin = admin_router();
+        let admin = admin_router(state_for_admin(&db, &archiver));
         let mut rx = stop_rx.clone();
         let admin_task = tokio::spawn(async move {
             let served = axum::serve(admin_listener, admin)
@@ -110,8 +159,9 @@ impl Server {
                 tracing::error!(error = %e, "admin server stopped");
             }
         });
-        let gauges_task = spawn_gauges(db.clone(), stop_rx.clone());
+        let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), stop_rx.clone());
         let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
+        let archive_tasks = archiver.spawn(stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
             Server {
@@ -121,27 +171,44 @@ impl Server {
                 media_addr: sfu.media_addr(),
                 sfu,
                 db,
+                ipfs,
+                recorder,
+                archiver,
                 config,
                 stop,
-                tasks: vec![http_task, admin_task, gauges_task, key_watch_task],
+                tasks: vec![http_task, admin_task, gauges_task, key_watch_task]
+                    .into_iter()
+                    .chain(archive_tasks)
+                    .collect(),
             },
             first,
         ))
     }
 
-    /// Stops accepting, ends every session, and waits (bounded) for the listeners to finish.
+    /// Stops accepting, ends every session, lets the recorder commit the last segments (bounded by
+    /// `server.shutdown_timeout_ms`), then stops IPFS and the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.sfu.shutdown().await;
+        self.recorder
+            .drain(Duration::from_millis(
+                self.config.server.shutdown_timeout_ms,
+            ))
+            .await;
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        self.ipfs.shutdown().await;
         self.db.close().await;
     }
 }
 
 /// Refreshes gauges that are read from state rather than counted on the way (database pool use).
-fn spawn_gauges(db: Db, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+fn spawn_gauges(
+    db: Db,
+    ipfs: Arc<store::IpfsNode>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -154,31 +221,104 @@ fn spawn_gauges(db: Db, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
             metrics::gauge!("zipiq_db_pool_connections", "state" => "idle").set(idle);
             metrics::gauge!("zipiq_db_pool_connections", "state" => "in_use")
                 .set((f64::from(size) - idle).max(0.0));
+            metrics::gauge!("zipiq_ipfs_connected_peers").set(ipfs.connected_peers().await as f64);
         }
     })
 }
 
-fn admin_router() -> Router {
-    Router::new().route(
-        "/metrics",
-        get(|| async {
-            match telemetry::prometheus() {
-                Some(handle) => (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    handle.render(),
-                )
-                    .into_response(),
-                None => (
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "metrics recorder unavailable\n",
-                )
-                    .into_response(),
-            }
-        }),
-    )
+/// What the admin listener's handlers reach.
+#[derive(Clone)]
+struct AdminState {
+    db: Db,
+    archiver: archive::worker::Archiver,
+}
+
+fn state_for_admin(db: &Db, archiver: &archive::worker::Archiver) -> AdminState {
+    AdminState {
+        db: db.clone(),
+        archiver: archiver.clone(),
+    }
+}
+
+/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive.
+fn admin_router(state: AdminState) -> Router {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                match telemetry::prometheus() {
+                    Some(handle) => (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        handle.render(),
+                    )
+                        .into_response(),
+                    None => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "metrics recorder unavailable\n",
+                    )
+                        .into_response(),
+                }
+            }),
+        )
+        .route(
+            "/archive",
+            get(|State(s): State<AdminState>| async move {
+                match s.archiver.status().await {
+                    Ok(status) => axum::Json(status).into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/archive/jobs/{id}/retry",
+            axum::routing::post(|State(s): State<AdminState>, Path(id): Path<i64>| async move {
+                match s.db.retry_dead(Some(id)).await {
+                    Ok(0) => (StatusCode::NOT_FOUND, "no dead job with that id\n").into_response(),
+                    Ok(_) => StatusCode::NO_CONTENT.into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/archive/retry-dead",
+            axum::routing::post(|State(s): State<AdminState>| async move {
+                match s.db.retry_dead(None).await {
+                    Ok(n) => axum::Json(serde_json::json!({ "retried": n })).into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/wallets/{address}/{action}",
+            axum::routing::post(
+                |State(s): State<AdminState>, Path((address, action)): Path<(String, String)>| async move {
+                    let disabled = match action.as_str() {
+                        "disable" => true,
+                        "enable" => false,
+                        _ => return (StatusCode::NOT_FOUND, "use disable or enable\n").into_response(),
+                    };
+                    if s.archiver.wallets().get(&address).is_none() {
+                        return (StatusCode::NOT_FOUND, "no such wallet\n").into_response();
+                    }
+                    match s.db.set_wallet_disabled(&address, disabled, "admin API", "admin-api").await {
+                        Ok(()) => {
+                            tracing::warn!(target: "audit", action = %action, wallet = %address, by = "admin-api", "wallet state changed");
+                            if let Ok(d) = s.db.disabled_wallets().await {
+                                s.archiver.wallets().apply_disabled(&d);
+                            }
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(state)
 }
 
 use axum::response::IntoResponse;

@@ -64,6 +64,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The archive queue.
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveAction,
+    },
+    /// Prove a broadcast is archived: IPFS bytes, Arweave item, GraphQL by tags; exits non-zero on any miss.
+    Verify {
+        /// Broadcast id (see `GET /api/v1/streams/{stream}/broadcasts`).
+        broadcast: i64,
+        /// IPFS gateway to read chunks from. Default: this server's (http.public_url).
+        #[arg(long)]
+        ipfs_gateway: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Arweave wallets of the archive pool.
+    Wallets {
+        #[command(subcommand)]
+        action: WalletsAction,
+    },
+    /// Write a broadcast as a CAR v1 file (the server must be stopped: it holds the IPFS repository).
+    Export {
+        broadcast: i64,
+        #[arg(long)]
+        car: PathBuf,
+    },
+    /// Import a CAR v1 file into the IPFS repository (verified block by block, pinned).
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveAction {
+    /// Jobs by state, age of the oldest pending job, wallets and their runway.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a dead job (or every dead job with --dead) another chance.
+    Retry {
+        job: Option<i64>,
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WalletsAction {
+    /// Wallet files, addresses and whether an operator disabled them.
+    List,
+    /// Stop using a wallet at once (lost or compromised); running servers notice within seconds.
+    Disable {
+        address: String,
+        #[arg(long, default_value = "disabled by an operator")]
+        reason: String,
+    },
+    /// Use a disabled wallet again.
+    Enable { address: String },
+    /// Make a new Arweave wallet (RSA-4096 JWK) in the wallets directory and print its address to fund.
+    Create,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +224,45 @@ async fn run(command: Command, config: Config, path: Option<PathBuf>) -> anyhow:
             db.close().await;
             Ok(())
         }
+        Command::Archive { action } => archive_command(action, &config).await,
+        Command::Verify {
+            broadcast,
+            ipfs_gateway,
+            json,
+        } => verify_command(broadcast, ipfs_gateway, json, &config).await,
+        Command::Wallets { action } => wallets_command(action, &config).await,
+        Command::Export { broadcast, car } => {
+            let db = Db::connect(&config.database).await?;
+            let b = db
+                .broadcast(broadcast)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no broadcast {broadcast}"))?;
+            let root = b.root_cid.ok_or_else(|| {
+                anyhow::anyhow!("broadcast {broadcast} has not ended yet (no root CID)")
+            })?;
+            let root: zipiq::store::Cid = root.parse()?;
+            let node = offline_node(&config).await?;
+            let file = tokio::fs::File::create(&car).await?;
+            let result = node.export_car(&root, file).await;
+            node.shutdown().await;
+            result?;
+            println!(
+                "wrote broadcast {broadcast} (root {root}) to {}",
+                car.display()
+            );
+            Ok(())
+        }
+        Command::Import { file } => {
+            let node = offline_node(&config).await?;
+            let reader = tokio::fs::File::open(&file).await?;
+            let result = node.import_car(reader).await;
+            node.shutdown().await;
+            let roots = result?;
+            for r in roots {
+                println!("imported and pinned {r}");
+            }
+            Ok(())
+        }
         Command::Keys { action } => {
             let db = Db::connect(&config.database).await?;
             db.migrate().await?;
@@ -260,4 +359,162 @@ async fn run(command: Command, config: Config, path: Option<PathBuf>) -> anyhow:
             Ok(())
         }
     }
+}
+
+/// The IPFS node on the configured repository, without listening (the CLI's own access).
+async fn offline_node(config: &Config) -> anyhow::Result<zipiq::store::IpfsNode> {
+    let mut cfg = config.ipfs.clone();
+    cfg.listen = Vec::new();
+    cfg.bootstrap = Vec::new();
+    cfg.announce = false;
+    Ok(zipiq::store::IpfsNode::start(&cfg).await?)
+}
+
+async fn archive_command(action: ArchiveAction, config: &Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database).await?;
+    db.migrate().await?;
+    match action {
+        ArchiveAction::Status { json } => {
+            let status = db.queue_status().await?;
+            let wallets =
+                zipiq::archive::wallets::WalletPool::load(&config.archive.wallets_path())?;
+            wallets.apply_disabled(&db.disabled_wallets().await?);
+            if json {
+                let value = serde_json::json!({
+                    "mode": format!("{:?}", config.archive.mode).to_lowercase(),
+                    "jobs_by_state": status.jobs_by_state,
+                    "oldest_pending_age_s": status.oldest_pending_age_s,
+                    "wallets": wallets.statuses(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("mode: {:?}", config.archive.mode);
+                for (state, n) in &status.jobs_by_state {
+                    println!("{state:>10}: {n}");
+                }
+                match status.oldest_pending_age_s {
+                    Some(age) => println!("oldest pending job: {age} s"),
+                    None => println!("no pending job"),
+                }
+                println!("wallets ({}):", config.archive.wallets_path().display());
+                for w in wallets.statuses() {
+                    println!(
+                        "  {} {}{}",
+                        w.address,
+                        w.file,
+                        if w.disabled { " DISABLED" } else { "" }
+                    );
+                }
+                println!(
+                    "(balances, runway and breaker states: GET <admin.listen>/archive on the running server)"
+                );
+            }
+        }
+        ArchiveAction::Retry { job, dead } => {
+            let n = match (job, dead) {
+                (Some(id), false) => db.retry_dead(Some(id)).await?,
+                (None, true) => db.retry_dead(None).await?,
+                _ => anyhow::bail!("give a job id, or --dead for every dead job"),
+            };
+            println!("{n} job(s) queued again");
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn verify_command(
+    broadcast: i64,
+    ipfs_gateway: Option<String>,
+    json: bool,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database).await?;
+    let gateway = zipiq::archive::gateway_client::GatewayClient::new(
+        &config.archive.gateway_url,
+        std::time::Duration::from_millis(config.archive.request_timeout_ms),
+    )?;
+    let ipfs = ipfs_gateway.unwrap_or_else(|| config.public_url());
+    let checks = zipiq::archive::verify::verify_broadcast(&db, &gateway, &ipfs, broadcast)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    db.close().await;
+    let ok = !checks.is_empty() && checks.iter().all(|c| c.ok());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", zipiq::archive::verify::table(&checks));
+        println!(
+            "broadcast {broadcast}: {}",
+            if ok {
+                "archived and verified"
+            } else {
+                "NOT fully archived"
+            }
+        );
+    }
+    if ok { Ok(()) } else { std::process::exit(1) }
+}
+
+async fn wallets_command(action: WalletsAction, config: &Config) -> anyhow::Result<()> {
+    let dir = config.archive.wallets_path();
+    match action {
+        WalletsAction::Create => {
+            std::fs::create_dir_all(&dir)?;
+            let jwk = tokio::task::spawn_blocking(zipiq::archive::jwk::Jwk::generate).await??;
+            let path = dir.join(format!("{}.json", jwk.address()));
+            write_private(&path, jwk.to_json().as_bytes())?;
+            println!("new wallet {} in {}", jwk.address(), path.display());
+            println!(
+                "fund it with AR (or Turbo credits for the bundler) before it can archive anything"
+            );
+            return Ok(());
+        }
+        WalletsAction::List => {
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            let pool = zipiq::archive::wallets::WalletPool::load(&dir)?;
+            pool.apply_disabled(&db.disabled_wallets().await?);
+            for w in pool.statuses() {
+                println!(
+                    "{}\t{}\t{}",
+                    w.address,
+                    if w.disabled { "disabled" } else { "enabled" },
+                    w.file
+                );
+            }
+            db.close().await;
+        }
+        WalletsAction::Disable { address, reason } => {
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            db.set_wallet_disabled(&address, true, &reason, "cli")
+                .await?;
+            tracing::warn!(target: "audit", action = "disable", wallet = %address, by = "cli", reason = %reason, "wallet disabled");
+            println!("wallet {address} disabled; running servers stop using it within seconds");
+            db.close().await;
+        }
+        WalletsAction::Enable { address } => {
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            db.set_wallet_disabled(&address, false, "", "cli").await?;
+            tracing::warn!(target: "audit", action = "enable", wallet = %address, by = "cli", "wallet enabled");
+            println!("wallet {address} enabled");
+            db.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }

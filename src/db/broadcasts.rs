@@ -127,7 +127,7 @@ impl Db {
     /// Idempotent on (broadcast, seq): recording the same chunk twice returns the first one's ids.
     pub async fn insert_chunk(&self, chunk: &NewChunk) -> Result<(i64, i64), DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = sqlx::query(
             "SELECT c.id AS chunk_id, j.id AS job_id FROM chunks c \
              JOIN archive_jobs j ON j.chunk_id = c.id WHERE c.broadcast_id = $1 AND c.seq = $2",
@@ -174,7 +174,7 @@ impl Db {
     /// transaction. Ending twice keeps the first root.
     pub async fn finish_broadcast(&self, id: i64, root_cid: &str) -> Result<(), DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE broadcasts SET ended_at = COALESCE(ended_at, $1), root_cid = COALESCE(root_cid, $2) \
              WHERE id = $3",

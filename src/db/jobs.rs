@@ -404,3 +404,152 @@ fn truncate(s: &str) -> String {
     }
     s[..end].to_owned()
 }
+
+impl Db {
+    /// Sends a signed job back to `pending` so another wallet signs it (its item was refused for the wallet's
+    /// balance, so it exists nowhere). `exclude_wallet` is kept in `last_error` for the log.
+    pub async fn resign_job(&self, job: i64, worker: &str, reason: &str) -> Result<bool, DbError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE archive_jobs SET state = 'pending', item_id = NULL, signed_item = NULL, wallet = NULL, \
+             last_error = $1, claimed_by = NULL, lease_until = NULL, next_attempt_at = $2, updated_at = $2 \
+             WHERE id = $3 AND claimed_by = $4 AND state = 'signed'",
+        )
+        .bind(truncate(reason))
+        .bind(now)
+        .bind(job)
+        .bind(worker)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Bytes of chunks recorded since `since_ms` (recent spend, for the wallets' runway).
+    pub async fn chunk_bytes_since(&self, since_ms: i64) -> Result<i64, DbError> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(size), 0) AS n FROM chunks WHERE created_at >= $1")
+                .bind(since_ms)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Marks wallet `address` disabled or enabled (by `who`, because `reason`).
+    pub async fn set_wallet_disabled(
+        &self,
+        address: &str,
+        disabled: bool,
+        reason: &str,
+        who: &str,
+    ) -> Result<(), DbError> {
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE wallet_states SET disabled = $1, reason = $2, updated_at = $3, updated_by = $4 WHERE address = $5",
+        )
+        .bind(disabled)
+        .bind(reason)
+        .bind(now)
+        .bind(who)
+        .bind(address)
+        .execute(self.pool())
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO wallet_states (address, disabled, reason, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(address)
+            .bind(disabled)
+            .bind(reason)
+            .bind(now)
+            .bind(who)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Addresses of the wallets an operator disabled.
+    pub async fn disabled_wallets(&self) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query("SELECT address, disabled FROM wallet_states")
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let disabled: bool = row.try_get("disabled")?;
+            if disabled {
+                out.push(row.try_get("address")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The item ids of a broadcast's chunks by sequence number, when every chunk has been signed.
+    pub async fn chunk_items_of_broadcast(
+        &self,
+        broadcast: i64,
+    ) -> Result<Option<Vec<(i64, String, String)>>, DbError> {
+        let rows = sqlx::query(
+            "SELECT c.seq AS seq, c.kind AS kind, j.item_id AS item_id FROM chunks c \
+             JOIN archive_jobs j ON j.chunk_id = c.id WHERE c.broadcast_id = $1 ORDER BY c.seq",
+        )
+        .bind(broadcast)
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let item: Option<String> = row.try_get("item_id")?;
+            let Some(item) = item else { return Ok(None) };
+            out.push((row.try_get("seq")?, row.try_get("kind")?, item));
+        }
+        Ok(Some(out))
+    }
+}
+
+/// What an archive job's data item describes.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub stream: String,
+    pub broadcast_id: i64,
+    /// Chunk jobs: sequence number, kind (`init`/`media`), CID and size.
+    pub chunk: Option<(i64, String, String, i64)>,
+    /// Broadcast jobs: the directory's root CID.
+    pub root_cid: Option<String>,
+}
+
+impl Db {
+    /// The stream, broadcast and chunk behind a job.
+    pub async fn job_context(&self, job: &Job) -> Result<JobContext, DbError> {
+        let row = sqlx::query(
+            "SELECT s.name AS stream, b.root_cid AS root_cid FROM broadcasts b JOIN streams s ON s.id = b.stream_id \
+             WHERE b.id = $1",
+        )
+        .bind(job.broadcast_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| DbError::NotFound(format!("broadcast {} of job {}", job.broadcast_id, job.id)))?;
+        let stream: String = row.try_get("stream")?;
+        let root_cid: Option<String> = row.try_get("root_cid")?;
+        let chunk = match job.chunk_id {
+            Some(id) => {
+                let row = sqlx::query("SELECT seq, kind, cid, size FROM chunks WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.pool())
+                    .await?
+                    .ok_or_else(|| DbError::NotFound(format!("chunk {id} of job {}", job.id)))?;
+                Some((
+                    row.try_get("seq")?,
+                    row.try_get("kind")?,
+                    row.try_get("cid")?,
+                    row.try_get("size")?,
+                ))
+            }
+            None => None,
+        };
+        Ok(JobContext {
+            stream,
+            broadcast_id: job.broadcast_id,
+            chunk,
+            root_cid,
+        })
+    }
+}

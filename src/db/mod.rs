@@ -108,6 +108,16 @@ impl Db {
         }
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// read transaction upgraded to a write later fails with SQLITE_BUSY_SNAPSHOT when another connection wrote
+    /// in between, which `busy_timeout` cannot wait out.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, DbError> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Migrations not yet applied, in order.
     pub async fn pending_migrations(&self) -> Result<Vec<MigrationInfo>, DbError> {
         let mut conn = self.pool.acquire().await?;

@@ -29,7 +29,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Err(_) => json!({"ready": false, "reason": "no answer within 2 s"}),
         };
     let media = json!({"ready": true, "address": state.sfu.media_addr().to_string()});
-    let ready = database["ready"] == true;
+    let ipfs = if state.ipfs.is_healthy().await {
+        json!({"ready": true, "peer_id": state.ipfs.peer_id().to_string(), "connected_peers": state.ipfs.connected_peers().await})
+    } else {
+        json!({"ready": false, "reason": "the embedded IPFS node is not running"})
+    };
+    let (archive_ready, archive_reason) = state.archiver.readiness();
+    let archive = json!({"ready": archive_ready, "reason": archive_reason});
+    let ready = database["ready"] == true && ipfs["ready"] == true && archive_ready;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -39,7 +46,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         status,
         Json(json!({
             "ready": ready,
-            "checks": {"database": database, "media_socket": media},
+            "checks": {"database": database, "media_socket": media, "ipfs": ipfs, "archive": archive},
         })),
     )
         .into_response()

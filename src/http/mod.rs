@@ -3,7 +3,9 @@
 //! request.
 
 pub mod api;
+pub mod broadcasts;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod negotiation;
 pub mod security;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub db: Db,
     pub sfu: Sfu,
     pub auth: Arc<Auth>,
+    pub ipfs: Arc<crate::store::IpfsNode>,
+    pub archiver: crate::archive::worker::Archiver,
     pub started: Instant,
 }
 
@@ -169,11 +173,13 @@ pub fn router(state: AppState) -> Router {
         .route("/whep/{stream}/{session}/layer", post(whep::choose_layer));
     let max_body = state.config.http.max_body_bytes;
     let (api, _openapi) = api::router(&state.config);
+    let gateway = gateway::router(state.ipfs.clone());
     Router::new()
         .merge(endpoints)
         .merge(sessions)
         .merge(health::router())
         .merge(api)
+        .merge(broadcasts::router())
         .merge(web::router())
         .route_layer(axum::middleware::from_fn(http_metrics))
         .with_state(state.clone())
@@ -191,6 +197,8 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
             }),
         )
+        // The IPFS gateway sets its own CORS headers (public, immutable content for any origin).
+        .merge(gateway.route_layer(axum::middleware::from_fn(http_metrics)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use serde::{Deserialize, Serialize};
-use webrtc::util::{Marshal, Unmarshal};
+use webrtc_util::{Marshal, Unmarshal};
 
 use super::{CodecInfo, MediaKind, TapEvent};
 

@@ -117,7 +117,7 @@ impl TsUnwrapper {
 
 /// SPS and PPS from an fmtp line's `sprop-parameter-sets` (base64, comma separated).
 pub fn sprop_parameter_sets(fmtp: &str) -> (Option<Bytes>, Option<Bytes>) {
-    let Some(value) = crate::sfu::offer::fmtp_value(fmtp, "sprop-parameter-sets") else {
+    let Some(value) = fmtp_value(fmtp, "sprop-parameter-sets") else {
         return (None, None);
     };
     let mut sps = None;
@@ -132,6 +132,14 @@ pub fn sprop_parameter_sets(fmtp: &str) -> (Option<Bytes>, Option<Bytes>) {
         }
     }
     (sps, pps)
+}
+
+/// The value of `key` in an SDP fmtp line (`k=v;k=v`), keys compared without case.
+pub fn fmtp_value<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+    fmtp.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then_some(v.trim())
+    })
 }
 
 /// The depacketizer of one H.264 track.

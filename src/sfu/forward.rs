@@ -15,6 +15,7 @@ use rtp::packet::Packet;
 use super::downtrack::{DownTrack, WriteOutcome};
 use super::keyframe::{VideoCodec, starts_keyframe};
 use super::keyframe_request::KeyframeRequester;
+use super::tap::Tap;
 
 /// How a viewer attached to a source starts receiving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,7 @@ pub struct Forwarder {
     entries: Vec<Entry>,
     requester: Arc<KeyframeRequester>,
     metrics: ForwardMetrics,
+    tap: Option<Tap>,
 }
 
 impl Forwarder {
@@ -141,7 +143,13 @@ impl Forwarder {
             entries: Vec::new(),
             requester,
             metrics,
+            tap: None,
         }
+    }
+
+    /// Starts (or replaces) the copy of this source's packets to the recorder.
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// This forwarder's source id.
@@ -218,6 +226,9 @@ impl Forwarder {
             .is_some_and(|codec| starts_keyframe(codec, &packet.payload));
         if self.video.is_some() {
             self.gop.push(&packet, keyframe);
+        }
+        if let Some(tap) = &self.tap {
+            tap.offer(self.source, &packet, now);
         }
         let mut i = 0;
         while i < self.entries.len() {

@@ -17,6 +17,7 @@ pub mod sdpfrag;
 pub mod session;
 pub mod stream;
 pub mod subscriber;
+pub mod tap;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,6 +100,7 @@ pub(crate) struct SfuInner {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     next_source_id: AtomicU64,
     shutting_down: AtomicBool,
+    recording: std::sync::RwLock<Option<Arc<dyn tap::RecordingHook>>>,
 }
 
 /// The SFU (cheap to clone).
@@ -131,6 +133,7 @@ impl Sfu {
                 sessions: Mutex::new(HashMap::new()),
                 next_source_id: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
+                recording: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -151,6 +154,38 @@ impl Sfu {
     /// The media configuration.
     pub fn config(&self) -> &MediaConfig {
         &self.inner.config
+    }
+
+    /// Sends every broadcast to `hook` (the recorder) from now on.
+    pub fn set_recording_hook(&self, hook: Arc<dyn tap::RecordingHook>) {
+        *self
+            .inner
+            .recording
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    pub(crate) fn recording_hook(&self) -> Option<Arc<dyn tap::RecordingHook>> {
+        self.inner
+            .recording
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ends the open broadcast of `stream`: `End` to the recorder (waiting a bounded time for room), then the
+    /// hook is told.
+    async fn end_broadcast(&self, stream: &Stream) {
+        if let Some(tap) = stream.take_tap() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tap.send(crate::media::TapEvent::End),
+            )
+            .await;
+            if let Some(hook) = self.recording_hook() {
+                hook.broadcast_ended(&stream.name);
+            }
+        }
     }
 
     pub(crate) fn next_source_id(&self) -> u64 {
@@ -327,6 +362,7 @@ impl Sfu {
                 for viewer in stream.viewer_sessions() {
                     sfu.end_session(&viewer, "publisher did not return within the grace period");
                 }
+                sfu.end_broadcast(&stream).await;
                 sfu.drop_stream_if_idle(&stream.name);
             }
         });
@@ -473,6 +509,11 @@ impl Sfu {
         }
         for pc in pcs {
             let _ = tokio::time::timeout(Duration::from_secs(2), pc.close()).await;
+        }
+        // Every open broadcast ends now: the recorder cuts and stores the last partial segment.
+        let streams: Vec<Arc<Stream>> = lock(&self.inner.streams).values().cloned().collect();
+        for stream in streams {
+            self.end_broadcast(&stream).await;
         }
         self.inner.engine.close().await;
     }

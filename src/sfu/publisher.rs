@@ -159,7 +159,8 @@ impl Sfu {
         };
         tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()));
         tokio::spawn(drain_receiver_rtcp(receiver, rid));
-        for viewer in stream.add_source(epoch, handle) {
+        let recording = self.recording_hook();
+        for viewer in stream.add_source(epoch, handle, recording.as_deref()) {
             self.end_session(
                 &viewer,
                 "the returning publisher uses a codec this viewer cannot take",
@@ -194,6 +195,7 @@ async fn run_source(
                 SourceCommand::Attach(track, start) => {
                     forwarder.attach(track, start, Instant::now()).await
                 }
+                SourceCommand::SetTap(tap) => forwarder.set_tap(tap),
             }
         }
         match track.read(&mut buf).await {

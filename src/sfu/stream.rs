@@ -6,7 +6,7 @@
 //! bookkeeping only, never across an `.await`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -15,10 +15,14 @@ use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 use super::downtrack::DownTrack;
 use super::forward::Start;
 use super::keyframe_request::KeyframeRequester;
+use super::tap::{RecordingHook, Tap};
+use crate::media::{CodecInfo, MediaKind, TapEvent};
 
 /// A command to a source's forwarding task.
 pub enum SourceCommand {
     Attach(Arc<DownTrack>, Start),
+    /// Copy packets to the recorder from now on.
+    SetTap(Tap),
 }
 
 /// A live source of the current publisher, as the stream knows it.
@@ -91,6 +95,12 @@ struct State {
     /// Codecs of the last publisher, kept through the grace period.
     audio_codec: Option<RTCRtpCodecCapability>,
     video_codec: Option<RTCRtpCodecCapability>,
+    /// The open broadcast's recording channel (kept through the grace period).
+    tap: Option<mpsc::Sender<TapEvent>>,
+    /// Whether `Started` went to the recorder for the current publisher.
+    recording_started: bool,
+    /// The video source being recorded (the best layer).
+    recorded_video: Arc<AtomicU64>,
 }
 
 /// What a viewer can be offered right now.
@@ -150,7 +160,20 @@ impl Stream {
         }
         st.publisher = None;
         st.sources.clear();
+        if st.recording_started {
+            st.recording_started = false;
+            if let Some(tap) = &st.tap {
+                let _ = tap.try_send(TapEvent::PublisherLost);
+            }
+        }
         Some(st.epoch)
+    }
+
+    /// Takes the recording channel of the open broadcast (it ends: the caller sends `End`).
+    pub fn take_tap(&self) -> Option<mpsc::Sender<TapEvent>> {
+        let mut st = lock(&self.state);
+        st.recording_started = false;
+        st.tap.take()
     }
 
     /// Whether every kind the publisher announced has a source: only then do viewers get a session.
@@ -176,10 +199,18 @@ impl Stream {
 
     /// Registers a new source of publisher `epoch` and attaches the viewers it should feed. Returns the sessions
     /// of viewers that cannot take the new codec (a returning publisher changed codec): the caller ends them.
-    pub fn add_source(&self, epoch: u64, source: SourceHandle) -> Vec<String> {
+    pub fn add_source(
+        &self,
+        epoch: u64,
+        source: SourceHandle,
+        recording: Option<&dyn RecordingHook>,
+    ) -> Vec<String> {
         let mut st = lock(&self.state);
         if st.epoch != epoch || st.publisher.is_none() {
             return Vec::new(); // A source of a publisher already gone.
+        }
+        if st.tap.is_none() {
+            st.tap = recording.and_then(|r| r.broadcast_started(&self.name));
         }
         let previous = match source.kind {
             RTPCodecType::Audio => st.audio_codec.replace(source.codec.clone()),
@@ -187,6 +218,7 @@ impl Stream {
         };
         let codec_changed = previous.is_some_and(|p| !same_codec(&p, &source.codec));
         st.sources.push(source.clone());
+        update_recording(&mut st, &source);
         let mut incompatible = Vec::new();
         let viewers: Vec<Arc<Viewer>> = st.viewers.values().cloned().collect();
         for viewer in viewers {
@@ -222,6 +254,8 @@ impl Stream {
         if st.sources.len() == before {
             return;
         }
+        let best = ordered_video_sources(&st).first().map_or(0, |s| s.id);
+        st.recorded_video.store(best, Ordering::Relaxed);
         let viewers: Vec<Arc<Viewer>> = st.viewers.values().cloned().collect();
         for viewer in viewers {
             if *viewer
@@ -304,10 +338,10 @@ impl Stream {
         lock(&self.state).viewers.keys().cloned().collect()
     }
 
-    /// Whether nothing is left: no publisher and no viewer.
+    /// Whether nothing is left: no publisher, no viewer, and no broadcast waiting out its grace period.
     pub fn is_idle(&self) -> bool {
         let st = lock(&self.state);
-        st.publisher.is_none() && st.viewers.is_empty()
+        st.publisher.is_none() && st.viewers.is_empty() && st.tap.is_none()
     }
 
     /// Simulcast layers currently received, best first.
@@ -317,6 +351,55 @@ impl Stream {
             .into_iter()
             .map(|s| s.rid.clone())
             .collect()
+    }
+}
+
+/// The codec as the recorder sees it.
+pub fn codec_info(c: &RTCRtpCodecCapability) -> CodecInfo {
+    CodecInfo {
+        mime_type: c.mime_type.clone(),
+        clock_rate: c.clock_rate,
+        channels: c.channels,
+        fmtp: c.sdp_fmtp_line.clone(),
+    }
+}
+
+/// Keeps the recording in step with the sources: the best video layer is the recorded one; once every announced
+/// track has a source, `Started` goes to the recorder and every source gets the tap (later sources get it as they
+/// come).
+fn update_recording(st: &mut State, new_source: &SourceHandle) {
+    let best = ordered_video_sources(st).first().map_or(0, |s| s.id);
+    st.recorded_video.store(best, Ordering::Relaxed);
+    let Some(tx) = st.tap.clone() else { return };
+    let has = |k| st.sources.iter().any(|s| s.kind == k);
+    let complete = (!st.published.has_audio || has(RTPCodecType::Audio))
+        && (!st.published.has_video || has(RTPCodecType::Video));
+    if !complete {
+        return;
+    }
+    let tap_for = |s: &SourceHandle| {
+        let kind = if s.kind == RTPCodecType::Audio {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        let _ = s.commands.send(SourceCommand::SetTap(Tap::new(
+            tx.clone(),
+            kind,
+            st.recorded_video.clone(),
+        )));
+    };
+    if st.recording_started {
+        tap_for(new_source);
+        return;
+    }
+    st.recording_started = true;
+    let _ = tx.try_send(TapEvent::Started {
+        audio: st.audio_codec.as_ref().map(codec_info),
+        video: st.video_codec.as_ref().map(codec_info),
+    });
+    for s in &st.sources {
+        tap_for(s);
     }
 }
 

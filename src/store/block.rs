@@ -32,7 +32,8 @@ pub enum BlockError {
 pub fn cid_v1(codec: u64, data: &[u8]) -> Cid {
     let digest = Sha256::digest(data);
     // A 32-byte digest always fits the 64-byte multihash of `cid::Cid`, so `wrap` cannot fail here.
-    let hash = Multihash::wrap(SHA2_256, &digest).expect("a sha2-256 digest fits a 64-byte multihash");
+    let hash =
+        Multihash::wrap(SHA2_256, &digest).expect("a sha2-256 digest fits a 64-byte multihash");
     Cid::new_v1(codec, hash)
 }
 

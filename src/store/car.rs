@@ -213,7 +213,9 @@ pub fn decode_header(cbor: &[u8]) -> Result<Vec<Cid>, CarError> {
                         return Err(CarError::Header("root is not a CID (tag 42)"));
                     }
                     let bytes = match r.head()? {
-                        (2, len) => r.take(usize::try_from(len).map_err(|_| CarError::Header("huge CID"))?)?,
+                        (2, len) => {
+                            r.take(usize::try_from(len).map_err(|_| CarError::Header("huge CID"))?)?
+                        }
                         _ => return Err(CarError::Header("root CID is not a byte string")),
                     };
                     let (prefix, cid_bytes) = bytes
@@ -223,7 +225,8 @@ pub fn decode_header(cbor: &[u8]) -> Result<Vec<Cid>, CarError> {
                         return Err(CarError::Header("root CID lacks the 0x00 multibase prefix"));
                     }
                     list.push(
-                        Cid::try_from(cid_bytes).map_err(|_| CarError::Header("root is not a valid CID"))?,
+                        Cid::try_from(cid_bytes)
+                            .map_err(|_| CarError::Header("root is not a valid CID"))?,
                     );
                 }
                 roots = Some(list);
@@ -396,7 +399,10 @@ mod tests {
         let cid = block::cid_v1(RAW, b"honest");
         let car = write_car(&[cid], &[(cid, b"forged".to_vec())]).await;
         let err = read_all(&car).await.expect_err("must fail");
-        assert!(matches!(err, CarError::Block(BlockError::HashMismatch(_))), "{err}");
+        assert!(
+            matches!(err, CarError::Block(BlockError::HashMismatch(_))),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::store::block::{self, DAG_PB, RAW};
 use crate::store::car::{self, CarReader};
 use crate::store::content_path::ContentPath;
+use crate::store::hamt;
 use crate::store::unixfs::{self, DataType, DirectoryLink, PbNode, UnixfsData};
 use crate::store::{IpfsConfig, Result, StoreError};
 
@@ -50,9 +51,9 @@ const IMPORT_BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub enum EntryKind {
     /// A UnixFS file (raw leaf or dag-pb file) of `size` bytes.
     File { size: u64 },
-    /// A plain UnixFS directory.
+    /// A UnixFS directory, flat or HAMT-sharded.
     Directory,
-    /// Anything else (HAMT-sharded directory, symlink, dag-cbor ...): only served as raw blocks or CAR.
+    /// Anything else (symlink, dag-cbor ...): only served as raw blocks or CAR.
     Other(String),
 }
 
@@ -120,7 +121,9 @@ impl BlockSource {
                 block::verify(cid, &data)?;
                 Ok(data)
             }
-            Ok(Err(e)) if e.to_string().contains("timed out") => Err(StoreError::FetchTimeout(*cid)),
+            Ok(Err(e)) if e.to_string().contains("timed out") => {
+                Err(StoreError::FetchTimeout(*cid))
+            }
             Ok(Err(e)) => Err(StoreError::FetchFailed {
                 cid: *cid,
                 reason: format!("{e:#}"),
@@ -202,8 +205,7 @@ fn classify(cid: &Cid, data: &Bytes) -> Result<EntryKind> {
                     let size = file_size(cid, &node, &unixfs)?;
                     Ok(EntryKind::File { size })
                 }
-                DataType::Directory => Ok(EntryKind::Directory),
-                DataType::HamtShard => Ok(EntryKind::Other("HAMT-sharded directory".into())),
+                DataType::Directory | DataType::HamtShard => Ok(EntryKind::Directory),
                 DataType::Symlink => Ok(EntryKind::Other("UnixFS symlink".into())),
                 DataType::Metadata => Ok(EntryKind::Other("UnixFS metadata node".into())),
             }
@@ -519,15 +521,20 @@ impl IpfsNode {
                 tsize,
             });
         }
-        let (cid, block, _) = unixfs::build_directory(links)?;
+        let dir = unixfs::build_directory(links)?;
+        let blocks = dir
+            .blocks
+            .into_iter()
+            .map(|(cid, data)| rust_ipfs::Block::new_unchecked(cid, data))
+            .collect();
         self.ipfs
             .repo()
-            .put_blocks(vec![rust_ipfs::Block::new_unchecked(cid, block)])
+            .put_blocks(blocks)
             .await
             .map_err(StoreError::node)?;
-        self.pin_local(&cid).await?;
-        self.queue_announce(cid, true);
-        Ok(cid)
+        self.pin_local(&dir.root).await?;
+        self.queue_announce(dir.root, true);
+        Ok(dir.root)
     }
 
     /// The cumulative size of a local DAG root and, for a file, its size in bytes.
@@ -603,7 +610,10 @@ impl IpfsNode {
                 let data = match result {
                     Ok(data) => data,
                     Err(StoreError::NotFound(missing)) => {
-                        return Err(StoreError::IncompleteDag { root, missing });
+                        return Err(StoreError::IncompleteDag {
+                            root: Box::new(root),
+                            missing: Box::new(missing),
+                        });
                     }
                     Err(e) => return Err(e),
                 };
@@ -669,22 +679,18 @@ impl IpfsNode {
         Ok(total)
     }
 
-    /// Resolves `/ipfs/{root}/{segments...}` through plain UnixFS directories.
+    /// Resolves `/ipfs/{root}/{segments...}` through UnixFS directories (flat or HAMT-sharded).
     pub async fn resolve(&self, path: &ContentPath) -> Result<Resolved> {
         let mut cid = path.root;
         let mut data = self.source.get(&cid).await?;
         let mut path_blocks = Vec::with_capacity(path.segments.len());
         for name in &path.segments {
-            let next = match classify(&cid, &data)? {
-                EntryKind::Directory => decode_pb(&cid, &data)?
-                    .links
-                    .into_iter()
-                    .find(|l| l.name.as_deref() == Some(name.as_str()))
-                    .map(|l| l.cid)
-                    .ok_or_else(|| StoreError::NoSuchPath {
-                        parent: cid,
-                        name: name.clone(),
-                    })?,
+            match classify(&cid, &data)? {
+                EntryKind::Directory => {
+                    let (child, traversed) = self.lookup_child(cid, &data, name).await?;
+                    path_blocks.extend(traversed);
+                    cid = child;
+                }
                 EntryKind::Other(what) => {
                     return Err(StoreError::Unsupported(format!(
                         "path traversal through a {what} ({cid})"
@@ -696,9 +702,7 @@ impl IpfsNode {
                         name: name.clone(),
                     });
                 }
-            };
-            path_blocks.push(cid);
-            cid = next;
+            }
             data = self.source.get(&cid).await?;
         }
         let kind = classify(&cid, &data)?;
@@ -711,25 +715,98 @@ impl IpfsNode {
         })
     }
 
-    /// The links of a resolved directory, in their stored (name) order.
-    pub fn list_directory(&self, dir: &Resolved) -> Result<Vec<DirectoryEntry>> {
-        if dir.kind != EntryKind::Directory {
-            return Err(StoreError::Unsupported(format!("{} is not a directory", dir.cid)));
+    /// Finds `name` in the directory `dir` (whose block is `data`). Returns the child's CID and the blocks read on
+    /// the way: the directory node, then any HAMT sub-shards.
+    async fn lookup_child(&self, dir: Cid, data: &Bytes, name: &str) -> Result<(Cid, Vec<Cid>)> {
+        let no_such = || StoreError::NoSuchPath {
+            parent: dir,
+            name: name.to_owned(),
+        };
+        let mut traversed = vec![dir];
+        let mut node = decode_pb(&dir, data)?;
+        let mut unixfs = decode_unixfs(&dir, &node)?;
+        if unixfs.kind == DataType::Directory {
+            let child = node
+                .links
+                .into_iter()
+                .find(|l| l.name.as_deref() == Some(name))
+                .map(|l| l.cid)
+                .ok_or_else(no_such)?;
+            return Ok((child, traversed));
         }
-        Ok(decode_pb(&dir.cid, &dir.block)?
-            .links
-            .into_iter()
-            .map(|l| DirectoryEntry {
+        let mut level = 0;
+        loop {
+            let shard = traversed.last().copied().unwrap_or(dir);
+            let step =
+                hamt::lookup(&node, &unixfs, name, level).map_err(|e| StoreError::Malformed {
+                    cid: shard,
+                    reason: e.to_string(),
+                })?;
+            match step {
+                hamt::Step::Found(child) => return Ok((child, traversed)),
+                hamt::Step::Absent => return Err(no_such()),
+                hamt::Step::Descend(next) => {
+                    let next_data = self.source.get(&next).await?;
+                    node = decode_pb(&next, &next_data)?;
+                    unixfs = decode_unixfs(&next, &node)?;
+                    traversed.push(next);
+                    level += 1;
+                }
+            }
+        }
+    }
+
+    /// The entries of a resolved directory, sorted by name (a HAMT-sharded one has its shards read, and fetched
+    /// when allowed).
+    pub async fn list_directory(&self, dir: &Resolved) -> Result<Vec<DirectoryEntry>> {
+        if dir.kind != EntryKind::Directory {
+            return Err(StoreError::Unsupported(format!(
+                "{} is not a directory",
+                dir.cid
+            )));
+        }
+        let mut entries = Vec::new();
+        let mut shards = vec![(dir.cid, dir.block.clone(), 0usize)];
+        while let Some((cid, data, level)) = shards.pop() {
+            let node = decode_pb(&cid, &data)?;
+            let unixfs = decode_unixfs(&cid, &node)?;
+            let links = if unixfs.kind == DataType::HamtShard {
+                if level >= hamt::MAX_LEVELS {
+                    return Err(StoreError::Malformed {
+                        cid,
+                        reason: "HAMT too deep".into(),
+                    });
+                }
+                let (found, subshards) =
+                    hamt::entries(&node, &unixfs).map_err(|e| StoreError::Malformed {
+                        cid,
+                        reason: e.to_string(),
+                    })?;
+                for sub in subshards {
+                    let sub_data = self.source.get(&sub).await?;
+                    shards.push((sub, sub_data, level + 1));
+                }
+                found
+            } else {
+                node.links
+            };
+            entries.extend(links.into_iter().map(|l| DirectoryEntry {
                 name: l.name.unwrap_or_default(),
                 cid: l.cid,
                 tsize: l.tsize,
-            })
-            .collect())
+            }));
+        }
+        entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        Ok(entries)
     }
 
     /// The bytes `range` (end exclusive, clamped to the file) of a resolved file, streamed leaf by leaf as
     /// zero-copy slices of the blocks. Only the blocks overlapping the range are read or fetched.
-    pub fn read_file(&self, file: &Resolved, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+    pub fn read_file(
+        &self,
+        file: &Resolved,
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes>> {
         let EntryKind::File { size } = file.kind else {
             let cid = file.cid;
             return stream::once(async move {
@@ -771,7 +848,11 @@ impl IpfsNode {
 
     /// Whether the repository holds `cid`.
     pub async fn has_block(&self, cid: &Cid) -> Result<bool> {
-        self.ipfs.repo().contains(cid).await.map_err(StoreError::node)
+        self.ipfs
+            .repo()
+            .contains(cid)
+            .await
+            .map_err(StoreError::node)
     }
 
     /// Whether `cid` is pinned (directly, recursively or as part of a pinned DAG).
@@ -782,13 +863,18 @@ impl IpfsNode {
     /// A CAR v1 of a resolved path, as a stream of byte chunks: the header (root: the path's root CID), the blocks
     /// traversed to reach the terminal CID, then the terminal DAG in depth-first pre-order without duplicates,
     /// limited by `scope`.
-    pub fn car_stream(&self, resolved: &Resolved, scope: DagScope) -> BoxStream<'static, Result<Bytes>> {
+    pub fn car_stream(
+        &self,
+        resolved: &Resolved,
+        scope: DagScope,
+    ) -> BoxStream<'static, Result<Bytes>> {
         let mut queue = VecDeque::new();
         queue.push_back(Bytes::from(car::encode_header(&[resolved.root])));
         let descend = match (&resolved.kind, scope) {
-            (_, DagScope::All) => true,
-            (EntryKind::File { .. }, DagScope::Entity) => true,
-            _ => false,
+            (_, DagScope::All) | (EntryKind::File { .. }, DagScope::Entity) => Descend::All,
+            // A directory's entity is its own node and, when sharded, its shard nodes; never its children.
+            (EntryKind::Directory, DagScope::Entity) => Descend::Shards,
+            _ => Descend::No,
         };
         let state = CarExport {
             source: self.source.clone(),
@@ -891,6 +977,11 @@ impl IpfsNode {
     /// Dials `addr`; with a `/p2p/<peer id>` suffix, returns once that peer is connected (or after 10 s).
     pub async fn connect(&self, addr: Multiaddr) -> Result<()> {
         let peer = peer_of(&addr);
+        if let Some(peer) = peer
+            && self.ipfs.is_connected(peer).await.unwrap_or(false)
+        {
+            return Ok(());
+        }
         let opts = match peer {
             Some(peer) => DialOpts::peer_id(peer)
                 .addresses(vec![addr.clone()])
@@ -902,12 +993,45 @@ impl IpfsNode {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while !self.ipfs.is_connected(peer).await.unwrap_or(false) {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(StoreError::Node(format!("no connection to {peer} after 10 s")));
+                    return Err(StoreError::Node(format!(
+                        "no connection to {peer} after 10 s"
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         Ok(())
+    }
+
+    /// Asks the DHT which peers provide `cid`, for at most `timeout`.
+    pub async fn find_providers(&self, cid: &Cid, timeout: Duration) -> Result<Vec<PeerId>> {
+        let mut found = HashSet::new();
+        let lookup = async {
+            let mut providers = self
+                .ipfs
+                .get_providers(*cid)
+                .await
+                .map_err(StoreError::node)?;
+            while let Some(batch) = providers.next().await {
+                match batch {
+                    Ok(peers) => found.extend(peers),
+                    Err(e) => tracing::debug!(%cid, error = %e, "provider lookup step failed"),
+                }
+            }
+            Ok::<_, StoreError>(())
+        };
+        match tokio::time::timeout(timeout, lookup).await {
+            Ok(result) => result?,
+            Err(_) => tracing::debug!(%cid, "provider lookup timed out"),
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Puts the DHT in server mode. A node only becomes a DHT server on its own once an external address is
+    /// confirmed, which never happens on loopback; tests use this to build a two-node DHT.
+    #[cfg(test)]
+    pub(crate) async fn force_dht_server(&self) {
+        let _ = self.ipfs.dht_mode(rust_ipfs::DhtMode::Server).await;
     }
 
     /// The swarm task answers and, when listen addresses are configured, listens on at least one.
@@ -1027,7 +1151,9 @@ impl FileRead {
             let to = self.range.end.min(end);
             if from < to {
                 // Both bounds lie within `inline` (from >= start, to <= end), so the slice cannot panic.
-                return Ok(Some(inline.slice((from - start) as usize..(to - start) as usize)));
+                return Ok(Some(
+                    inline.slice((from - start) as usize..(to - start) as usize),
+                ));
             }
         }
         Ok(None)
@@ -1041,7 +1167,34 @@ struct CarExport {
     /// (cid, its bytes when already known, depth)
     stack: Vec<(Cid, Option<Bytes>, usize)>,
     seen: HashSet<Cid>,
-    descend: bool,
+    descend: Descend,
+}
+
+/// Which links of each exported block the CAR follows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Descend {
+    All,
+    /// Only HAMT sub-shard links.
+    Shards,
+    No,
+}
+
+/// The sub-shard links of a HAMT node (none for any other block).
+fn shard_links(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>> {
+    if cid.codec() != DAG_PB {
+        return Ok(Vec::new());
+    }
+    let node = decode_pb(cid, data)?;
+    let unixfs = decode_unixfs(cid, &node)?;
+    if unixfs.kind != DataType::HamtShard {
+        return Ok(Vec::new());
+    }
+    hamt::entries(&node, &unixfs)
+        .map(|(_, shards)| shards)
+        .map_err(|e| StoreError::Malformed {
+            cid: *cid,
+            reason: e.to_string(),
+        })
 }
 
 impl CarExport {
@@ -1074,14 +1227,17 @@ impl CarExport {
                 None => self.source.get(&cid).await?,
             };
             self.emit(&cid, &data);
-            if self.descend {
+            if self.descend != Descend::No {
                 if depth >= MAX_DEPTH {
                     return Err(StoreError::Malformed {
                         cid,
                         reason: format!("DAG deeper than {MAX_DEPTH}"),
                     });
                 }
-                let links = links_of(&cid, &data)?;
+                let links = match self.descend {
+                    Descend::All => links_of(&cid, &data)?,
+                    _ => shard_links(&cid, &data)?,
+                };
                 self.stack
                     .extend(links.into_iter().rev().map(|l| (l, None, depth + 1)));
             }
@@ -1151,7 +1307,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("exists").permissions().mode();
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

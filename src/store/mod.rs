@@ -9,6 +9,7 @@
 pub mod block;
 pub mod car;
 pub mod content_path;
+pub mod hamt;
 pub mod ipfs;
 pub mod unixfs;
 
@@ -80,9 +81,13 @@ pub enum StoreError {
     #[error("malformed node {cid}: {reason}")]
     Malformed { cid: Cid, reason: String },
     #[error("{cid} holds {actual} bytes, not the {expected} given")]
-    SizeMismatch { cid: Cid, expected: u64, actual: u64 },
+    SizeMismatch {
+        cid: Cid,
+        expected: u64,
+        actual: u64,
+    },
     #[error("the DAG of {root} is incomplete: block {missing} is missing")]
-    IncompleteDag { root: Cid, missing: Cid },
+    IncompleteDag { root: Box<Cid>, missing: Box<Cid> },
     #[error(transparent)]
     Unixfs(#[from] unixfs::UnixfsError),
     #[error(transparent)]

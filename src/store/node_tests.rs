@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::store::{Cid, ContentPath, EntryKind, IpfsConfig, IpfsNode, StoreError};
@@ -69,8 +69,13 @@ fn raw_cid_by_hand(bytes: &[u8]) -> String {
 /// The repository root (`/work/main` or a clone), found from this source file.
 fn repo_root() -> PathBuf {
     // In the main crate `file!()` is relative to the manifest dir; in a scratch crate including this file by
-    // absolute path it is absolute and `join` keeps it.
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(file!());
+    // absolute path it is absolute.
+    let file = Path::new(file!());
+    let source = if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
+    };
     source
         .ancestors()
         .nth(3)
@@ -127,12 +132,17 @@ async fn bounded<F: std::future::Future>(future: F) -> F::Output {
 async fn segments_up_to_one_mib_get_the_raw_cid_of_their_sha256() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let node = IpfsNode::start(&test_config(dir.path()))
+            .await
+            .expect("node starts");
         for (len, seed) in [(0, 1), (1, 2), (188 * 1000, 3), (1_048_576, 4)] {
             let bytes = test_bytes(len, seed);
             let cid = node.add(bytes.clone()).await.expect("added");
             assert_eq!(cid.to_string(), raw_cid_by_hand(&bytes), "{len} bytes");
-            assert!(node.is_pinned(&cid).await.expect("pin query"), "{len} bytes pinned");
+            assert!(
+                node.is_pinned(&cid).await.expect("pin query"),
+                "{len} bytes pinned"
+            );
             assert_eq!(read_all(&node, cid, &[]).await.expect("reads"), bytes);
         }
         node.shutdown().await;
@@ -150,7 +160,11 @@ async fn larger_files_and_directories_match_the_javascript_importer() {
         let big = test_bytes(2_621_440, 7);
         let odd = test_bytes(3 * 1_048_576 + 17, 8);
         let small = test_bytes(5000, 9);
-        let files = [("000001.m4s", &big), ("000002.m4s", &odd), ("init.mp4", &small)];
+        let files = [
+            ("000001.m4s", &big),
+            ("000002.m4s", &odd),
+            ("init.mp4", &small),
+        ];
         let mut entries = Vec::new();
         let mut paths = Vec::new();
         for (name, bytes) in files {
@@ -176,7 +190,9 @@ async fn larger_files_and_directories_match_the_javascript_importer() {
 async fn file_ranges_cross_chunk_boundaries_correctly() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let node = IpfsNode::start(&test_config(dir.path()))
+            .await
+            .expect("node starts");
         let bytes = test_bytes(2_621_440, 11);
         let cid = node.add(bytes.clone()).await.expect("added");
         let path = ContentPath {
@@ -186,7 +202,14 @@ async fn file_ranges_cross_chunk_boundaries_correctly() {
         };
         let resolved = node.resolve(&path).await.expect("resolves");
         let mib = 1_048_576u64;
-        for range in [0..1, mib - 3..mib + 3, 0..2_621_440, 2 * mib..2 * mib + 10, 2_621_439..5_000_000, 7..7] {
+        for range in [
+            0..1,
+            mib - 3..mib + 3,
+            0..2_621_440,
+            2 * mib..2 * mib + 10,
+            2_621_439..5_000_000,
+            7..7,
+        ] {
             let chunks: Vec<Bytes> = node
                 .read_file(&resolved, range.clone())
                 .try_collect()
@@ -205,11 +228,16 @@ async fn file_ranges_cross_chunk_boundaries_correctly() {
 async fn missing_content_is_not_found_at_once_when_the_network_is_off() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let node = IpfsNode::start(&test_config(dir.path()))
+            .await
+            .expect("node starts");
         let absent = crate::store::block::cid_v1(crate::store::block::RAW, b"nobody has this");
         let started = Instant::now();
         let err = read_all(&node, absent, &[]).await.expect_err("absent");
-        assert!(matches!(err, StoreError::NotFound(cid) if cid == absent), "{err}");
+        assert!(
+            matches!(err, StoreError::NotFound(cid) if cid == absent),
+            "{err}"
+        );
         assert!(started.elapsed() < Duration::from_secs(1));
         node.shutdown().await;
     })
@@ -221,7 +249,9 @@ async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address(
     bounded(async {
         let dir_a = tempfile::tempdir().expect("tempdir");
         let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path())).await.expect("node a");
+        let a = IpfsNode::start(&test_config(dir_a.path()))
+            .await
+            .expect("node a");
         let mut config_b = test_config(dir_b.path());
         config_b.fetch_from_network = true;
         let b = IpfsNode::start(&config_b).await.expect("node b");
@@ -231,7 +261,11 @@ async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address(
         let segment = test_bytes(2_621_440, 22);
         let playlist = Bytes::from_static(b"#EXTM3U\n#EXT-X-ENDLIST\n");
         let mut entries = Vec::new();
-        for (name, bytes) in [("init.mp4", &init), ("000001.m4s", &segment), ("index.m3u8", &playlist)] {
+        for (name, bytes) in [
+            ("init.mp4", &init),
+            ("000001.m4s", &segment),
+            ("index.m3u8", &playlist),
+        ] {
             let cid = a.add(bytes.clone()).await.expect("added");
             entries.push((name.to_owned(), cid, bytes.len() as u64));
         }
@@ -247,8 +281,14 @@ async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address(
         b.connect(addr).await.expect("b connects to a");
         assert!(b.connected_peers().await >= 1);
 
-        for (name, bytes) in [("init.mp4", &init), ("000001.m4s", &segment), ("index.m3u8", &playlist)] {
-            let fetched = read_all(&b, root, &[name]).await.expect("fetched over bitswap");
+        for (name, bytes) in [
+            ("init.mp4", &init),
+            ("000001.m4s", &segment),
+            ("index.m3u8", &playlist),
+        ] {
+            let fetched = read_all(&b, root, &[name])
+                .await
+                .expect("fetched over bitswap");
             assert!(fetched == *bytes, "{name} differs after bitswap");
         }
         b.pin(&root).await.expect("b pins the whole broadcast");
@@ -288,8 +328,12 @@ async fn a_car_export_imports_into_another_repository_byte_for_byte() {
     bounded(async {
         let dir_a = tempfile::tempdir().expect("tempdir");
         let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path())).await.expect("node a");
-        let b = IpfsNode::start(&test_config(dir_b.path())).await.expect("node b");
+        let a = IpfsNode::start(&test_config(dir_a.path()))
+            .await
+            .expect("node a");
+        let b = IpfsNode::start(&test_config(dir_b.path()))
+            .await
+            .expect("node b");
         let segment = test_bytes(2_200_000, 41);
         let init = test_bytes(700, 42);
         let s = a.add(segment.clone()).await.expect("added");
@@ -306,8 +350,14 @@ async fn a_car_export_imports_into_another_repository_byte_for_byte() {
         let roots = b.import_car(car.as_slice()).await.expect("imported");
         assert_eq!(roots, vec![root]);
         assert!(b.is_pinned(&root).await.expect("pin query"));
-        assert_eq!(read_all(&b, root, &["000001.m4s"]).await.expect("reads"), segment);
-        assert_eq!(read_all(&b, root, &["init.mp4"]).await.expect("reads"), init);
+        assert_eq!(
+            read_all(&b, root, &["000001.m4s"]).await.expect("reads"),
+            segment
+        );
+        assert_eq!(
+            read_all(&b, root, &["init.mp4"]).await.expect("reads"),
+            init
+        );
         a.shutdown().await;
         b.shutdown().await;
     })
@@ -319,12 +369,18 @@ async fn importing_a_car_without_its_whole_dag_fails_and_pins_nothing() {
     bounded(async {
         let dir_a = tempfile::tempdir().expect("tempdir");
         let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path())).await.expect("node a");
-        let b = IpfsNode::start(&test_config(dir_b.path())).await.expect("node b");
+        let a = IpfsNode::start(&test_config(dir_a.path()))
+            .await
+            .expect("node a");
+        let b = IpfsNode::start(&test_config(dir_b.path()))
+            .await
+            .expect("node b");
         let root = a.add(test_bytes(2_100_000, 51)).await.expect("added");
         // Only the root node: its leaves are missing.
         let root_block = a.block(&root).await.expect("root block");
-        let mut car = crate::store::car::CarWriter::new(Vec::new(), &[root]).await.expect("header");
+        let mut car = crate::store::car::CarWriter::new(Vec::new(), &[root])
+            .await
+            .expect("header");
         car.write_block(&root, &root_block).await.expect("block");
         let car = car.finish().await.expect("finish");
         let err = b.import_car(car.as_slice()).await.expect_err("incomplete");
@@ -340,13 +396,18 @@ async fn importing_a_car_without_its_whole_dag_fails_and_pins_nothing() {
 async fn a_directory_entry_with_the_wrong_size_is_refused() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path())).await.expect("node starts");
+        let node = IpfsNode::start(&test_config(dir.path()))
+            .await
+            .expect("node starts");
         let cid = node.add(test_bytes(1000, 61)).await.expect("added");
         let err = node
             .add_directory(&[("x.m4s".to_owned(), cid, 999)])
             .await
             .expect_err("wrong size");
-        assert!(matches!(err, StoreError::SizeMismatch { actual: 1000, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::SizeMismatch { actual: 1000, .. }),
+            "{err}"
+        );
         let absent = crate::store::block::cid_v1(crate::store::block::RAW, b"absent");
         let err = node
             .add_directory(&[("y.m4s".to_owned(), absent, 6)])
@@ -354,6 +415,177 @@ async fn a_directory_entry_with_the_wrong_size_is_refused() {
             .expect_err("absent");
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
         node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_roots_are_announced_to_dht_peers() {
+    bounded(async {
+        let dir_a = tempfile::tempdir().expect("tempdir");
+        let dir_b = tempfile::tempdir().expect("tempdir");
+        let a = IpfsNode::start(&test_config(dir_a.path()))
+            .await
+            .expect("node a");
+        let b = IpfsNode::start(&test_config(dir_b.path()))
+            .await
+            .expect("node b");
+        a.force_dht_server().await;
+        b.force_dht_server().await;
+        let addr = b
+            .listen_addrs()
+            .await
+            .expect("addresses")
+            .into_iter()
+            .next()
+            .expect("b listens");
+        a.connect(addr).await.expect("a connects to b");
+        // Give identify a moment to put each peer in the other's routing table.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cid = a.add(test_bytes(4000, 81)).await.expect("added");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let providers = b
+                .find_providers(&cid, Duration::from_secs(2))
+                .await
+                .expect("lookup");
+            if providers.contains(&a.peer_id()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "b never learned that a provides {cid}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_past_256_kib_is_hamt_sharded_like_the_javascript_importer() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).expect("files dir");
+        let node = IpfsNode::start(&test_config(&dir.path().join("repo")))
+            .await
+            .expect("node starts");
+        // Long names make a flat node pass 256 KiB with ~1000 entries (each link is ~280 bytes).
+        let padding = "x".repeat(230);
+        let mut files_to_add = Vec::new();
+        let mut paths = Vec::new();
+        for i in 0..1000 {
+            let name = format!("segment-{padding}-{i:06}.m4s");
+            let bytes = test_bytes(64 + i % 7, 1000 + i as u64);
+            let path = files.join(&name);
+            std::fs::write(&path, bytes.as_ref()).expect("write file");
+            files_to_add.push((name, bytes));
+            paths.push(path);
+        }
+        // Added 16 at a time: each add syncs its blocks and pin to disk.
+        let entries: Vec<(String, Cid, u64)> = futures::stream::iter(files_to_add)
+            .map(|(name, bytes)| {
+                let node = &node;
+                async move {
+                    let cid = node.add(bytes.clone()).await.expect("added");
+                    (name, cid, bytes.len() as u64)
+                }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        let root = node.add_directory(&entries).await.expect("directory");
+        let mut args = vec![Path::new("--dir")];
+        args.extend(paths.iter().map(PathBuf::as_path));
+        let root_node =
+            crate::store::unixfs::PbNode::decode(&node.block(&root).await.expect("root block"))
+                .expect("root decodes");
+        let root_data =
+            crate::store::unixfs::UnixfsData::decode(root_node.data.as_ref().expect("data"))
+                .expect("data decodes");
+        assert_eq!(root_data.kind, crate::store::unixfs::DataType::HamtShard);
+        assert_eq!(
+            root.to_string(),
+            js_importer_cid(&args),
+            "HAMT root differs from the JS importer's"
+        );
+
+        // Every entry resolves through the shards; a listing finds them all.
+        for (name, cid, _) in entries.iter().step_by(97) {
+            let path = ContentPath {
+                root,
+                segments: vec![name.clone()],
+                trailing_slash: false,
+            };
+            let resolved = node
+                .resolve(&path)
+                .await
+                .expect("resolves through the HAMT");
+            assert_eq!(resolved.cid, *cid, "{name}");
+        }
+        let absent = ContentPath {
+            root,
+            segments: vec!["nothing-here.m4s".to_owned()],
+            trailing_slash: false,
+        };
+        assert!(matches!(
+            node.resolve(&absent).await,
+            Err(StoreError::NoSuchPath { .. })
+        ));
+        let listing = node
+            .resolve(&ContentPath {
+                root,
+                segments: Vec::new(),
+                trailing_slash: true,
+            })
+            .await
+            .expect("root resolves");
+        assert_eq!(listing.kind, EntryKind::Directory);
+        let listed = node.list_directory(&listing).await.expect("lists");
+        assert_eq!(listed.len(), entries.len());
+        node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_fetch_of_content_nobody_has_ends_at_the_timeout() {
+    bounded(async {
+        let dir_a = tempfile::tempdir().expect("tempdir");
+        let dir_b = tempfile::tempdir().expect("tempdir");
+        let a = IpfsNode::start(&test_config(dir_a.path()))
+            .await
+            .expect("node a");
+        let mut config_b = test_config(dir_b.path());
+        config_b.fetch_from_network = true;
+        config_b.fetch_timeout_ms = 1500;
+        let b = IpfsNode::start(&config_b).await.expect("node b");
+        let addr = a
+            .listen_addrs()
+            .await
+            .expect("addresses")
+            .into_iter()
+            .next()
+            .expect("a listens");
+        b.connect(addr).await.expect("b connects to a");
+        let absent =
+            crate::store::block::cid_v1(crate::store::block::RAW, b"neither node has this");
+        let started = Instant::now();
+        let err = b.block(&absent).await.expect_err("nobody has it");
+        let waited = started.elapsed();
+        assert!(
+            matches!(err, StoreError::FetchTimeout(cid) if cid == absent),
+            "{err}"
+        );
+        assert!(
+            waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+            "gave up after {waited:?}"
+        );
+        a.shutdown().await;
+        b.shutdown().await;
     })
     .await;
 }

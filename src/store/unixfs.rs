@@ -1,6 +1,7 @@
 //! UnixFS on dag-pb, written by hand: the protobuf encoding of dag-pb nodes and UnixFS `Data`, the file importer
 //! of the IPIP-499 `unixfs-v1-2025` profile (CIDv1, raw leaves, 1 MiB chunks, sha2-256, balanced DAG of at most
-//! 1024 links per node) and flat directories that link existing CIDs.
+//! 1024 links per node) and directories that link existing CIDs (flat up to 256 KiB, then HAMT-sharded by
+//! `hamt.rs`, as the profile says).
 //!
 //! Pure functions, no I/O. Decoders take bytes from the network or disk: they check every length and never panic;
 //! a malformed node is an error. The encoders produce the canonical dag-pb form (links before data, links of a
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use cid::Cid;
 
 use crate::store::block::{self, DAG_PB, RAW};
+use crate::store::hamt;
 
 /// Chunk size of the `unixfs-v1-2025` profile: 1 MiB.
 pub const CHUNK_SIZE: usize = 1_048_576;
@@ -378,7 +380,8 @@ impl UnixfsData {
             match (key >> 3, key & 7) {
                 (1, VARINT) => {
                     let code = reader.varint().ok_or(truncated)?;
-                    kind = Some(DataType::from_code(code).ok_or(UnixfsError::Data("unknown type"))?);
+                    kind =
+                        Some(DataType::from_code(code).ok_or(UnixfsError::Data("unknown type"))?);
                 }
                 (2, LEN) => {
                     let (start, end) = reader.len_delimited().ok_or(truncated)?;
@@ -530,8 +533,7 @@ pub struct DirectoryLink {
 
 /// Checks a directory entry name: non-empty UTF-8 without `/` or NUL, not `.` or `..`.
 pub fn check_entry_name(name: &str) -> Result<(), UnixfsError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(UnixfsError::Directory(format!(
             "invalid entry name {name:?}"
         )));
@@ -539,9 +541,18 @@ pub fn check_entry_name(name: &str) -> Result<(), UnixfsError> {
     Ok(())
 }
 
-/// A flat UnixFS directory linking `links` (sorted by name bytes, names unique). Returns its CID, its block and
-/// its cumulative size.
-pub fn build_directory(mut links: Vec<DirectoryLink>) -> Result<(Cid, Bytes, u64), UnixfsError> {
+/// A directory ready to store: its root, every block (root last) and the root's cumulative size.
+#[derive(Debug, Clone)]
+pub struct DirectoryDag {
+    pub root: Cid,
+    pub blocks: Vec<(Cid, Bytes)>,
+    pub tsize: u64,
+}
+
+/// A UnixFS directory linking `links` (names unique): a flat node (links sorted by name bytes) while that node
+/// stays within the profile's 256 KiB, else a HAMT-sharded directory (see `hamt.rs`), as the `unixfs-v1-2025`
+/// importers decide it.
+pub fn build_directory(mut links: Vec<DirectoryLink>) -> Result<DirectoryDag, UnixfsError> {
     for link in &links {
         check_entry_name(&link.name)?;
     }
@@ -568,16 +579,16 @@ pub fn build_directory(mut links: Vec<DirectoryLink>) -> Result<(Cid, Bytes, u64
         data: Some(Bytes::from(UnixfsData::directory().encode())),
     };
     let encoded = node.encode();
-    if encoded.len() > MAX_NODE_SIZE {
-        return Err(UnixfsError::Directory(format!(
-            "{} entries make a {}-byte node, above the {MAX_NODE_SIZE}-byte block limit",
-            links.len(),
-            encoded.len()
-        )));
+    if encoded.len() > hamt::SHARD_THRESHOLD {
+        return hamt::build(links);
     }
-    let cid = block::cid_v1(DAG_PB, &encoded);
+    let root = block::cid_v1(DAG_PB, &encoded);
     let tsize = encoded.len() as u64 + links.iter().map(|l| l.tsize).sum::<u64>();
-    Ok((cid, Bytes::from(encoded), tsize))
+    Ok(DirectoryDag {
+        root,
+        blocks: vec![(root, Bytes::from(encoded))],
+        tsize,
+    })
 }
 
 /// Serialized size of a dag-pb link (used by tests and size estimates).
@@ -675,7 +686,10 @@ mod tests {
     fn file_node_data_matches_the_reference_encoding() {
         // Type=File(2), filesize=3, blocksizes=[1,2] unpacked: 08 02 18 03 20 01 20 02
         let data = UnixfsData::file(vec![1, 2]);
-        assert_eq!(data.encode(), vec![0x08, 0x02, 0x18, 0x03, 0x20, 0x01, 0x20, 0x02]);
+        assert_eq!(
+            data.encode(),
+            vec![0x08, 0x02, 0x18, 0x03, 0x20, 0x01, 0x20, 0x02]
+        );
         assert_eq!(UnixfsData::directory().encode(), vec![0x08, 0x01]);
     }
 
@@ -690,7 +704,7 @@ mod tests {
     fn directory_links_are_sorted_by_name_bytes() {
         let a = block::cid_v1(RAW, b"a");
         let b = block::cid_v1(RAW, b"b");
-        let (cid, block, tsize) = build_directory(vec![
+        let dir = build_directory(vec![
             DirectoryLink {
                 name: "index.m3u8".into(),
                 cid: a,
@@ -703,11 +717,43 @@ mod tests {
             },
         ])
         .expect("valid directory");
-        let node = PbNode::decode(&block).expect("decodes");
-        let names: Vec<_> = node.links.iter().map(|l| l.name.clone().unwrap_or_default()).collect();
+        let [(cid, block)] = dir.blocks.as_slice() else {
+            panic!("a small directory is one flat node");
+        };
+        let node = PbNode::decode(block).expect("decodes");
+        let names: Vec<_> = node
+            .links
+            .iter()
+            .map(|l| l.name.clone().unwrap_or_default())
+            .collect();
         assert_eq!(names, vec!["000001.m4s", "index.m3u8"]);
-        assert_eq!(cid, block::cid_v1(DAG_PB, &block));
-        assert_eq!(tsize, block.len() as u64 + 2);
+        assert_eq!(*cid, block::cid_v1(DAG_PB, block));
+        assert_eq!(dir.root, *cid);
+        assert_eq!(dir.tsize, block.len() as u64 + 2);
+    }
+
+    #[test]
+    fn a_directory_past_256_kib_is_sharded() {
+        let links = |count: usize| -> Vec<DirectoryLink> {
+            (0..count)
+                .map(|i| DirectoryLink {
+                    name: format!("{i:06}.m4s"),
+                    cid: block::cid_v1(RAW, &(i as u64).to_be_bytes()),
+                    tsize: 1_500_000,
+                })
+                .collect()
+        };
+        // Each link is 1 + 1 + (2 + 36) + (2 + 10) + (1 + 3) = 56 bytes; the node adds 4 bytes of data.
+        let per_link = link_size(10, 36, 1_500_000);
+        let fits = (hamt::SHARD_THRESHOLD - 4) / per_link;
+        let flat = build_directory(links(fits)).expect("builds");
+        assert_eq!(flat.blocks.len(), 1, "{fits} links fit one node");
+        let sharded = build_directory(links(fits + 1)).expect("builds");
+        assert!(sharded.blocks.len() > 1);
+        let root = PbNode::decode(&sharded.blocks.last().expect("root").1).expect("decodes");
+        let data = UnixfsData::decode(root.data.as_ref().expect("data")).expect("decodes");
+        assert_eq!(data.kind, DataType::HamtShard);
+        assert_eq!(data.fanout, Some(256));
     }
 
     #[test]
@@ -734,14 +780,22 @@ mod tests {
             &[0x1a, 0x00],             // unknown field
             &[0x12, 0x00],             // link without hash
             &[0x12, 0x02, 0x0a, 0x00], // link hash that is no CID
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
         ];
         for case in cases {
-            assert!(PbNode::decode(&Bytes::from_static(case)).is_err(), "{case:02x?}");
+            assert!(
+                PbNode::decode(&Bytes::from_static(case)).is_err(),
+                "{case:02x?}"
+            );
         }
         let data_cases: &[&[u8]] = &[&[], &[0x08], &[0x08, 0x09], &[0x12, 0x04, 0x00], &[0x0f]];
         for case in data_cases {
-            assert!(UnixfsData::decode(&Bytes::from_static(case)).is_err(), "{case:02x?}");
+            assert!(
+                UnixfsData::decode(&Bytes::from_static(case)).is_err(),
+                "{case:02x?}"
+            );
         }
     }
 

@@ -4,14 +4,17 @@
 mod account_env;
 mod accounts;
 mod accounts_db;
+mod archive_bundler;
 mod archive_queue;
 mod common;
 mod databases;
 mod db_queries;
+mod fake_bundler;
 mod fanout;
 mod lifecycle;
 mod obs_interop;
 mod private_streams;
+mod recording;
 mod segmenter;
 mod smtp_sink;
 mod whip_whep_status;

@@ -112,7 +112,7 @@ pub struct ViewerToken {
     pub watch_url: String,
 }
 
-/// One broadcast (a live session of a stream).
+/// One broadcast (a live session of a stream) with its chunks.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Broadcast {
     pub id: i64,
@@ -124,10 +124,15 @@ pub struct Broadcast {
     pub root_cid: Option<String>,
     /// The zipIQ node that recorded it.
     pub node: String,
+    /// This server's HLS playlist of the broadcast.
+    pub playlist: String,
+    /// Once ended: the playlist inside the IPFS directory, which plays from any IPFS gateway.
+    pub ipfs_playlist: Option<String>,
+    pub chunks: Vec<Chunk>,
 }
 
-impl From<&BroadcastRow> for Broadcast {
-    fn from(b: &BroadcastRow) -> Broadcast {
+impl Broadcast {
+    fn new(stream: &str, b: &BroadcastRow, chunks: &[ChunkRow]) -> Broadcast {
         Broadcast {
             id: b.id,
             stream_id: b.stream_id,
@@ -135,13 +140,17 @@ impl From<&BroadcastRow> for Broadcast {
             ended_at: b.ended_at,
             root_cid: b.root_cid.clone(),
             node: b.node.clone(),
+            playlist: format!("/streams/{stream}/broadcasts/{}/index.m3u8", b.id),
+            ipfs_playlist: b.root_cid.as_ref().map(|r| format!("/ipfs/{r}/index.m3u8")),
+            chunks: chunks.iter().map(Chunk::from).collect(),
         }
     }
 }
 
-/// Broadcasts, newest first.
+/// A stream's broadcasts, newest first.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct BroadcastList {
+    pub stream: String,
     pub broadcasts: Vec<Broadcast>,
 }
 
@@ -219,8 +228,8 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BroadcastQuery {
-    /// At most this many (1-1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// At most this many, newest first (1-100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -598,7 +607,7 @@ fn may_read(row: &StreamRow, user: Option<&CurrentUser>) -> bool {
     row.visibility != Visibility::Private || user.is_some_and(|u| u.may_manage(row))
 }
 
-/// A stream's broadcasts, newest first.
+/// A stream's broadcasts, newest first, each with its chunks and playlists.
 #[utoipa::path(
     get, path = "/api/v1/streams/{name}/broadcasts", tag = "archive",
     security((), ("bearer" = [])),
@@ -617,9 +626,9 @@ pub async fn list_broadcasts(
     q: Result<Query<BroadcastQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<BroadcastList>, HttpError> {
     let q = super::query(q)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(FieldError::new("limit", "must be between 1 and 1000").into());
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(FieldError::new("limit", "must be between 1 and 100").into());
     }
     let row = if crate::db::streams::valid_name(&name) {
         state.db.find_stream(&name).await?
@@ -629,9 +638,14 @@ pub async fn list_broadcasts(
     let row = row
         .filter(|r| may_read(r, user.as_ref()))
         .ok_or_else(|| HttpError::not_found(format!("no stream {name:?}")))?;
-    let rows = state.db.broadcasts_of_stream(row.id, limit).await?;
+    let mut broadcasts = Vec::new();
+    for b in state.db.broadcasts_of_stream(row.id, limit).await? {
+        let chunks = state.db.chunks_of(b.id).await?;
+        broadcasts.push(Broadcast::new(&row.name, &b, &chunks));
+    }
     Ok(Json(BroadcastList {
-        broadcasts: rows.iter().map(Broadcast::from).collect(),
+        stream: row.name,
+        broadcasts,
     }))
 }
 

@@ -1,0 +1,29 @@
+//! The permanent archive: every chunk signed as an ANS-104 data item and stored on Arweave, either through a
+//! Bundlr-protocol bundler or posted straight to a gateway inside a bundle transaction.
+//!
+//! This part is the cryptographic and wire-format core, with no I/O of its own except in the two HTTP clients:
+//! the deep hash, the Avro tag encoding, Arweave wallets (JWK), data items and bundles, format-2 transactions with
+//! their merkle data root and chunk proofs. Parsers of outside bytes here never panic: they return errors.
+//! Signing uses *ring* (constant-time RSA-PSS-SHA256); verifying others' signatures uses the `rsa` crate, which
+//! accepts any PSS salt length (arweave-js signs with the largest salt, which *ring*'s verifier rejects).
+
+pub mod ans104;
+pub mod arweave_tx;
+pub mod avro_tags;
+pub mod b64url;
+pub mod bundler_client;
+pub mod deephash;
+pub mod gateway_client;
+pub mod items;
+pub mod jwk;
+pub mod merkle;
+pub mod verify;
+pub mod wallets;
+pub mod worker;
+
+#[cfg(test)]
+mod arlocal_tests;
+#[cfg(test)]
+mod js_tests;
+#[cfg(test)]
+mod test_wallets;

@@ -1,0 +1,298 @@
+//! The recorder: the side pipeline from the SFU's tap to IPFS and the archive queue.
+//!
+//! One task per broadcast runs the segmenter over the tap events; a second one commits each segment: add it to the
+//! embedded IPFS node (CIDv1, pinned, announced), then write its chunk row and archive job in one transaction.
+//! When the broadcast ends, a UnixFS directory linking every chunk and a VOD `index.m3u8` becomes its root CID.
+//! Broadcasts left open by a crash are finished the same way at the next start. Nothing here is on the hot path:
+//! the SFU only ever `try_send`s to it, and a slow IPFS or database only delays the recording.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::RecordingConfig;
+use crate::db::Db;
+use crate::db::broadcasts::{ChunkKind, ChunkRow, NewChunk};
+use crate::media::hls::{PlaylistChunk, PlaylistKind, file_name, playlist};
+use crate::media::{Segment, SegmentKind, Segmenter, SegmenterConfig, TapEvent};
+use crate::resilience::backoff::Backoff;
+use crate::sfu::tap::RecordingHook;
+use crate::store::{Cid, IpfsNode};
+
+/// Capacity of one broadcast's queue of cut segments waiting for IPFS and the database.
+const COMMIT_QUEUE: usize = 256;
+
+/// Records broadcasts (cheap to clone).
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    ipfs: Arc<IpfsNode>,
+    config: RecordingConfig,
+    tap_capacity: usize,
+    node: String,
+    active: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Recorder {
+    pub fn new(
+        db: Db,
+        ipfs: Arc<IpfsNode>,
+        config: RecordingConfig,
+        tap_capacity: usize,
+        node: String,
+    ) -> Recorder {
+        Recorder {
+            inner: Arc::new(Inner {
+                db,
+                ipfs,
+                config,
+                tap_capacity: tap_capacity.max(1),
+                node,
+                active: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.inner.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finishes broadcasts this node left open (a crash or kill -9): their committed chunks become a directory.
+    pub async fn recover(&self) -> usize {
+        let open = match self.inner.db.open_broadcasts(&self.inner.node).await {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list open broadcasts to recover");
+                return 0;
+            }
+        };
+        let mut finished = 0;
+        for b in open {
+            match finish_broadcast(&self.inner, b.id).await {
+                Ok(root) => {
+                    finished += 1;
+                    tracing::info!(broadcast = b.id, root = %root, "finished a broadcast left open by a previous run");
+                }
+                Err(e) => {
+                    tracing::error!(broadcast = b.id, error = %e, "cannot finish a broadcast left open")
+                }
+            }
+        }
+        finished
+    }
+
+    /// Waits (up to `timeout`) for every broadcast task to commit its segments and finish.
+    pub async fn drain(&self, timeout: Duration) {
+        let tasks: Vec<JoinHandle<()>> = self.active().drain().map(|(_, t)| t).collect();
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(?timeout, "recordings did not finish in time");
+        }
+    }
+}
+
+impl RecordingHook for Recorder {
+    fn broadcast_started(&self, stream: &str) -> Option<mpsc::Sender<TapEvent>> {
+        if !self.inner.config.enabled {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(self.inner.tap_capacity);
+        let inner = self.inner.clone();
+        let name = stream.to_owned();
+        let task = tokio::spawn(async move { run_broadcast(inner, name, rx).await });
+        if let Some(previous) = self.active().insert(stream.to_owned(), task) {
+            // An older broadcast of this stream still committing: let it finish on its own.
+            drop(previous);
+        }
+        Some(tx)
+    }
+
+    fn broadcast_ended(&self, _stream: &str) {
+        // The broadcast task ends by itself after the End event; `drain` waits for it at shutdown.
+    }
+}
+
+/// Retries `f` with backoff until it succeeds (the database or IPFS being down only delays the recording).
+async fn persist<T, E: std::fmt::Display, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let backoff = Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(30),
+    };
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+async fn run_broadcast(inner: Arc<Inner>, stream: String, mut rx: mpsc::Receiver<TapEvent>) {
+    let stream_row = persist("looking up the stream", || async {
+        inner.db.find_stream(&stream).await.and_then(|r| {
+            r.ok_or_else(|| crate::db::DbError::NotFound(format!("no stream {stream:?}")))
+        })
+    })
+    .await;
+    let broadcast = persist("creating the broadcast", || {
+        inner.db.create_broadcast(stream_row.id, &inner.node)
+    })
+    .await;
+    tracing::info!(stream = %stream, broadcast, "broadcast recording started");
+    let (commit_tx, commit_rx) = mpsc::channel::<Segment>(COMMIT_QUEUE);
+    let committer = tokio::spawn(commit_segments(inner.clone(), broadcast, commit_rx));
+    let mut segmenter = Segmenter::new(SegmenterConfig {
+        target_duration: Duration::from_millis(inner.config.segment_target_ms.max(100)),
+        max_segment_bytes: inner.config.segment_max_bytes.max(64 * 1024),
+    });
+    let mut last_counters = segmenter.counters;
+    while let Some(event) = rx.recv().await {
+        let end = matches!(event, TapEvent::End);
+        for segment in segmenter.push(event) {
+            if commit_tx.send(segment).await.is_err() {
+                break;
+            }
+        }
+        export_counters(&mut last_counters, &segmenter);
+        if end {
+            break;
+        }
+    }
+    // The SFU went away without End (a crash of its side): what was cut so far is still committed.
+    for segment in segmenter.finish() {
+        let _ = commit_tx.send(segment).await;
+    }
+    drop(commit_tx);
+    let _ = committer.await;
+    match finish_broadcast(&inner, broadcast).await {
+        Ok(root) => tracing::info!(stream = %stream, broadcast, root = %root, "broadcast finished"),
+        Err(e) => {
+            tracing::error!(stream = %stream, broadcast, error = %e, "cannot finish the broadcast; it is finished at the next start")
+        }
+    }
+}
+
+fn export_counters(last: &mut crate::media::SegmenterCounters, s: &Segmenter) {
+    let c = s.counters;
+    let d = |now: u64, before: u64| now.saturating_sub(before);
+    metrics::counter!("zipiq_segments_total", "kind" => "init")
+        .increment(d(c.init_segments, last.init_segments));
+    metrics::counter!("zipiq_segments_total", "kind" => "media")
+        .increment(d(c.media_segments, last.media_segments));
+    for (reason, now, before) in [
+        ("loss", c.video_drops.loss, last.video_drops.loss),
+        (
+            "waiting_for_keyframe",
+            c.video_drops.waiting_for_keyframe,
+            last.video_drops.waiting_for_keyframe,
+        ),
+        (
+            "no_parameter_sets",
+            c.video_drops.no_parameter_sets,
+            last.video_drops.no_parameter_sets,
+        ),
+        (
+            "malformed",
+            c.video_drops.malformed,
+            last.video_drops.malformed,
+        ),
+    ] {
+        metrics::counter!("zipiq_segmenter_dropped_access_units_total", "reason" => reason)
+            .increment(d(now, before));
+    }
+    *last = c;
+}
+
+/// Adds each segment to IPFS, then records it with its archive job.
+async fn commit_segments(inner: Arc<Inner>, broadcast: i64, mut rx: mpsc::Receiver<Segment>) {
+    while let Some(segment) = rx.recv().await {
+        let started = std::time::Instant::now();
+        let bytes = segment.bytes.clone();
+        let cid = persist("adding a segment to IPFS", || inner.ipfs.add(bytes.clone())).await;
+        metrics::counter!("zipiq_ipfs_adds_total").increment(1);
+        metrics::counter!("zipiq_ipfs_added_bytes_total").increment(segment.bytes.len() as u64);
+        metrics::histogram!("zipiq_ipfs_add_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let chunk = NewChunk {
+            broadcast_id: broadcast,
+            seq: segment.seq as i64,
+            kind: match segment.kind {
+                SegmentKind::Init => ChunkKind::Init,
+                SegmentKind::Media => ChunkKind::Media,
+            },
+            cid: cid.to_string(),
+            size: segment.bytes.len() as i64,
+            duration_ms: segment.duration.as_millis() as i64,
+            start_ms: segment.start_ms as i64,
+            end_ms: segment.end_ms as i64,
+        };
+        persist("recording a chunk", || inner.db.insert_chunk(&chunk)).await;
+    }
+}
+
+/// The entries of a broadcast's directory: every chunk by its file name, and the VOD playlist.
+pub fn directory_playlist(chunks: &[ChunkRow]) -> String {
+    let items: Vec<PlaylistChunk> = chunks
+        .iter()
+        .map(|c| PlaylistChunk {
+            seq: c.seq,
+            init: c.kind == ChunkKind::Init,
+            uri: file_name(c.seq, c.kind == ChunkKind::Init),
+            duration_ms: c.duration_ms,
+        })
+        .collect();
+    playlist(&items, PlaylistKind::Vod)
+}
+
+/// Builds the broadcast's directory (chunks linked by CID, not re-added), pins it and records its root with the
+/// directory's archive job.
+async fn finish_broadcast(inner: &Inner, broadcast: i64) -> Result<Cid, String> {
+    let chunks = inner
+        .db
+        .chunks_of(broadcast)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut entries = Vec::with_capacity(chunks.len() + 1);
+    for c in &chunks {
+        let cid: Cid = c
+            .cid
+            .parse()
+            .map_err(|e| format!("chunk {} CID {:?}: {e}", c.seq, c.cid))?;
+        entries.push((
+            file_name(c.seq, c.kind == ChunkKind::Init),
+            cid,
+            c.size as u64,
+        ));
+    }
+    let index = Bytes::from(directory_playlist(&chunks));
+    let index_len = index.len() as u64;
+    let index_cid = inner.ipfs.add(index).await.map_err(|e| e.to_string())?;
+    entries.push(("index.m3u8".to_owned(), index_cid, index_len));
+    let root = inner
+        .ipfs
+        .add_directory(&entries)
+        .await
+        .map_err(|e| e.to_string())?;
+    inner
+        .db
+        .finish_broadcast(broadcast, &root.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(root)
+}

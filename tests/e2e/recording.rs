@@ -1,0 +1,217 @@
+//! Recording end to end: a publisher sends a real RTP capture through the SFU; the recorder cuts it, stores every
+//! segment in the embedded IPFS node and queues it for archival; when the broadcast ends, its directory's root CID
+//! serves a VOD playlist that plays from the gateway, and a second IPFS node fetches it by CID alone.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use zipiq::client::{PublishOptions, WhipClient};
+use zipiq::media::MediaKind;
+use zipiq::media::capture::Capture;
+
+use crate::common::*;
+
+fn fixture(name: &str) -> Capture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    Capture::parse(&std::fs::read(path).expect("fixture")).expect("capture")
+}
+
+/// Sends a capture in real time through a WHIP client (payload types and SSRCs are set by the stack).
+pub async fn play(publisher: &WhipClient, capture: &Capture) {
+    let start = Instant::now();
+    for r in &capture.records {
+        let due = start + r.at;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let _ = match r.kind {
+            MediaKind::Video => publisher.send_video(0, &r.packet).await,
+            MediaKind::Audio => publisher.send_audio(&r.packet).await,
+        };
+    }
+}
+
+/// The raw CIDv1 of bytes up to 1 MiB, computed here independently of the node: base32 of
+/// [0x01 (CIDv1), 0x55 (raw), 0x12 (sha2-256), 0x20 (32 bytes), digest].
+pub fn raw_cid(bytes: &[u8]) -> String {
+    let mut cid = vec![0x01, 0x55, 0x12, 0x20];
+    cid.extend_from_slice(&Sha256::digest(bytes));
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::from("b");
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for b in cid {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            out.push(alphabet[((buffer >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    if bits > 0 {
+        out.push(alphabet[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_broadcast_is_chunked_into_ipfs_and_replays_from_its_root_cid() {
+    let server = start_server("[media]\ngrace_period_ms = 500\n").await;
+    let publisher = WhipClient::connect(
+        &server.whip("live"),
+        Some(&server.key),
+        PublishOptions::default(),
+    )
+    .await
+    .expect("publisher");
+    let capture = fixture("h264-opus-360p.zqcap");
+    play(&publisher, &capture).await;
+    assert_eq!(publisher.close().await.expect("delete"), 200);
+
+    let db = server.server.db.clone();
+    let stream = db.find_stream("live").await.unwrap().unwrap();
+    let mut broadcast = None;
+    for _ in 0..200 {
+        let b = db.broadcasts_of_stream(stream.id, 5).await.unwrap();
+        if let Some(b) = b.into_iter().find(|b| b.root_cid.is_some()) {
+            broadcast = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let broadcast =
+        broadcast.expect("the broadcast ends after the grace period and gets a root CID");
+    let root = broadcast.root_cid.clone().unwrap();
+    let chunks = db.chunks_of(broadcast.id).await.unwrap();
+    assert!(chunks.len() >= 3, "init + media segments: {chunks:?}");
+    assert_eq!(chunks[0].kind, zipiq::db::broadcasts::ChunkKind::Init);
+    let jobs = db.jobs_of_broadcast(broadcast.id).await.unwrap();
+    assert_eq!(
+        jobs.len(),
+        chunks.len() + 1,
+        "one archive job per chunk and one for the directory"
+    );
+
+    let http = reqwest::Client::new();
+    // Every chunk is served by the gateway, and its CID is the raw CIDv1 of its bytes (all are under 1 MiB).
+    for c in &chunks {
+        let r = http
+            .get(format!("{}/ipfs/{}", server.base, c.cid))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(bytes.len() as i64, c.size);
+        assert_eq!(raw_cid(&bytes), c.cid, "CID checked independently");
+    }
+    // The API lists it.
+    let listing: serde_json::Value = http
+        .get(format!("{}/api/v1/streams/live/broadcasts", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listing["broadcasts"][0]["root_cid"], root.as_str());
+    assert_eq!(
+        listing["broadcasts"][0]["chunks"].as_array().unwrap().len(),
+        chunks.len()
+    );
+    // The server's VOD playlist and the one inside the directory.
+    let vod = http
+        .get(format!(
+            "{}/streams/live/broadcasts/{}/index.m3u8",
+            server.base, broadcast.id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        vod.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    let vod = vod.text().await.unwrap();
+    assert!(
+        vod.contains("#EXT-X-ENDLIST") && vod.contains(&format!("/ipfs/{}", chunks[1].cid)),
+        "{vod}"
+    );
+    let index = http
+        .get(format!("{}/ipfs/{root}/index.m3u8", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        index.contains("#EXT-X-MAP:URI=\"init-000000.mp4\""),
+        "{index}"
+    );
+    assert!(index.contains("000001.m4s") && index.contains("#EXT-X-ENDLIST"));
+    let seg = http
+        .get(format!("{}/ipfs/{root}/000001.m4s", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seg.status(), 200);
+    assert_eq!(
+        raw_cid(&seg.bytes().await.unwrap()),
+        chunks[1].cid,
+        "the directory links the same bytes"
+    );
+
+    // A second, independent IPFS node that knows only this node's address fetches the broadcast over bitswap.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = zipiq::store::IpfsNode::start(&zipiq::store::IpfsConfig {
+        repo_dir: other_dir.path().join("ipfs"),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        bootstrap: Vec::new(),
+        fetch_from_network: true,
+        fetch_timeout_ms: 20_000,
+        announce: false,
+    })
+    .await
+    .expect("second node");
+    let addrs = server.server.ipfs.listen_addrs().await.unwrap();
+    let addr = addrs
+        .iter()
+        .find(|a| a.to_string().contains("127.0.0.1"))
+        .expect("loopback address")
+        .clone();
+    other
+        .connect(addr)
+        .await
+        .expect("connect to the first node");
+    let root_cid: zipiq::store::Cid = root.parse().unwrap();
+    let path = zipiq::store::ContentPath::parse(&format!("/ipfs/{root}/000001.m4s")).unwrap();
+    let resolved = tokio::time::timeout(Duration::from_secs(30), other.resolve(&path))
+        .await
+        .expect("in time")
+        .expect("resolves over bitswap");
+    let _ = root_cid;
+    let mut fetched = Vec::new();
+    let size = match resolved.kind {
+        zipiq::store::EntryKind::File { size } => size,
+        _ => panic!("a file"),
+    };
+    let mut stream = other.read_file(&resolved, 0..size);
+    use futures::TryStreamExt;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
+        .await
+        .expect("in time")
+        .expect("bytes")
+    {
+        fetched.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        raw_cid(&fetched),
+        chunks[1].cid,
+        "byte-identical from the second node"
+    );
+    other.shutdown().await;
+    server.stop().await;
+}
