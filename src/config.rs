@@ -43,6 +43,9 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub streams: StreamsConfig,
+    pub auth: AuthConfig,
+    pub smtp: SmtpConfig,
+    pub rate_limits: RateLimitsConfig,
     pub recording: RecordingConfig,
     pub ipfs: crate::store::IpfsConfig,
     pub archive: ArchiveConfig,
@@ -138,6 +141,7 @@ pub struct HttpConfig {
     pub public_url: String,
     pub max_body_bytes: usize,
     pub cors_origins: Vec<String>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// One ICE server handed to clients in a `Link` header.
@@ -209,6 +213,71 @@ pub struct AdminConfig {
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
     pub default_stream: String,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub password_min_length: usize,
+    pub access_token_ttl_s: u64,
+    pub refresh_token_ttl_s: u64,
+    pub viewer_token_ttl_s: u64,
+    pub viewer_token_max_ttl_s: u64,
+    pub email_verification_ttl_s: u64,
+    pub password_reset_ttl_s: u64,
+    pub jwt_key_file: PathBuf,
+    pub signup_open: bool,
+    pub max_streams_per_user: u32,
+}
+
+/// How the connection to the mail server is protected.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: String,
+    pub password_file: PathBuf,
+    pub from: String,
+    pub timeout_ms: u64,
+}
+
+/// One rate limit: `requests` per `per_seconds` for one key (0 requests: no limit).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per_seconds: u64,
+}
+
+/// `[rate_limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub login_per_ip: RateLimit,
+    pub login_per_account: RateLimit,
+    pub signup_per_ip: RateLimit,
+    pub signup_per_account: RateLimit,
+    pub reset_per_ip: RateLimit,
+    pub reset_per_account: RateLimit,
+    pub whip_per_ip: RateLimit,
+    pub whip_per_account: RateLimit,
+    pub whep_per_ip: RateLimit,
+    pub whep_per_account: RateLimit,
 }
 
 impl Config {
@@ -284,6 +353,48 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "database.url must start with sqlite:// or postgres://, not {:?}",
                 self.database.url.split(':').next().unwrap_or("")
+            )));
+        }
+        let auth = &self.auth;
+        if auth.argon2_memory_kib < 8 * auth.argon2_parallelism.max(1)
+            || auth.argon2_iterations == 0
+            || auth.argon2_parallelism == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth.argon2_*: memory must be at least 8 KiB per lane, iterations and parallelism at least 1"
+                    .into(),
+            ));
+        }
+        if auth.password_min_length == 0 || auth.password_min_length > 1024 {
+            return Err(ConfigError::Invalid(
+                "auth.password_min_length must be between 1 and 1024".into(),
+            ));
+        }
+        for (key, value) in [
+            ("auth.access_token_ttl_s", auth.access_token_ttl_s),
+            ("auth.refresh_token_ttl_s", auth.refresh_token_ttl_s),
+            ("auth.viewer_token_ttl_s", auth.viewer_token_ttl_s),
+            ("auth.viewer_token_max_ttl_s", auth.viewer_token_max_ttl_s),
+            (
+                "auth.email_verification_ttl_s",
+                auth.email_verification_ttl_s,
+            ),
+            ("auth.password_reset_ttl_s", auth.password_reset_ttl_s),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if auth.viewer_token_ttl_s > auth.viewer_token_max_ttl_s {
+            return Err(ConfigError::Invalid(
+                "auth.viewer_token_ttl_s must not exceed auth.viewer_token_max_ttl_s".into(),
+            ));
+        }
+        if !self.smtp.host.is_empty() && self.smtp.from.parse::<lettre::message::Mailbox>().is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "smtp.from {:?} is not a mail address such as \"zipIQ <noreply@example.org>\"",
+                self.smtp.from
             )));
         }
         for server in &self.media.ice_servers {
@@ -377,6 +488,36 @@ mod tests {
         assert!(c.media.ice_lite);
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.streams.default_stream, "live");
+        assert_eq!(c.auth.argon2_memory_kib, 19456);
+        assert_eq!(c.smtp.security, SmtpSecurity::Starttls);
+        assert_eq!(c.rate_limits.login_per_account.requests, 10);
+        assert!(c.http.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn rate_limits_can_be_set_from_the_environment_as_inline_tables() {
+        let env = vec![(
+            "ZIPIQ_RATE_LIMITS__LOGIN_PER_IP".to_owned(),
+            "{ requests = 3, per_seconds = 10 }".to_owned(),
+        )];
+        let c = Config::from_layers(None, env).unwrap();
+        assert_eq!(
+            c.rate_limits.login_per_ip,
+            RateLimit {
+                requests: 3,
+                per_seconds: 10
+            }
+        );
+    }
+
+    #[test]
+    fn a_viewer_token_default_longer_than_its_maximum_is_refused() {
+        let env = vec![(
+            "ZIPIQ_AUTH__VIEWER_TOKEN_TTL_S".to_owned(),
+            "999999999".to_owned(),
+        )];
+        let err = Config::from_layers(None, env).unwrap_err();
+        assert!(err.to_string().contains("viewer_token_ttl_s"), "{err}");
     }
 
     #[test]

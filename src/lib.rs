@@ -34,6 +34,7 @@ use crate::sfu::Sfu;
 
 /// A running server.
 pub struct Server {
+    pub auth: Arc<auth::Auth>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub media_addr: SocketAddr,
@@ -110,14 +111,6 @@ impl Server {
             .await
             .context("starting the WebRTC engine")?;
         sfu.set_recording_hook(Arc::new(recorder.clone()));
-        let state = AppState {
-            config: config.clone(),
-            db: db.clone(),
-            sfu: sfu.clone(),
-            ipfs: ipfs.clone(),
-            archiver: archiver.clone(),
-            started: Instant::now(),
-        };
         let http_listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding the HTTP listener {}", config.http.listen))?;
@@ -126,6 +119,17 @@ impl Server {
             .with_context(|| format!("binding the admin listener {}", config.admin.listen))?;
         let http_addr = http_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let config = with_bound_public_url(config, http_addr);
+        let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
+        let state = AppState {
+            config: config.clone(),
+            db: db.clone(),
+            sfu: sfu.clone(),
+            auth: auth.clone(),
+            ipfs: ipfs.clone(),
+            archiver: archiver.clone(),
+            started: Instant::now(),
+        };
         let (stop, stop_rx) = watch::channel(false);
 
         let app = http::router(state);
@@ -156,10 +160,12 @@ impl Server {
             }
         });
         let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), stop_rx.clone());
+        let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
             Server {
+                auth,
                 http_addr,
                 admin_addr,
                 media_addr: sfu.media_addr(),
@@ -170,7 +176,7 @@ impl Server {
                 archiver,
                 config,
                 stop,
-                tasks: vec![http_task, admin_task, gauges_task]
+                tasks: vec![http_task, admin_task, gauges_task, key_watch_task]
                     .into_iter()
                     .chain(archive_tasks)
                     .collect(),
@@ -333,6 +339,22 @@ async fn create_first_stream(db: &Db, config: &Config) -> anyhow::Result<Option<
     }))
 }
 
+/// With no `http.public_url` configured, links (mails, OBS settings) use the address the HTTP listener really
+/// bound (its port may have been 0 in the configuration).
+fn with_bound_public_url(config: Arc<Config>, bound: SocketAddr) -> Arc<Config> {
+    if !config.http.public_url.is_empty() || config.http.listen.port() != 0 {
+        return config;
+    }
+    let mut patched = (*config).clone();
+    let host = if bound.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        bound.ip()
+    };
+    patched.http.public_url = format!("http://{}", SocketAddr::new(host, bound.port()));
+    Arc::new(patched)
+}
+
 /// A database URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -380,7 +402,7 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
         server.http_addr, server.media_addr
     ));
     systemd::spawn_watchdog();
-    spawn_reload_on_sighup(server.config.clone(), config_path);
+    spawn_reload_on_sighup(server.config.clone(), config_path, server.auth.clone());
     wait_for_signal().await;
     tracing::info!("shutting down");
     systemd::stopping();
@@ -388,8 +410,13 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     Ok(())
 }
 
-/// On SIGHUP: read the configuration again and apply what can change without a restart, logging each change.
-fn spawn_reload_on_sighup(initial: Arc<Config>, path: Option<std::path::PathBuf>) {
+/// On SIGHUP: read the configuration again and apply what can change without a restart, logging each change; read
+/// the JWT key file again (after `zipiq secrets rotate-jwt`).
+fn spawn_reload_on_sighup(
+    initial: Arc<Config>,
+    path: Option<std::path::PathBuf>,
+    auth: Arc<auth::Auth>,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -412,6 +439,10 @@ fn spawn_reload_on_sighup(initial: Arc<Config>, path: Option<std::path::PathBuf>
                     current = new;
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+            match auth.reload_jwt_keys() {
+                Ok(kids) => tracing::info!(kids = ?kids, "SIGHUP: JWT signing keys reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: JWT signing keys not reloaded"),
             }
         }
     });

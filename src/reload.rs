@@ -26,6 +26,13 @@ pub fn apply(old: &Config, new: &Config) -> Vec<String> {
         ("database.url", old.database.url != new.database.url),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("log.format", old.log.format != new.log.format),
+        (
+            "http.trusted_proxies",
+            old.http.trusted_proxies != new.http.trusted_proxies,
+        ),
+        ("[auth]", old.auth != new.auth),
+        ("[smtp]", old.smtp != new.smtp),
+        ("[rate_limits]", old.rate_limits != new.rate_limits),
     ];
     for (key, changed) in restart_needed {
         if changed {

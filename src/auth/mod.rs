@@ -1,3 +1,93 @@
-//! Who may do what: stream keys for publishers (and later accounts, tokens and rate limits).
+//! Who may do what. Stream keys for publishers; accounts with argon2id passwords, email verification and reset,
+//! JWT access tokens with rotating refresh tokens, viewer tokens for private streams, rate limits, and secrets
+//! from files or systemd credentials. The flows live in [`accounts`]; the HTTP layer only maps them to answers.
+//!
+//! Nothing here logs a secret (password, key, token); the audit log records ids, addresses and outcomes.
 
+pub mod accounts;
+pub mod cli;
+pub mod jwt;
+pub mod key_watch;
+pub mod mail;
+pub mod passwords;
+pub mod rate_limit;
+pub mod secrets;
 pub mod stream_keys;
+pub mod tokens;
+pub mod validate;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+
+pub use accounts::{AccountError, CurrentUser, TokenPair, ViewerDenied};
+
+/// Why the account machinery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error(transparent)]
+    Password(#[from] passwords::PasswordError),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error(transparent)]
+    Mail(#[from] mail::MailError),
+}
+
+/// The account service: configuration, password hasher, JWT keys, mailer and rate limits (cheap to share).
+#[derive(Debug)]
+pub struct Auth {
+    pub config: Arc<Config>,
+    pub passwords: passwords::Passwords,
+    pub jwt: jwt::Jwt,
+    /// Where the JWT keys came from (a credential, or a file `rotate-jwt` may rewrite).
+    pub jwt_source: secrets::SecretSource,
+    pub mailer: mail::Mailer,
+    pub limits: rate_limit::RateLimits,
+}
+
+impl Auth {
+    /// Loads the JWT keys (creating the key file on first start), builds the hasher and the mailer.
+    pub fn new(config: Arc<Config>) -> Result<Auth, AuthSetupError> {
+        let (ring, jwt_source) = jwt::load_or_create(&config.auth.jwt_key_file)?;
+        tracing::info!(kids = ?ring.kids(), source = %jwt_source.path().display(), "JWT signing keys loaded");
+        let mailer = mail::Mailer::new(&config.smtp)?;
+        if !mailer.sends() {
+            tracing::warn!(
+                "smtp.host is empty: verification and password-reset mails are written to the log, not sent"
+            );
+        }
+        Ok(Auth {
+            passwords: passwords::Passwords::new(&config.auth)?,
+            jwt: jwt::Jwt::new(ring),
+            jwt_source,
+            mailer,
+            limits: rate_limit::RateLimits::new(&config.rate_limits),
+            config,
+        })
+    }
+
+    /// Reads the JWT key file again (after `zipiq secrets rotate-jwt`); keeps the current keys on error.
+    pub fn reload_jwt_keys(&self) -> Result<Vec<String>, secrets::SecretError> {
+        let text = secrets::read(self.jwt_source.path())?;
+        let ring = jwt::KeyRing::parse(&text).map_err(|reason| secrets::SecretError::Invalid {
+            path: self.jwt_source.path().to_owned(),
+            reason,
+        })?;
+        let kids = ring.kids().iter().map(|k| (*k).to_owned()).collect();
+        self.jwt.replace(ring);
+        Ok(kids)
+    }
+
+    /// The longest lifetime of any JWT this server signs (keys must verify at least this long after rotation).
+    pub fn max_token_ttl_s(&self) -> u64 {
+        max_token_ttl_s(&self.config)
+    }
+}
+
+/// The longest lifetime of any JWT signed under `config`.
+pub fn max_token_ttl_s(config: &Config) -> u64 {
+    config
+        .auth
+        .access_token_ttl_s
+        .max(config.auth.viewer_token_max_ttl_s)
+}

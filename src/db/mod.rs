@@ -4,9 +4,11 @@
 //! Queries are written once with `$1`-style parameters, which both drivers accept. Times are stored as Unix
 //! milliseconds (`BIGINT`). Nothing on the media hot path ever waits on this module.
 
+pub mod audit;
 pub mod broadcasts;
 pub mod jobs;
 pub mod streams;
+pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;

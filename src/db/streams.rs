@@ -1,4 +1,6 @@
-//! The `streams` table: names people publish to and watch, and the hashes of their keys.
+//! The `streams` table: names people publish to and watch, the hashes of their keys, who owns them and who may
+//! watch them. A deleted stream keeps its row (its broadcasts are archived for good) under the name `~<id>`,
+//! which no valid name can take, so its old name is free again; every lookup here skips deleted streams.
 
 use sqlx::Row;
 
@@ -6,7 +8,9 @@ use super::{Db, DbError, now_ms};
 use crate::auth::stream_keys;
 
 /// Who may watch a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Listed on the home page, anyone may watch.
@@ -44,6 +48,17 @@ pub struct StreamRow {
     pub key_hash: Option<String>,
     pub visibility: Visibility,
     pub created_at: i64,
+    /// The owning user; None for streams made by the CLI or at first start (admins manage those).
+    pub owner_id: Option<i64>,
+    /// Viewer tokens carry this; bumping it revokes them all.
+    pub viewer_token_version: i64,
+}
+
+/// Columns read into [`StreamRow`].
+macro_rules! stream_columns {
+    () => {
+        "id, name, key_hash, visibility, created_at, owner_id, viewer_token_version"
+    };
 }
 
 /// The longest stream name accepted.
@@ -70,12 +85,26 @@ fn row_to_stream(row: &sqlx::any::AnyRow) -> Result<StreamRow, DbError> {
         key_hash: row.try_get("key_hash")?,
         visibility: Visibility::parse(&visibility).unwrap_or(Visibility::Private),
         created_at: row.try_get("created_at")?,
+        owner_id: row.try_get("owner_id")?,
+        viewer_token_version: row.try_get("viewer_token_version")?,
     })
 }
 
 impl Db {
-    /// Creates a stream with a new key and returns the row and the key (shown once, never stored).
+    /// Creates a public stream owned by nobody, with a new key; returns the row and the key (shown once, never
+    /// stored).
     pub async fn create_stream(&self, name: &str) -> Result<(StreamRow, String), DbError> {
+        self.create_owned_stream(name, None, Visibility::Public)
+            .await
+    }
+
+    /// Creates a stream owned by `owner` with a new key; returns the row and the key (shown once, never stored).
+    pub async fn create_owned_stream(
+        &self,
+        name: &str,
+        owner: Option<i64>,
+        visibility: Visibility,
+    ) -> Result<(StreamRow, String), DbError> {
         if !valid_name(name) {
             return Err(DbError::Conflict(format!(
                 "invalid stream name {name:?}: use 1-{MAX_NAME_LEN} characters a-z, 0-9, - and _"
@@ -84,11 +113,13 @@ impl Db {
         let key = stream_keys::generate();
         let now = now_ms();
         let result = sqlx::query(
-            "INSERT INTO streams (name, key_hash, visibility, created_at, updated_at) \
-             VALUES ($1, $2, 'public', $3, $3)",
+            "INSERT INTO streams (name, key_hash, visibility, owner_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(name)
         .bind(stream_keys::hash(&key))
+        .bind(visibility.as_str())
+        .bind(owner)
         .bind(now)
         .execute(self.pool())
         .await;
@@ -108,10 +139,25 @@ impl Db {
 
     /// The stream called `name`, if any.
     pub async fn find_stream(&self, name: &str) -> Result<Option<StreamRow>, DbError> {
-        let row = sqlx::query(
-            "SELECT id, name, key_hash, visibility, created_at FROM streams WHERE name = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE name = $1 AND deleted_at IS NULL"
+        ))
         .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(row_to_stream).transpose()
+    }
+
+    /// The stream with this id, if it exists and is not deleted.
+    pub async fn stream_by_id(&self, id: i64) -> Result<Option<StreamRow>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE id = $1 AND deleted_at IS NULL"
+        ))
+        .bind(id)
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(row_to_stream).transpose()
@@ -119,15 +165,113 @@ impl Db {
 
     /// Every stream, by name.
     pub async fn list_streams(&self) -> Result<Vec<StreamRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT id, name, key_hash, visibility, created_at FROM streams ORDER BY name",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE deleted_at IS NULL ORDER BY name"
+        ))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(row_to_stream).collect()
     }
 
-    /// How many streams exist.
+    /// The streams `owner` owns, by name.
+    pub async fn streams_of(&self, owner: i64) -> Result<Vec<StreamRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE owner_id = $1 AND deleted_at IS NULL ORDER BY name"
+        ))
+        .bind(owner)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(row_to_stream).collect()
+    }
+
+    /// Names of the public streams (the ones the home page may list).
+    pub async fn public_stream_names(&self) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query(
+            "SELECT name FROM streams WHERE visibility = 'public' AND deleted_at IS NULL ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("name").map_err(DbError::from))
+            .collect()
+    }
+
+    /// Renames a stream. A taken name is a `Conflict`.
+    pub async fn rename_stream(&self, id: i64, new_name: &str) -> Result<(), DbError> {
+        if !valid_name(new_name) {
+            return Err(DbError::Conflict(format!(
+                "invalid stream name {new_name:?}"
+            )));
+        }
+        let result = sqlx::query(
+            "UPDATE streams SET name = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+        )
+        .bind(new_name)
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.pool())
+        .await;
+        match result {
+            Ok(done) if done.rows_affected() == 0 => {
+                Err(DbError::NotFound(format!("no stream {id}")))
+            }
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(DbError::Conflict(
+                format!("stream {new_name:?} already exists"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a stream: its key stops working, its name is freed, its broadcasts and chunks stay.
+    pub async fn delete_stream(&self, id: i64) -> Result<(), DbError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE streams SET deleted_at = $1, updated_at = $1, key_hash = NULL, name = '~' || CAST(id AS TEXT) \
+             WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(format!("no stream {id}")));
+        }
+        Ok(())
+    }
+
+    /// Revokes every viewer token of a stream (they carry the old version); returns the new version.
+    pub async fn bump_viewer_token_version(&self, id: i64) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "UPDATE streams SET viewer_token_version = viewer_token_version + 1, updated_at = $1 \
+             WHERE id = $2 AND deleted_at IS NULL RETURNING viewer_token_version",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(r) => Ok(r.try_get("viewer_token_version")?),
+            None => Err(DbError::NotFound(format!("no stream {id}"))),
+        }
+    }
+
+    /// How many streams `owner` owns.
+    pub async fn count_streams_of(&self, owner: i64) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM streams WHERE owner_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(owner)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// How many streams exist (deleted ones included: this answers "is the database new?").
     pub async fn count_streams(&self) -> Result<i64, DbError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM streams")
             .fetch_one(self.pool())
@@ -138,7 +282,9 @@ impl Db {
     /// Replaces a stream's key with a new one (the old key stops working at once) and returns the new key.
     pub async fn rotate_stream_key(&self, name: &str) -> Result<String, DbError> {
         let key = stream_keys::generate();
-        let done = sqlx::query("UPDATE streams SET key_hash = $1, updated_at = $2 WHERE name = $3")
+        let done = sqlx::query(
+            "UPDATE streams SET key_hash = $1, updated_at = $2 WHERE name = $3 AND deleted_at IS NULL",
+        )
             .bind(stream_keys::hash(&key))
             .bind(now_ms())
             .bind(name)
@@ -153,7 +299,7 @@ impl Db {
     /// Removes a stream's key: nobody can publish to it until a new key is made.
     pub async fn revoke_stream_key(&self, name: &str) -> Result<(), DbError> {
         let done =
-            sqlx::query("UPDATE streams SET key_hash = NULL, updated_at = $1 WHERE name = $2")
+            sqlx::query("UPDATE streams SET key_hash = NULL, updated_at = $1 WHERE name = $2 AND deleted_at IS NULL")
                 .bind(now_ms())
                 .bind(name)
                 .execute(self.pool())
@@ -171,7 +317,7 @@ impl Db {
         visibility: Visibility,
     ) -> Result<(), DbError> {
         let done =
-            sqlx::query("UPDATE streams SET visibility = $1, updated_at = $2 WHERE name = $3")
+            sqlx::query("UPDATE streams SET visibility = $1, updated_at = $2 WHERE name = $3 AND deleted_at IS NULL")
                 .bind(visibility.as_str())
                 .bind(now_ms())
                 .bind(name)

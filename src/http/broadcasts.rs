@@ -1,59 +1,24 @@
-//! Past and live broadcasts: `GET /api/v1/streams/{stream}/broadcasts` (JSON: each broadcast with its chunks and,
-//! once ended, its root CID) and `GET /streams/{stream}/broadcasts/{id}/index.m3u8` (an HLS playlist of
-//! `/ipfs/{cid}` segments: a sliding window while live, VOD with `EXT-X-ENDLIST` once ended).
+//! Past and live broadcasts as HLS: `GET /streams/{stream}/broadcasts/{id}/index.m3u8` (a playlist of
+//! `/ipfs/{cid}` segments: a sliding window while live, VOD with `EXT-X-ENDLIST` once ended). The JSON listing,
+//! `GET /api/v1/streams/{stream}/broadcasts`, is part of the REST API (`http::api::streams`).
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::HttpError;
-use crate::db::broadcasts::{BroadcastRow, ChunkKind, ChunkRow};
+use crate::db::broadcasts::ChunkKind;
 use crate::db::streams::{StreamRow, Visibility};
 use crate::media::hls::{PlaylistChunk, PlaylistKind, playlist};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/streams/{stream}/broadcasts", get(list))
-        .route(
-            "/streams/{stream}/broadcasts/{id}/index.m3u8",
-            get(hls_playlist),
-        )
-}
-
-/// A chunk in the API.
-#[derive(Debug, Serialize)]
-pub struct ChunkView {
-    pub seq: i64,
-    pub kind: ChunkKind,
-    pub cid: String,
-    pub size: i64,
-    pub duration_ms: i64,
-}
-
-/// A broadcast in the API.
-#[derive(Debug, Serialize)]
-pub struct BroadcastView {
-    pub id: i64,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub root_cid: Option<String>,
-    /// Where to play it: this server's playlist, and (once ended) the playlist inside the IPFS directory, which
-    /// plays from any gateway.
-    pub playlist: String,
-    pub ipfs_playlist: Option<String>,
-    pub chunks: Vec<ChunkView>,
-}
-
-/// Query of the listing.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// Most broadcasts returned, newest first (1-100, default 20).
-    pub limit: Option<i64>,
+    Router::new().route(
+        "/streams/{stream}/broadcasts/{id}/index.m3u8",
+        get(hls_playlist),
+    )
 }
 
 async fn visible_stream(state: &AppState, stream: &str) -> Result<StreamRow, HttpError> {
@@ -68,45 +33,6 @@ async fn visible_stream(state: &AppState, stream: &str) -> Result<StreamRow, Htt
         ));
     }
     Ok(row)
-}
-
-fn view(stream: &str, b: BroadcastRow, chunks: Vec<ChunkRow>) -> BroadcastView {
-    BroadcastView {
-        playlist: format!("/streams/{stream}/broadcasts/{}/index.m3u8", b.id),
-        ipfs_playlist: b.root_cid.as_ref().map(|r| format!("/ipfs/{r}/index.m3u8")),
-        id: b.id,
-        started_at: b.started_at,
-        ended_at: b.ended_at,
-        root_cid: b.root_cid,
-        chunks: chunks
-            .into_iter()
-            .map(|c| ChunkView {
-                seq: c.seq,
-                kind: c.kind,
-                cid: c.cid,
-                size: c.size,
-                duration_ms: c.duration_ms,
-            })
-            .collect(),
-    }
-}
-
-async fn list(
-    State(state): State<AppState>,
-    Path(stream): Path<String>,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, HttpError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(HttpError::bad_request("limit must be between 1 and 100"));
-    }
-    let row = visible_stream(&state, &stream).await?;
-    let mut out = Vec::new();
-    for b in state.db.broadcasts_of_stream(row.id, limit).await? {
-        let chunks = state.db.chunks_of(b.id).await?;
-        out.push(view(&stream, b, chunks));
-    }
-    Ok(Json(serde_json::json!({ "stream": stream, "broadcasts": out })).into_response())
 }
 
 async fn hls_playlist(

@@ -1,5 +1,5 @@
 //! Health: `/healthz` answers while the process runs; `/readyz` checks what serving needs and names what is not
-//! ready in its JSON body. Also the small live-stream listing the home page reads.
+//! ready in its JSON body.
 
 use axum::Json;
 use axum::Router;
@@ -15,7 +15,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/live", get(live))
 }
 
 async fn healthz() -> Response {
@@ -51,8 +50,4 @@ async fn readyz(State(state): State<AppState>) -> Response {
         })),
     )
         .into_response()
-}
-
-async fn live(State(state): State<AppState>) -> Response {
-    Json(json!({ "streams": state.sfu.live_streams() })).into_response()
 }

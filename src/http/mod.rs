@@ -1,11 +1,14 @@
-//! The HTTP side: WHIP and WHEP endpoints, their session resources, health, the small JSON API and the web pages,
-//! with CORS, body limits and a request id on every request.
+//! The HTTP side: WHIP and WHEP endpoints, their session resources, health, the REST API under /api/v1 (with its
+//! OpenAPI document) and the web pages, with CORS, body limits, browser safety headers and a request id on every
+//! request.
 
+pub mod api;
 pub mod broadcasts;
 pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod negotiation;
+pub mod security;
 pub mod web;
 pub mod whep;
 pub mod whip;
@@ -25,6 +28,7 @@ use tower_http::request_id::{
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::db::Db;
 use crate::sfu::Sfu;
@@ -35,6 +39,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub sfu: Sfu,
+    pub auth: Arc<Auth>,
     pub ipfs: Arc<crate::store::IpfsNode>,
     pub archiver: crate::archive::worker::Archiver,
     pub started: Instant,
@@ -167,11 +172,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/whep/{stream}/{session}/layer", post(whep::choose_layer));
     let max_body = state.config.http.max_body_bytes;
+    let (api, _openapi) = api::router(&state.config);
     let gateway = gateway::router(state.ipfs.clone());
     Router::new()
         .merge(endpoints)
         .merge(sessions)
         .merge(health::router())
+        .merge(api)
         .merge(broadcasts::router())
         .merge(web::router())
         .route_layer(axum::middleware::from_fn(http_metrics))
@@ -179,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(cors(&state.config))
         .layer(axum::middleware::from_fn(accept_post_on_options))
+        .layer(axum::middleware::from_fn(security::safety_headers))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request

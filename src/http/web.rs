@@ -1,5 +1,8 @@
 //! The web pages, compiled into the binary (no build step): `/` lists live streams, `/watch/{stream}` plays with
-//! WHEP, `/publish/{stream}` publishes the camera, microphone or screen with WHIP.
+//! WHEP (with a viewer token from the link for private streams), `/publish/{stream}` publishes the camera,
+//! microphone or screen with WHIP; `/signup`, `/login`, `/account/verify`, `/account/forgot`, `/account/reset` and
+//! `/account` ("my streams") are the account pages. No inline script anywhere (the CSP forbids it) and no cookies:
+//! the pages call the API with bearer tokens.
 
 use axum::Router;
 use axum::extract::Path;
@@ -12,6 +15,12 @@ use super::AppState;
 const INDEX_HTML: &str = include_str!("web/index.html");
 const WATCH_HTML: &str = include_str!("web/watch.html");
 const PUBLISH_HTML: &str = include_str!("web/publish.html");
+const SIGNUP_HTML: &str = include_str!("web/signup.html");
+const LOGIN_HTML: &str = include_str!("web/login.html");
+const VERIFY_HTML: &str = include_str!("web/verify.html");
+const FORGOT_HTML: &str = include_str!("web/forgot.html");
+const RESET_HTML: &str = include_str!("web/reset.html");
+const ACCOUNT_HTML: &str = include_str!("web/account.html");
 
 /// Static assets by file name: (content type, body).
 fn asset(name: &str) -> Option<(&'static str, &'static str)> {
@@ -33,6 +42,18 @@ fn asset(name: &str) -> Option<(&'static str, &'static str)> {
             "text/javascript; charset=utf-8",
             include_str!("web/publish.js"),
         ),
+        "session.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/session.js"),
+        ),
+        "auth.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/auth.js"),
+        ),
+        "account.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/account.js"),
+        ),
         _ => return None,
     })
 }
@@ -42,6 +63,12 @@ pub fn router() -> Router<AppState> {
         .route("/", get(|| async { html(INDEX_HTML) }))
         .route("/watch/{stream}", get(|| async { html(WATCH_HTML) }))
         .route("/publish/{stream}", get(|| async { html(PUBLISH_HTML) }))
+        .route("/signup", get(|| async { html(SIGNUP_HTML) }))
+        .route("/login", get(|| async { html(LOGIN_HTML) }))
+        .route("/account", get(|| async { html(ACCOUNT_HTML) }))
+        .route("/account/verify", get(|| async { html(VERIFY_HTML) }))
+        .route("/account/forgot", get(|| async { html(FORGOT_HTML) }))
+        .route("/account/reset", get(|| async { html(RESET_HTML) }))
         .route("/assets/{name}", get(serve_asset))
 }
 
@@ -67,5 +94,42 @@ async fn serve_asset(Path(name): Path<String>) -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pages must run under the strict CSP: no inline script, no inline event handler, no inline style.
+    #[test]
+    fn pages_have_no_inline_script_or_style() {
+        for page in [
+            INDEX_HTML,
+            WATCH_HTML,
+            PUBLISH_HTML,
+            SIGNUP_HTML,
+            LOGIN_HTML,
+            VERIFY_HTML,
+            FORGOT_HTML,
+            RESET_HTML,
+            ACCOUNT_HTML,
+        ] {
+            for tag in page.split("<script").skip(1) {
+                assert!(
+                    tag.trim_start().starts_with("src=\"/assets/"),
+                    "inline or foreign script: <script{}",
+                    &tag[..tag.len().min(60)]
+                );
+                let assets = tag.split('"').nth(1).unwrap_or("");
+                let name = assets.trim_start_matches("/assets/");
+                assert!(asset(name).is_some(), "missing asset {name}");
+            }
+            assert!(!page.contains(" style="), "inline style");
+            assert!(
+                !page.contains(" onclick=") && !page.contains(" onload="),
+                "inline handler"
+            );
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! WHEP (draft-ietf-wish-whep): `POST /whep/{stream}` with an SDP offer watches a live stream; the session
 //! resource `/whep/{stream}/{session}` takes PATCH, DELETE, and `POST .../layer` to pick a simulcast layer.
-//! A tokenless viewer's unguessable session URL is its own capability.
+//! A tokenless viewer's unguessable session URL is its own capability. A private stream needs a viewer token
+//! (a JWT scoped to the stream) as `Authorization: Bearer`: none or an invalid one is 401, one for another stream
+//! 403. Requests count against the per-address WHEP limit, and those with a token against the per-token one.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,6 +14,9 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::HttpError;
 use super::negotiation::{self, authorized_session, bearer, read_offer};
+use super::security::ClientIp;
+use crate::auth::rate_limit::Action;
+use crate::auth::tokens;
 use crate::db::streams::Visibility;
 use crate::sfu::session::SessionRole;
 
@@ -22,14 +27,32 @@ pub struct WatchQuery {
     pub layer: Option<String>,
 }
 
+/// Counts a WHEP request from `ip` (and with its bearer token, if any) against the WHEP rate limits.
+fn check_limits(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Result<(), HttpError> {
+    state.auth.limits.check_ip(Action::Whep, ip)?;
+    if let Some(token) = bearer(headers) {
+        // Keyed by a hash prefix: rate-limit keys may be logged, tokens never are. (A SHA-256 in hex always has
+        // 64 characters, so the slice cannot fail.)
+        let key = format!("token:{}", &tokens::hash(token)[..16]);
+        state.auth.limits.check_account(Action::Whep, &key)?;
+    }
+    Ok(())
+}
+
 /// `POST /whep/{stream}`.
 pub async fn watch(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
     Query(query): Query<WatchQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    check_limits(&state, ip, &headers)?;
     let offer = read_offer(&headers, &body)?;
     let row = state
         .db
@@ -37,11 +60,12 @@ pub async fn watch(
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no stream {stream:?}")))?;
     let token = bearer(&headers);
-    if row.visibility == Visibility::Private {
-        // Viewer tokens arrive with accounts; until then a private stream is closed to everyone.
-        return Err(HttpError::unauthorized(
-            "this stream is private: it needs a viewer token",
-        ));
+    if row.visibility == Visibility::Private
+        && let Err(denied) = state.auth.check_viewer(&row, token)
+    {
+        tracing::info!(stream = %stream, reason = %denied, "WHEP refused for a private stream");
+        metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whep").increment(1);
+        return Err(denied.into());
     }
     let layer = query.layer.filter(|l| !l.is_empty());
     let accepted = state
@@ -55,10 +79,12 @@ pub async fn watch(
 /// `PATCH /whep/{stream}/{session}`.
 pub async fn patch(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    check_limits(&state, ip, &headers)?;
     negotiation::patch_session(
         &state,
         &headers,
@@ -73,9 +99,11 @@ pub async fn patch(
 /// `DELETE /whep/{stream}/{session}`.
 pub async fn delete(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
+    check_limits(&state, ip, &headers)?;
     negotiation::delete_session(&state, &headers, SessionRole::Viewer, &stream, &session)
 }
 

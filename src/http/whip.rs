@@ -1,5 +1,6 @@
 //! WHIP (RFC 9725): `POST /whip/{stream}` with an SDP offer and the stream key as bearer token publishes;
 //! the session resource `/whip/{stream}/{session}` takes PATCH (trickle, ICE restart) and DELETE.
+//! Every request counts against the per-address and per-account (the stream's owner) WHIP rate limits.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -9,16 +10,40 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::HttpError;
 use super::negotiation::{self, bearer, read_offer};
+use super::security::ClientIp;
+use crate::auth::rate_limit::Action;
 use crate::auth::stream_keys;
+use crate::db::streams::StreamRow;
 use crate::sfu::session::SessionRole;
+
+/// The account a stream's WHIP requests count against: its owner, or the stream itself when nobody owns it.
+fn account_key(row: &StreamRow) -> String {
+    match row.owner_id {
+        Some(owner) => format!("user:{owner}"),
+        None => format!("stream:{}", row.name),
+    }
+}
+
+/// Counts a WHIP request on `stream` against the per-account limit (the address was counted already).
+async fn check_account(state: &AppState, stream: &str) -> Result<(), HttpError> {
+    if let Some(row) = state.db.find_stream(stream).await? {
+        state
+            .auth
+            .limits
+            .check_account(Action::Whip, &account_key(&row))?;
+    }
+    Ok(())
+}
 
 /// `POST /whip/{stream}`.
 pub async fn publish(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    state.auth.limits.check_ip(Action::Whip, ip)?;
     let offer = read_offer(&headers, &body)?;
     let Some(token) = bearer(&headers) else {
         return Err(HttpError::unauthorized(
@@ -27,6 +52,12 @@ pub async fn publish(
     };
     // Unknown stream and wrong key answer alike, so keys cannot be used to discover stream names.
     let row = state.db.find_stream(&stream).await?;
+    if let Some(row) = &row {
+        state
+            .auth
+            .limits
+            .check_account(Action::Whip, &account_key(row))?;
+    }
     let authorized = row
         .as_ref()
         .and_then(|r| r.key_hash.as_deref())
@@ -47,10 +78,13 @@ pub async fn publish(
 /// `PATCH /whip/{stream}/{session}`.
 pub async fn patch(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    state.auth.limits.check_ip(Action::Whip, ip)?;
+    check_account(&state, &stream).await?;
     negotiation::patch_session(
         &state,
         &headers,
@@ -65,9 +99,12 @@ pub async fn patch(
 /// `DELETE /whip/{stream}/{session}`.
 pub async fn delete(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
+    state.auth.limits.check_ip(Action::Whip, ip)?;
+    check_account(&state, &stream).await?;
     negotiation::delete_session(&state, &headers, SessionRole::Publisher, &stream, &session)
 }
 

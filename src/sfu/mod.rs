@@ -320,6 +320,36 @@ impl Sfu {
         self.drop_stream_if_idle(&session.stream);
     }
 
+    /// Every publisher session.
+    pub fn publisher_sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.inner.sessions)
+            .values()
+            .filter(|s| s.role == SessionRole::Publisher)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `stream` has any session (a publisher, connecting or live, or viewers).
+    pub fn has_sessions(&self, stream: &str) -> bool {
+        lock(&self.inner.sessions)
+            .values()
+            .any(|s| s.stream == stream)
+    }
+
+    /// Ends every session of `stream` (of `role` only, when given), e.g. when its key is rotated or it is deleted.
+    /// Returns how many were ended.
+    pub fn end_sessions_of(&self, stream: &str, role: Option<SessionRole>, reason: &str) -> usize {
+        let ids: Vec<String> = lock(&self.inner.sessions)
+            .values()
+            .filter(|s| s.stream == stream && role.is_none_or(|r| s.role == r))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &ids {
+            self.end_session(id, reason);
+        }
+        ids.len()
+    }
+
     /// Keeps viewers attached for the grace period; ends them if no publisher came back by then.
     fn start_grace(&self, stream: Arc<Stream>, epoch: u64) {
         let grace = Duration::from_millis(self.inner.config.grace_period_ms);

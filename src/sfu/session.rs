@@ -109,6 +109,12 @@ impl Session {
         self.token_hash.is_some()
     }
 
+    /// SHA-256 (hex) of the token that created the session, if any: for a publisher, the stream key's hash as
+    /// stored in the database.
+    pub fn token_hash(&self) -> Option<&str> {
+        self.token_hash.as_deref()
+    }
+
     pub fn remote_offer(&self) -> String {
         self.remote_offer
             .lock()

@@ -37,10 +37,12 @@ pub async fn start_server(overrides: &str) -> TestServer {
         "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [media]\nudp_listen = \"127.0.0.1:0\"\ngrace_period_ms = 1500\nconnect_timeout_ms = 10000\n\
          [database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"warn\"\n\
+         [auth]\njwt_key_file = \"{}\"\n\
          [ipfs]\nrepo_dir = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nannounce = false\n\
          [server]\nshutdown_timeout_ms = 10000\n\
          [archive]\nmode = \"off\"\nwallets_dir = \"{}\"\n",
         db.display(),
+        dir.path().join("jwt-key").display(),
         dir.path().join("ipfs").display(),
         dir.path().join("no-wallets").display()
     );

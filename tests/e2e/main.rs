@@ -1,6 +1,9 @@
 //! End-to-end tests of zipIQ with real WebRTC peers (webrtc-rs) over loopback. One test binary (linking is the
 //! slow part of building tests), one module per area.
 
+mod account_env;
+mod accounts;
+mod accounts_db;
 mod archive_arlocal;
 mod archive_bundler;
 mod archive_queue;
@@ -12,6 +15,8 @@ mod fake_bundler;
 mod fanout;
 mod lifecycle;
 mod obs_interop;
+mod private_streams;
 mod recording;
 mod segmenter;
+mod smtp_sink;
 mod whip_whep_status;

@@ -3,6 +3,9 @@
 (() => {
   const stream = zipiq.streamName();
   document.getElementById("title").textContent = "Publishing to " + stream;
+  // "My streams" links here with the key in the fragment (never sent to a server).
+  const keyFromLink = zipiq.takeUrlToken("key");
+  if (keyFromLink) document.getElementById("key").value = keyFromLink;
   const watch = document.getElementById("watch-link");
   watch.href = "/watch/" + encodeURIComponent(stream);
   watch.textContent = location.origin + watch.getAttribute("href");

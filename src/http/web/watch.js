@@ -1,7 +1,9 @@
-// Watches /whep/<stream>, shows resolution, frame rate, bitrate and a latency estimate.
+// Watches /whep/<stream>, shows resolution, frame rate, bitrate and a latency estimate. A private stream needs the
+// viewer token of a viewer link (/watch/<stream>#token=... or ?token=...), sent to WHEP as a bearer token.
 "use strict";
 (() => {
   const stream = zipiq.streamName();
+  const viewerToken = zipiq.takeUrlToken();
   document.getElementById("title").textContent = stream;
   const video = document.getElementById("video");
   const status = document.getElementById("status");
@@ -24,12 +26,14 @@
     });
     try {
       stats.startedAt = performance.now();
-      resource = await zipiq.negotiate(pc, "/whep/" + encodeURIComponent(stream), null, {
+      resource = await zipiq.negotiate(pc, "/whep/" + encodeURIComponent(stream), viewerToken, {
         retries: 1000,
         onWait: (detail) => { status.textContent = "Waiting for the stream to go live…"; },
       });
     } catch (e) {
-      status.textContent = "Could not watch: " + e.message;
+      status.textContent = e.status === 401 || e.status === 403
+        ? "This stream is private: open it with the viewer link its owner gave you (" + e.message + ")"
+        : "Could not watch: " + e.message;
       stats.state = "error: " + e.message;
     }
   }
@@ -72,9 +76,11 @@
 
   async function chooseLayer() {
     if (!resource) return;
+    const headers = { "Content-Type": "application/json" };
+    if (viewerToken) headers["Authorization"] = "Bearer " + viewerToken;
     await fetch(resource + "/layer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers,
       body: JSON.stringify({ layer: layerSelect.value || null }),
     });
   }
@@ -95,6 +101,6 @@
   }
 
   document.getElementById("unmute").addEventListener("click", () => { video.muted = false; video.play(); });
-  window.addEventListener("pagehide", () => zipiq.end(resource));
+  window.addEventListener("pagehide", () => zipiq.end(resource, viewerToken));
   start().then(loadLayers);
 })();

@@ -33,7 +33,9 @@ const zipiq = (() => {
         await new Promise((r) => setTimeout(r, wait * 1000));
         continue;
       }
-      throw new Error(`${res.status} ${detail}`.trim());
+      const err = new Error(`${res.status} ${detail}`.trim());
+      err.status = res.status;
+      throw err;
     }
   }
 
@@ -48,5 +50,12 @@ const zipiq = (() => {
     return decodeURIComponent(parts[parts.length - 1] || "live");
   }
 
-  return { negotiate, end, streamName };
+  // A secret handed over in the page URL (#name=... or ?name=...), removed from the address bar and history.
+  function takeUrlToken(name = "token") {
+    const value = new URLSearchParams(location.hash.slice(1)).get(name) || new URLSearchParams(location.search).get(name);
+    if (value) history.replaceState(null, "", location.pathname);
+    return value;
+  }
+
+  return { negotiate, end, streamName, takeUrlToken };
 })();

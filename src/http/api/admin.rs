@@ -1,0 +1,213 @@
+//! `/api/v1/admin/*`: users (list, change role, disable) and the audit log. Admins only; every change is itself
+//! audit-logged. An admin cannot demote or disable themselves, nor the last active admin (nobody could undo it
+//! over the API).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::accounts::User;
+use super::{Admin, ApiJson, ApiPath};
+use crate::auth::validate::FieldError;
+use crate::db::audit::{AuditQuery, AuditRow, actions};
+use crate::db::users::Role;
+use crate::http::AppState;
+use crate::http::error::{HttpError, Problem};
+use crate::http::security::ClientIp;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(update_user))
+        .routes(routes!(audit_log))
+}
+
+/// Users by id.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub users: Vec<User>,
+}
+
+/// Paging of the user list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    /// Only users with an id above this.
+    pub after: Option<i64>,
+    /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// Changes to a user (each optional).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+    /// true ends every session of the user and refuses logins.
+    pub disabled: Option<bool>,
+}
+
+/// Audit entries, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditRow>,
+}
+
+/// Filters of the audit log.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only this action (e.g. `login`, `refresh_token.reuse`, `stream.key_rotated`).
+    pub action: Option<String>,
+    /// Only entries by this user id.
+    pub actor_id: Option<i64>,
+    /// Only entries older than this entry id (paging).
+    pub before: Option<i64>,
+    /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+fn limit(value: Option<i64>) -> Result<i64, HttpError> {
+    let limit = value.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(FieldError::new("limit", "must be between 1 and 1000").into())
+    }
+}
+
+/// Every user.
+#[utoipa::path(
+    get, path = "/api/v1/admin/users", tag = "admin",
+    security(("bearer" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, description = "Users by id", body = UserList),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    q: Result<Query<UserQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UserList>, HttpError> {
+    let q = super::query(q)?;
+    let rows = state
+        .db
+        .list_users(q.after.unwrap_or(0), limit(q.limit)?)
+        .await?;
+    Ok(Json(UserList {
+        users: rows.iter().map(User::from).collect(),
+    }))
+}
+
+/// Change a user's role or disable them.
+#[utoipa::path(
+    patch, path = "/api/v1/admin/users/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "The changed user", body = User),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "That would demote or disable the caller, or leave no active admin", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_user(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Admin(admin): Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UserUpdate>,
+) -> Result<Json<User>, HttpError> {
+    let not_found = || HttpError::not_found(format!("no user {id:?}"));
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let user = state.db.user_by_id(id).await?.ok_or_else(not_found)?;
+    let demotes = body.role.is_some_and(|r| r != Role::Admin) || body.disabled == Some(true);
+    if demotes && id == admin.user.id {
+        return Err(HttpError::new(
+            axum::http::StatusCode::CONFLICT,
+            "an admin cannot demote or disable their own account; another admin can",
+        ));
+    }
+    if demotes
+        && user.role == Role::Admin
+        && !user.is_disabled()
+        && state.db.count_active_with_role(Role::Admin).await? <= 1
+    {
+        return Err(HttpError::new(
+            axum::http::StatusCode::CONFLICT,
+            "this is the last active admin; make another admin first",
+        ));
+    }
+    if let Some(role) = body.role.filter(|r| *r != user.role) {
+        state.db.set_user_role(id, role).await?;
+        state
+            .db
+            .audit(
+                admin
+                    .audit(actions::ADMIN_ROLE_CHANGED, ip)
+                    .target(format!("user:{id}"))
+                    .detail("from", user.role.as_str())
+                    .detail("to", role.as_str()),
+            )
+            .await?;
+    }
+    if let Some(disabled) = body.disabled.filter(|d| *d != user.is_disabled()) {
+        state.db.set_user_disabled(id, disabled).await?;
+        let action = if disabled {
+            actions::ADMIN_USER_DISABLED
+        } else {
+            actions::ADMIN_USER_ENABLED
+        };
+        state
+            .db
+            .audit(admin.audit(action, ip).target(format!("user:{id}")))
+            .await?;
+    }
+    let user = state.db.user_by_id(id).await?.ok_or_else(not_found)?;
+    Ok(Json(User::from(&user)))
+}
+
+/// The audit log, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/admin/audit", tag = "admin",
+    security(("bearer" = [])),
+    params(AuditParams),
+    responses(
+        (status = 200, description = "Entries, newest first", body = AuditList),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditList>, HttpError> {
+    let q = super::query(q)?;
+    let entries = state
+        .db
+        .audit_log(&AuditQuery {
+            action: q.action,
+            actor_id: q.actor_id,
+            before_id: q.before,
+            limit: limit(q.limit)?,
+        })
+        .await?;
+    Ok(Json(AuditList { entries }))
+}

@@ -1,0 +1,318 @@
+//! Streams owned by accounts, with real WebRTC peers (zipiq::client) on SQLite and PostgreSQL: a private stream's
+//! WHEP refuses viewers without a viewer token (401), with a bad one (401) or one for another stream (403), and
+//! plays to a good one; revoking viewer tokens ends them; a rotated stream key disconnects the publisher at once
+//! and refuses its next attempt with the old key, as OBS makes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use zipiq::client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+
+use crate::account_env::{ENGINES, Env};
+use crate::common::{eventually, packet, video_payload};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Sends synthetic H.264 (a keyframe every 25 packets) every 10 ms until `stop`.
+fn pump(publisher: Arc<WhipClient>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i: u32 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let p = packet(
+                i as u16,
+                i.wrapping_mul(3000),
+                true,
+                video_payload(0, i, 25),
+            );
+            let _ = publisher.send_video(0, &p).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+fn refused_status(result: Result<WhepClient, ClientError>) -> u16 {
+    match result {
+        Err(ClientError::Refused { status, .. }) => status,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a session"),
+    }
+}
+
+fn watch() -> WatchOptions {
+    WatchOptions {
+        audio: false,
+        ..WatchOptions::default()
+    }
+}
+
+fn publish() -> PublishOptions {
+    PublishOptions {
+        audio: false,
+        ..PublishOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_stream_plays_only_with_its_viewer_token() {
+    for engine in ENGINES {
+        let mut env = Env::start(engine, "").await;
+        let login = env.verified_login("gus@example.org", PASSWORD).await;
+        let token = login.str("access_token");
+        let created = env
+            .post(
+                "/api/v1/streams",
+                json!({"name": "secret", "visibility": "private"}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{engine}: {}", created.body);
+        let key = created.str("key");
+        let other = env
+            .post(
+                "/api/v1/streams",
+                json!({"name": "other", "visibility": "private"}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(other.status, 201);
+
+        let publisher = Arc::new(
+            WhipClient::connect(&env.server.whip("secret"), Some(&key), publish())
+                .await
+                .expect("the owner publishes with the stream key"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let pumping = pump(publisher.clone(), stop.clone());
+        let sfu = env.server.server.sfu.clone();
+        assert!(eventually(Duration::from_secs(5), || sfu.is_live("secret")).await);
+        let live = env.get("/api/v1/live", None).await;
+        assert!(
+            !live.body.to_string().contains("secret"),
+            "{engine}: private streams are never listed: {}",
+            live.body
+        );
+
+        let whep = env.server.whep("secret");
+        assert_eq!(
+            refused_status(WhepClient::connect(&whep, None, watch()).await),
+            401,
+            "{engine}: no token"
+        );
+        assert_eq!(
+            refused_status(WhepClient::connect(&whep, Some("not.a.token"), watch()).await),
+            401,
+            "{engine}: garbage token"
+        );
+        assert_eq!(
+            refused_status(WhepClient::connect(&whep, Some(&token), watch()).await),
+            401,
+            "{engine}: an access token is not a viewer token"
+        );
+        let for_other = env
+            .post(
+                "/api/v1/streams/other/viewer-tokens",
+                json!({}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(for_other.status, 201);
+        assert_eq!(
+            refused_status(
+                WhepClient::connect(&whep, Some(&for_other.str("token")), watch()).await
+            ),
+            403,
+            "{engine}: a token for another stream"
+        );
+
+        let viewer_token = env
+            .post(
+                "/api/v1/streams/secret/viewer-tokens",
+                json!({"ttl_seconds": 600}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(viewer_token.status, 201, "{}", viewer_token.body);
+        assert!(
+            viewer_token
+                .str("watch_url")
+                .contains("/watch/secret#token=")
+        );
+        let good = viewer_token.str("token");
+        let mut viewer = WhepClient::connect(&whep, Some(&good), watch())
+            .await
+            .expect("a good viewer token watches");
+        let got = tokio::time::timeout(Duration::from_secs(5), viewer.packets.recv()).await;
+        assert!(matches!(got, Ok(Some(_))), "{engine}: media flows");
+
+        // Revoking every viewer token ends the viewers and refuses the token from then on.
+        let revoked = env
+            .call(
+                Method::DELETE,
+                "/api/v1/streams/secret/viewer-tokens",
+                Some(&token),
+            )
+            .await;
+        assert_eq!(revoked.status, 204);
+        assert!(
+            eventually(Duration::from_secs(5), || sfu.counts().viewers == 0).await,
+            "{engine}: viewers ended"
+        );
+        assert_eq!(
+            refused_status(WhepClient::connect(&whep, Some(&good), watch()).await),
+            401,
+            "{engine}: revoked token"
+        );
+        let _ = viewer.close().await;
+
+        // Another account cannot manage or even see the stream.
+        let intruder = env.verified_login("hal@example.org", PASSWORD).await;
+        let a = env
+            .post(
+                "/api/v1/streams/secret/viewer-tokens",
+                json!({}),
+                Some(&intruder.str("access_token")),
+            )
+            .await;
+        assert_eq!(a.status, 404, "{engine}");
+        let a = env
+            .get(
+                "/api/v1/streams/secret/broadcasts",
+                Some(&intruder.str("access_token")),
+            )
+            .await;
+        assert_eq!(
+            a.status, 404,
+            "{engine}: a private stream's archive is not listed"
+        );
+
+        stop.store(true, Ordering::Relaxed);
+        let _ = pumping.await;
+        if let Ok(publisher) = Arc::try_unwrap(publisher) {
+            let _ = publisher.close().await;
+        }
+        env.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_stream_key_stops_the_publisher_and_its_next_attempt() {
+    for engine in ENGINES {
+        let mut env = Env::start(engine, "").await;
+        let login = env.verified_login("ida@example.org", PASSWORD).await;
+        let token = login.str("access_token");
+        let created = env
+            .post("/api/v1/streams", json!({"name": "show"}), Some(&token))
+            .await;
+        assert_eq!(created.status, 201, "{engine}: {}", created.body);
+        assert_eq!(created.body["stream"]["visibility"], "public");
+        let old_key = created.str("key");
+        let whip = env.server.whip("show");
+        // OBS-style: audio on mid 0 (Opus), video on mid 1 (H.264), the key as bearer token.
+        let publisher = WhipClient::connect(&whip, Some(&old_key), PublishOptions::default())
+            .await
+            .expect("publishes with the first key");
+        let sfu = env.server.server.sfu.clone();
+        assert!(sfu.has_sessions("show"));
+
+        let rotated = env
+            .call(Method::POST, "/api/v1/streams/show/key", Some(&token))
+            .await;
+        assert_eq!(rotated.status, 200, "{engine}: {}", rotated.body);
+        let new_key = rotated.str("key");
+        assert_ne!(new_key, old_key);
+        assert!(
+            eventually(Duration::from_secs(5), || !sfu.has_sessions("show")).await,
+            "{engine}: the live publisher is disconnected at once"
+        );
+        // OBS reconnects with the key it has: refused.
+        match WhipClient::connect(&whip, Some(&old_key), PublishOptions::default()).await {
+            Err(ClientError::Refused { status, .. }) => assert_eq!(status, 401, "{engine}"),
+            Err(e) => panic!("{engine}: expected 401, got {e}"),
+            Ok(_) => panic!("{engine}: the old key still publishes"),
+        }
+        let again = WhipClient::connect(&whip, Some(&new_key), PublishOptions::default())
+            .await
+            .expect("the new key publishes");
+        let rotations = env.audit("stream.key_rotated").await;
+        assert_eq!(rotations.len(), 1, "{engine}");
+        assert_eq!(rotations[0].details["publishers_ended"], 1);
+        let _ = again.close().await;
+        publisher.drop_connection().await;
+
+        // Rename, visibility and deletion; a deleted stream's name is free again.
+        let a = env
+            .patch(
+                "/api/v1/streams/show",
+                json!({"name": "show-2", "visibility": "unlisted"}),
+                &token,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{engine}: {}", a.body);
+        assert_eq!(a.body["name"], "show-2");
+        assert_eq!(a.body["visibility"], "unlisted");
+        let a = env
+            .call(Method::DELETE, "/api/v1/streams/show-2", Some(&token))
+            .await;
+        assert_eq!(a.status, 204);
+        assert_eq!(
+            refused_status_whip(
+                WhipClient::connect(&env.server.whip("show-2"), Some(&new_key), publish()).await
+            ),
+            401,
+            "{engine}: a deleted stream's key is dead"
+        );
+        let a = env
+            .post("/api/v1/streams", json!({"name": "show-2"}), Some(&token))
+            .await;
+        assert_eq!(a.status, 201, "{engine}: the name is free again");
+        let a = env
+            .post("/api/v1/streams", json!({"name": "Bad Name"}), Some(&token))
+            .await;
+        assert_eq!(a.status, 422);
+        assert_eq!(a.body["field"], "name");
+        let a = env
+            .post("/api/v1/streams", json!({"name": "live"}), Some(&token))
+            .await;
+        assert_eq!(a.status, 409, "{engine}: taken");
+        env.stop().await;
+    }
+}
+
+fn refused_status_whip(result: Result<WhipClient, ClientError>) -> u16 {
+    match result {
+        Err(ClientError::Refused { status, .. }) => status,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a session"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_outside_this_server_stops_its_publisher_at_the_next_check() {
+    for engine in ENGINES {
+        let env = Env::start(engine, "").await;
+        let server = &env.server.server;
+        let publisher =
+            WhipClient::connect(&env.server.whip("live"), Some(&env.server.key), publish())
+                .await
+                .expect("publishes");
+        assert_eq!(
+            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            0,
+            "{engine}: a current key is left alone"
+        );
+        // What `zipiq keys create live` (another process) or another node's API does.
+        server.db.rotate_stream_key("live").await.expect("rotate");
+        assert_eq!(
+            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            1,
+            "{engine}"
+        );
+        assert!(!server.sfu.has_sessions("live"));
+        publisher.drop_connection().await;
+        env.stop().await;
+    }
+}
