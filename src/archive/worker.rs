@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use super::ans104::{self, DataItem};
 use super::arweave_tx::TransactionBuilder;
@@ -55,7 +56,6 @@ struct Inner {
     gateway_breaker: Breaker,
     worker: String,
     backoff: Backoff,
-    slots: Arc<Semaphore>,
 }
 
 /// The archiver (cheap to clone).
@@ -123,7 +123,6 @@ impl Archiver {
                         config.retry_max_ms.max(config.retry_base_ms.max(1)),
                     ),
                 },
-                slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
                 config,
             }),
         })
@@ -201,7 +200,10 @@ impl Archiver {
 
     /// Runs one pass over every due job and waits for it to finish (tests step the queue with it).
     pub async fn pass(&self) -> usize {
-        pass(&self.inner).await
+        let mut running = JoinSet::new();
+        let n = pass(&self.inner, &mut running).await;
+        while running.join_next().await.is_some() {}
+        n
     }
 }
 
@@ -214,31 +216,50 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 
 async fn run_workers(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let idle = Duration::from_millis(inner.config.poll_ms.max(50));
+    // Per-item work in flight (signing, uploading, confirming): a finished job frees its slot for the next claim at
+    // once, so one slow upload never holds the others back.
+    let mut running: JoinSet<()> = JoinSet::new();
     loop {
         if *stop.borrow() {
-            return;
+            break;
         }
+        while running.try_join_next().is_some() {}
         let busy = if inner.config.mode == ArchiveMode::Off || !inner.wallets.has_usable() {
             0
         } else {
-            pass(&inner).await
+            pass(&inner, &mut running).await
         };
-        if busy == 0 && sleep_or_stop(&mut stop, idle).await {
-            return;
+        if busy == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = stop.wait_for(|s| *s) => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
         }
     }
+    // Shutdown: let uploads in flight finish for a moment; whatever is cut off keeps its stored signed bytes and its
+    // lease runs out, so the next start sends the same item again.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    running.abort_all();
 }
 
-/// Claims and runs due jobs: signing and (bundler mode) uploading in parallel slots; (gateway mode) signed items
-/// bundled into one transaction; uploaded ones checked for confirmation. Returns how many jobs it handled.
-async fn pass(inner: &Arc<Inner>) -> usize {
+/// Claims due jobs for the free slots and starts them (signing and, in bundler mode, uploading and confirming);
+/// in gateway mode bundles the signed items into one transaction. Returns how many jobs it started or handled.
+async fn pass(inner: &Arc<Inner>, running: &mut JoinSet<()>) -> usize {
     let lease = inner.config.lease_ms as i64;
     let mut handled = 0;
     let per_item_states: &[JobState] = match inner.config.mode {
         ArchiveMode::Bundler => &[JobState::Pending, JobState::Signed, JobState::Uploaded],
         _ => &[JobState::Pending, JobState::Uploaded],
     };
-    let free = inner.slots.available_permits() as i64;
+    let free = inner
+        .config
+        .concurrency
+        .max(1)
+        .saturating_sub(running.len()) as i64;
     if free > 0 {
         match inner
             .db
@@ -246,20 +267,10 @@ async fn pass(inner: &Arc<Inner>) -> usize {
             .await
         {
             Ok(jobs) => {
-                let mut tasks = Vec::with_capacity(jobs.len());
                 for job in jobs {
                     handled += 1;
-                    let Ok(permit) = inner.slots.clone().acquire_owned().await else {
-                        break;
-                    };
                     let inner = inner.clone();
-                    tasks.push(tokio::spawn(async move {
-                        process(&inner, job).await;
-                        drop(permit);
-                    }));
-                }
-                for t in tasks {
-                    let _ = t.await;
+                    running.spawn(async move { process(&inner, job).await });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "claiming archive jobs failed"),

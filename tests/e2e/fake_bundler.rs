@@ -30,6 +30,8 @@ pub struct Ledger {
     pub items: HashMap<String, Bytes>,
     /// Every POST: (instant, owner address, item id, status answered).
     pub posts: Vec<(Instant, String, String, u16)>,
+    /// Every verified item id as its POST arrived, before the answer (a POST cut by a crash shows here only).
+    pub received: Vec<String>,
     /// Items that failed verification (must stay empty).
     pub invalid: Vec<String>,
     pub script: Vec<Scripted>,
@@ -88,6 +90,7 @@ async fn post_tx(
     let owner = item.owner_address();
     let (step, delay) = {
         let mut l = ledger.lock().unwrap();
+        l.received.push(id.clone());
         if l.broke_wallets.contains(&owner) {
             l.posts.push((Instant::now(), owner, id, 402));
             return (

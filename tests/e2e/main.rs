@@ -6,6 +6,7 @@ mod accounts;
 mod accounts_db;
 mod archive_arlocal;
 mod archive_bundler;
+mod archive_crash;
 mod archive_queue;
 mod arlocal;
 mod common;
