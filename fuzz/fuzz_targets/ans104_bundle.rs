@@ -8,5 +8,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(items) = ans104::parse_bundle(data.to_vec()) else {
         return;
     };
-    assert_eq!(&ans104::bundle(&items)[..], data, "a parsed bundle lays out differently");
+    assert_eq!(
+        &ans104::bundle(&items)[..],
+        data,
+        "a parsed bundle lays out differently"
+    );
 });

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(item.len(), data.len());
     assert_eq!(&item.data()[..], &data[data.len() - item.data_len()..]);
-    assert_eq!(avro_tags::decode(item.raw_tags()).as_deref(), Ok(item.tags()));
+    assert_eq!(
+        avro_tags::decode(item.raw_tags()).as_deref(),
+        Ok(item.tags())
+    );
     assert!(item.target().is_none_or(|t| t.len() == 32));
     assert!(item.anchor().is_none_or(|a| a.len() == 32));
     let again = DataItem::parse(item.as_bytes().clone()).expect("a parsed item parses again");

@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
         let mut reader = CarReader::new(data).await?;
         assert!(!reader.roots().is_empty());
         while let Some((cid, bytes)) = reader.next_block().await? {
-            assert_eq!(block::verify(&cid, &bytes), Ok(()), "the reader passed on an unverified block");
+            assert_eq!(
+                block::verify(&cid, &bytes),
+                Ok(()),
+                "the reader passed on an unverified block"
+            );
         }
         Ok::<_, CarError>(())
     });

@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
             let printed = path.to_uri_path();
             let again = ContentPath::parse(&printed)
                 .unwrap_or_else(|e| panic!("our own path {printed:?} must parse: {e}"));
-            assert_eq!(again, path, "round trip of {candidate:?} through {printed:?}");
+            assert_eq!(
+                again, path,
+                "round trip of {candidate:?} through {printed:?}"
+            );
         }
     }
 });

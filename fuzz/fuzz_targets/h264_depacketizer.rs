@@ -20,7 +20,12 @@ fuzz_target!(|data: &[u8]| {
         let payload = Bytes::copy_from_slice(&rest[8..8 + len]);
         rest = &rest[8 + len..];
         let packet = rtp::packet::Packet {
-            header: rtp::header::Header { sequence_number: seq, timestamp: ts, marker, ..Default::default() },
+            header: rtp::header::Header {
+                sequence_number: seq,
+                timestamp: ts,
+                marker,
+                ..Default::default()
+            },
             payload,
         };
         for unit in d.push(packet, now) {

@@ -8,8 +8,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(frag) = parse(text) {
             if let (Some(u), Some(p)) = (&frag.ice_ufrag, &frag.ice_pwd) {
-                let candidates: Vec<String> =
-                    frag.candidates.iter().map(|c| c.candidate.clone()).collect();
+                let candidates: Vec<String> = frag
+                    .candidates
+                    .iter()
+                    .map(|c| c.candidate.clone())
+                    .collect();
                 let out = write_restart_answer(u, p, &[("audio".into(), "0".into())], &candidates);
                 assert!(parse(&out).is_ok(), "our own answer must parse: {out:?}");
             }

@@ -11,9 +11,15 @@ use zipiq::media::{MediaKind, SegmentKind, Segmenter, SegmenterConfig, TapEvent}
 
 fuzz_target!(|data: &[u8]| {
     let codecs = default_codecs();
-    let mut s = Segmenter::new(SegmenterConfig { target_duration: Duration::from_millis(200), max_segment_bytes: 64 * 1024 });
+    let mut s = Segmenter::new(SegmenterConfig {
+        target_duration: Duration::from_millis(200),
+        max_segment_bytes: 64 * 1024,
+    });
     let start = Instant::now();
-    let mut out = s.push(TapEvent::Started { audio: codecs.audio, video: codecs.video });
+    let mut out = s.push(TapEvent::Started {
+        audio: codecs.audio,
+        video: codecs.video,
+    });
     // Records: [kind/flags u8][seq u16][ts u32][ssrc u8][ms u8][len u8][payload]
     let mut rest = data;
     let mut at = Duration::ZERO;
@@ -30,12 +36,26 @@ fuzz_target!(|data: &[u8]| {
             out.extend(s.push(TapEvent::PublisherLost));
             continue;
         }
-        let kind = if flags & 1 == 1 { MediaKind::Video } else { MediaKind::Audio };
+        let kind = if flags & 1 == 1 {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
         let packet = rtp::packet::Packet {
-            header: rtp::header::Header { sequence_number: seq, timestamp: ts, marker: flags & 2 == 2, ssrc, ..Default::default() },
+            header: rtp::header::Header {
+                sequence_number: seq,
+                timestamp: ts,
+                marker: flags & 2 == 2,
+                ssrc,
+                ..Default::default()
+            },
             payload,
         };
-        out.extend(s.push(TapEvent::Rtp { kind, packet, arrival: start + at }));
+        out.extend(s.push(TapEvent::Rtp {
+            kind,
+            packet,
+            arrival: start + at,
+        }));
     }
     out.extend(s.finish());
     for seg in out.iter().filter(|s| s.kind == SegmentKind::Media) {

@@ -10,7 +10,8 @@ use zipiq::store::unixfs::{PbNode, UnixfsData};
 fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);
     if let Ok(node) = PbNode::decode(&bytes) {
-        let again = PbNode::decode(&Bytes::from(node.encode())).expect("our own encoding must decode");
+        let again =
+            PbNode::decode(&Bytes::from(node.encode())).expect("our own encoding must decode");
         assert_eq!(again, node);
         if let Some(inner) = &node.data
             && let Ok(unixfs) = UnixfsData::decode(inner)
@@ -23,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(unixfs) = UnixfsData::decode(&bytes) {
         let _ = unixfs.content_size();
-        let _ = UnixfsData::decode(&Bytes::from(unixfs.encode())).expect("our own encoding must decode");
+        let _ = UnixfsData::decode(&Bytes::from(unixfs.encode()))
+            .expect("our own encoding must decode");
     }
 });
