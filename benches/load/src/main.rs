@@ -78,6 +78,9 @@ struct Args {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
     /// Where the generated media is cached.
     #[arg(long, default_value = "target/zipiq-load-media")]
     media_dir: PathBuf,
@@ -168,6 +171,7 @@ impl Interrupt {
 struct SessionUrl {
     resource: Url,
     bearer: Option<String>,
+    publisher: bool,
 }
 
 /// Threads and sessions to stop and delete, whatever happens.
@@ -201,31 +205,33 @@ impl Teardown {
         (reports, errors)
     }
 
-    /// DELETEs every session, 32 at a time; returns (deleted, failed).
+    /// DELETEs every session, 32 at a time, viewers before the publisher (so no viewer sees its stream end
+    /// under it); returns (deleted, failed).
     async fn delete_sessions(&mut self, signaling: &Signaling) -> (usize, usize) {
         let mut deleted = 0;
         let mut failed = 0;
-        // Viewers first, the publisher (first in the list) last.
-        let mut sessions: Vec<SessionUrl> = self.sessions.drain(..).collect();
-        sessions.reverse();
-        for chunk in sessions.chunks(32) {
-            let mut set = JoinSet::new();
-            for s in chunk {
-                let signaling = signaling.clone();
-                let resource = s.resource.clone();
-                let bearer = s.bearer.clone();
-                set.spawn(async move { signaling.delete(&resource, bearer.as_deref()).await });
-            }
-            while let Some(done) = set.join_next().await {
-                match done {
-                    Ok(Ok(())) => deleted += 1,
-                    Ok(Err(e)) => {
-                        failed += 1;
-                        if failed <= 3 {
-                            eprintln!("zipiq-load: DELETE failed: {e}");
+        let (publishers, viewers): (Vec<SessionUrl>, Vec<SessionUrl>) =
+            self.sessions.drain(..).partition(|s| s.publisher);
+        for group in [viewers, publishers] {
+            for chunk in group.chunks(32) {
+                let mut set = JoinSet::new();
+                for s in chunk {
+                    let signaling = signaling.clone();
+                    let resource = s.resource.clone();
+                    let bearer = s.bearer.clone();
+                    set.spawn(async move { signaling.delete(&resource, bearer.as_deref()).await });
+                }
+                while let Some(done) = set.join_next().await {
+                    match done {
+                        Ok(Ok(())) => deleted += 1,
+                        Ok(Err(e)) => {
+                            failed += 1;
+                            if failed <= 3 {
+                                eprintln!("zipiq-load: DELETE failed: {e}");
+                            }
                         }
+                        Err(_) => failed += 1,
                     }
-                    Err(_) => failed += 1,
                 }
             }
         }
@@ -388,6 +394,7 @@ async fn measure(
     teardown.sessions.push(SessionUrl {
         resource: created.resource.clone(),
         bearer: Some(args.key.clone()),
+        publisher: true,
     });
     peer::accept_answer(&mut rtc, offer.pending, &created.answer).map_err(|e| anyhow!(e))?;
     let handle = publisher::spawn(
@@ -448,6 +455,7 @@ async fn measure(
                 teardown.sessions.push(SessionUrl {
                     resource,
                     bearer: args.viewer_token.clone(),
+                    publisher: false,
                 });
                 let subscriber = joined.map_err(|e| anyhow!("the first subscriber: {e}"))?;
                 teardown.workers[0]
@@ -485,6 +493,7 @@ async fn measure(
                     teardown.sessions.push(SessionUrl {
                         resource,
                         bearer: args.viewer_token.clone(),
+                        publisher: false,
                     });
                     match joined {
                         Ok(subscriber) => {
@@ -844,6 +853,7 @@ async fn run(args: Args) -> Result<Report, (anyhow::Error, bool)> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let json = args.json;
+    let json_out = args.json_out.clone();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -856,16 +866,23 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(report) => {
-            if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("zipiq-load: JSON: {e}");
-                        return ExitCode::FAILURE;
-                    }
+            let text = match serde_json::to_string_pretty(&report) {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!("zipiq-load: JSON: {e}");
+                    return ExitCode::FAILURE;
                 }
+            };
+            if json {
+                println!("{text}");
             } else {
                 print!("{}", report.table());
+            }
+            if let Some(path) = json_out
+                && let Err(e) = std::fs::write(&path, text + "\n")
+            {
+                eprintln!("zipiq-load: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
