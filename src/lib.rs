@@ -59,6 +59,11 @@ impl Server {
     /// Opens the database (migrating it), binds every listener and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<(Server, Option<FirstStream>)> {
         let config = Arc::new(config);
+        // The metrics recorder goes in before anything counts, or the first packets, requests and segments would
+        // be counted by no one.
+        if telemetry::prometheus().is_none() {
+            tracing::warn!("another metrics recorder is installed: /metrics will not answer");
+        }
         let db = Db::connect(&config.database).await.with_context(|| {
             format!("opening the database {}", redact_url(&config.database.url))
         })?;
@@ -222,6 +227,10 @@ fn spawn_gauges(
             metrics::gauge!("zipiq_db_pool_connections", "state" => "in_use")
                 .set((f64::from(size) - idle).max(0.0));
             metrics::gauge!("zipiq_ipfs_connected_peers").set(ipfs.connected_peers().await as f64);
+            // Histograms are summarised by the exporter's upkeep (installed without its own upkeep task).
+            if let Some(handle) = telemetry::prometheus() {
+                handle.run_upkeep();
+            }
         }
     })
 }

@@ -1,7 +1,8 @@
 //! The web pages, compiled into the binary (no build step): `/` lists live streams, `/watch/{stream}` plays with
 //! WHEP (with a viewer token from the link for private streams), `/publish/{stream}` publishes the camera,
 //! microphone or screen with WHIP; `/signup`, `/login`, `/account/verify`, `/account/forgot`, `/account/reset` and
-//! `/account` ("my streams") are the account pages. No inline script anywhere (the CSP forbids it) and no cookies:
+//! `/account` ("my streams") are the account pages; `/replay/{cid}` replays a finished broadcast from its root
+//! CID with hls.js (vendored). No inline script anywhere (the CSP forbids it) and no cookies:
 //! the pages call the API with bearer tokens.
 
 use axum::Router;
@@ -21,6 +22,7 @@ const VERIFY_HTML: &str = include_str!("web/verify.html");
 const FORGOT_HTML: &str = include_str!("web/forgot.html");
 const RESET_HTML: &str = include_str!("web/reset.html");
 const ACCOUNT_HTML: &str = include_str!("web/account.html");
+const REPLAY_HTML: &str = include_str!("web/replay.html");
 
 /// Static assets by file name: (content type, body).
 fn asset(name: &str) -> Option<(&'static str, &'static str)> {
@@ -54,6 +56,15 @@ fn asset(name: &str) -> Option<(&'static str, &'static str)> {
             "text/javascript; charset=utf-8",
             include_str!("web/account.js"),
         ),
+        "replay.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/replay.js"),
+        ),
+        // hls.js 1.7.4 (Apache-2.0, web/vendor/hls.js.LICENSE), vendored from npm: plays the IPFS playlists.
+        "hls.min.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("web/vendor/hls.min.js"),
+        ),
         _ => return None,
     })
 }
@@ -69,6 +80,7 @@ pub fn router() -> Router<AppState> {
         .route("/account/verify", get(|| async { html(VERIFY_HTML) }))
         .route("/account/forgot", get(|| async { html(FORGOT_HTML) }))
         .route("/account/reset", get(|| async { html(RESET_HTML) }))
+        .route("/replay/{cid}", get(|| async { html(REPLAY_HTML) }))
         .route("/assets/{name}", get(serve_asset))
 }
 
@@ -114,6 +126,7 @@ mod tests {
             FORGOT_HTML,
             RESET_HTML,
             ACCOUNT_HTML,
+            REPLAY_HTML,
         ] {
             for tag in page.split("<script").skip(1) {
                 assert!(

@@ -16,6 +16,7 @@ mod fake_bundler;
 mod fanout;
 mod lifecycle;
 mod obs_interop;
+mod operations;
 mod private_streams;
 mod recording;
 mod segmenter;

@@ -100,7 +100,35 @@
     } catch (_) { /* optional */ }
   }
 
+  // Past broadcasts of this stream, each replayable from its root CID (here, or from any IPFS gateway).
+  async function loadPast() {
+    const past = document.getElementById("past");
+    try {
+      const res = await fetch("/api/v1/streams/" + encodeURIComponent(stream) + "/broadcasts?limit=10");
+      if (!res.ok) return;
+      const body = await res.json();
+      const ended = body.broadcasts.filter((b) => b.root_cid);
+      if (!ended.length) return;
+      const h = document.createElement("h2");
+      h.textContent = "Past broadcasts";
+      const list = document.createElement("ul");
+      for (const b of ended) {
+        const li = document.createElement("li");
+        const a = document.createElement("a");
+        a.href = "/replay/" + encodeURIComponent(b.root_cid);
+        a.textContent = new Date(b.started_at).toLocaleString();
+        const seconds = b.chunks.reduce((sum, c) => sum + c.duration_ms, 0) / 1000;
+        const cid = document.createElement("code");
+        cid.textContent = b.root_cid;
+        li.append(a, " (" + Math.round(seconds) + " s) ", cid);
+        list.append(li);
+      }
+      past.replaceChildren(h, list);
+    } catch (_) { /* optional */ }
+  }
+
   document.getElementById("unmute").addEventListener("click", () => { video.muted = false; video.play(); });
   window.addEventListener("pagehide", () => zipiq.end(resource, viewerToken));
+  loadPast();
   start().then(loadLayers);
 })();

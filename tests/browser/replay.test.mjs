@@ -1,0 +1,61 @@
+// The chunking issue's "done when", in headless Chromium: a browser publishes H.264 + Opus with WHIP for a few
+// seconds and stops; the broadcast ends, gets its root CID, and the watch page lists it; /replay/<root> then plays
+// the VOD playlist inside the IPFS directory, /ipfs/<root>/index.m3u8, with hls.js, and decodes frames.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { launchBrowser, startZipiq } from './harness.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('a finished broadcast replays in the browser from its root CID with hls.js', async (t) => {
+  const server = await startZipiq({
+    env: { ZIPIQ_MEDIA__GRACE_PERIOD_MS: '500', ZIPIQ_RECORDING__SEGMENT_TARGET_MS: '1000', ZIPIQ_ARCHIVE__MODE: 'off' },
+  });
+  t.after(() => server.stop());
+  const [, key] = await server.waitForOutput(/Stream key:\s+(zq_[A-Za-z0-9_-]+)/);
+  const browser = await launchBrowser();
+  t.after(() => browser.close());
+
+  const publisher = await browser.newPage();
+  await publisher.goto(`${server.base}/publish/live`);
+  await publisher.fill('#key', key);
+  await publisher.click('#start');
+  await publisher.waitForFunction(() => window.zipiqPublishState === 'connected', null, { timeout: 20_000 });
+  await sleep(6_000);
+  await publisher.click('#stop');
+  await publisher.waitForFunction(() => document.getElementById('status').textContent === 'Stopped.');
+
+  // The broadcast ends after the grace period and gets the root CID of its IPFS directory.
+  let broadcast = null;
+  for (let i = 0; i < 150 && !broadcast; i++) {
+    const listing = await (await fetch(`${server.base}/api/v1/streams/live/broadcasts`)).json();
+    broadcast = listing.broadcasts.find((b) => b.root_cid) ?? null;
+    if (!broadcast) await sleep(100);
+  }
+  assert.ok(broadcast, 'the broadcast ended with a root CID');
+  assert.ok(broadcast.chunks.length >= 3, `init and media segments: ${broadcast.chunks.length}`);
+  assert.equal(broadcast.ipfs_playlist, `/ipfs/${broadcast.root_cid}/index.m3u8`);
+  const playlist = await (await fetch(`${server.base}${broadcast.ipfs_playlist}`)).text();
+  assert.match(playlist, /#EXT-X-ENDLIST/);
+
+  // The watch page links it.
+  const watch = await browser.newPage();
+  await watch.goto(`${server.base}/watch/live`);
+  await watch.waitForSelector(`#past a[href="/replay/${broadcast.root_cid}"]`, { timeout: 10_000 });
+  await watch.close();
+
+  const replay = await browser.newPage();
+  await replay.goto(`${server.base}/replay/${broadcast.root_cid}`);
+  await replay.waitForFunction(
+    () => window.zipiqReplay && (window.zipiqReplay.error || window.zipiqReplay.framesDecoded >= 30),
+    null,
+    { timeout: 30_000 },
+  );
+  const state = await replay.evaluate(() => window.zipiqReplay);
+  assert.equal(state.error, null, `hls.js played without error: ${state.error}`);
+  assert.ok(state.framesDecoded >= 30, `decoded frames: ${state.framesDecoded}`);
+  const size = await replay.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
+  assert.ok(size[0] > 0 && size[1] > 0, `frame size ${size}`);
+  t.diagnostic(`replayed ${state.framesDecoded} frames of ${broadcast.chunks.length} chunks from /ipfs/${broadcast.root_cid}`);
+});
