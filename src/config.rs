@@ -85,16 +85,39 @@ pub struct ArchiveConfig {
     pub poll_ms: u64,
 }
 
+/// The prefix systemd gives the files of a directory credential named `wallets`.
+pub const WALLET_CREDENTIAL_PREFIX: &str = "wallets_";
+
 impl ArchiveConfig {
     /// The wallets directory: configured, else the systemd credential, else ./data/wallets.
     pub fn wallets_path(&self) -> PathBuf {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        self.wallets_path_with(credentials.as_deref())
+    }
+
+    /// `wallets_path` with the systemd credentials directory given (None: not run by systemd).
+    pub fn wallets_path_with(&self, credentials: Option<&std::path::Path>) -> PathBuf {
         if !self.wallets_dir.trim().is_empty() {
             return PathBuf::from(self.wallets_dir.trim());
         }
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let p = PathBuf::from(dir).join("wallets");
+        if let Some(dir) = credentials {
+            let p = dir.join("wallets");
             if p.is_dir() {
                 return p;
+            }
+            // `LoadCredential=wallets:/etc/zipiq/credentials/wallets` with a directory loads each of its files as
+            // a credential of its own, named `wallets_<file name>` (systemd.exec(5)).
+            let has_wallets = std::fs::read_dir(dir).is_ok_and(|mut entries| {
+                entries.any(|e| {
+                    e.is_ok_and(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(WALLET_CREDENTIAL_PREFIX)
+                    })
+                })
+            });
+            if has_wallets {
+                return dir.to_owned();
             }
         }
         PathBuf::from("./data/wallets")
@@ -174,6 +197,7 @@ pub struct MediaConfig {
     pub keyframe_request_interval_ms: u64,
     pub nack_buffer_packets: u16,
     pub tap_channel_capacity: usize,
+    pub threads: usize,
 }
 
 /// `[database]`

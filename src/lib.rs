@@ -164,7 +164,7 @@ impl Server {
                 tracing::error!(error = %e, "admin server stopped");
             }
         });
-        let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), stop_rx.clone());
+        let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), sfu.clone(), stop_rx.clone());
         let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
@@ -208,10 +208,12 @@ impl Server {
     }
 }
 
-/// Refreshes gauges that are read from state rather than counted on the way (database pool use).
+/// Refreshes gauges that are read from state rather than counted on the way (database pool use, IPFS peers) and
+/// the `STATUS=` line `systemctl status` shows.
 fn spawn_gauges(
     db: Db,
     ipfs: Arc<store::IpfsNode>,
+    sfu: Sfu,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -226,7 +228,13 @@ fn spawn_gauges(
             metrics::gauge!("zipiq_db_pool_connections", "state" => "idle").set(idle);
             metrics::gauge!("zipiq_db_pool_connections", "state" => "in_use")
                 .set((f64::from(size) - idle).max(0.0));
-            metrics::gauge!("zipiq_ipfs_connected_peers").set(ipfs.connected_peers().await as f64);
+            let peers = ipfs.connected_peers().await;
+            metrics::gauge!("zipiq_ipfs_connected_peers").set(peers as f64);
+            let c = sfu.counts();
+            systemd::status(&format!(
+                "{} live streams, {} publishers, {} viewers; {peers} IPFS peers",
+                c.streams, c.publishers, c.viewers
+            ));
             // Histograms are summarised by the exporter's upkeep (installed without its own upkeep task).
             if let Some(handle) = telemetry::prometheus() {
                 handle.run_upkeep();
@@ -411,7 +419,12 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
         server.http_addr, server.media_addr
     ));
     systemd::spawn_watchdog();
-    spawn_reload_on_sighup(server.config.clone(), config_path, server.auth.clone());
+    spawn_reload_on_sighup(
+        server.config.clone(),
+        config_path,
+        server.auth.clone(),
+        server.archiver.wallets().clone(),
+    );
     wait_for_signal().await;
     tracing::info!("shutting down");
     systemd::stopping();
@@ -420,11 +433,12 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
 }
 
 /// On SIGHUP: read the configuration again and apply what can change without a restart, logging each change; read
-/// the JWT key file again (after `zipiq secrets rotate-jwt`).
+/// the JWT key file again (after `zipiq secrets rotate-jwt`) and the wallets directory (a new or removed wallet).
 fn spawn_reload_on_sighup(
     initial: Arc<Config>,
     path: Option<std::path::PathBuf>,
     auth: Arc<auth::Auth>,
+    wallets: Arc<archive::wallets::WalletPool>,
 ) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -452,6 +466,12 @@ fn spawn_reload_on_sighup(
             match auth.reload_jwt_keys() {
                 Ok(kids) => tracing::info!(kids = ?kids, "SIGHUP: JWT signing keys reloaded"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: JWT signing keys not reloaded"),
+            }
+            match wallets.reload() {
+                Ok((added, removed)) => {
+                    tracing::info!(?added, ?removed, "SIGHUP: wallets reloaded")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: wallets not reloaded"),
             }
         }
     });

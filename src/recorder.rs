@@ -150,6 +150,12 @@ async fn run_broadcast(inner: Arc<Inner>, stream: String, mut rx: mpsc::Receiver
         })
     })
     .await;
+    if stream_row.visibility == crate::db::streams::Visibility::Private {
+        // Recordings are public by construction (their CIDs are announced to the IPFS network, and Arweave is
+        // permanent and public): a private stream is live only. Dropping `rx` closes the tap.
+        tracing::info!(stream = %stream, "private stream: not recorded");
+        return;
+    }
     let broadcast = persist("creating the broadcast", || {
         inner.db.create_broadcast(stream_row.id, &inner.node)
     })
@@ -226,7 +232,6 @@ async fn commit_segments(inner: Arc<Inner>, broadcast: i64, mut rx: mpsc::Receiv
         let bytes = segment.bytes.clone();
         let cid = persist("adding a segment to IPFS", || inner.ipfs.add(bytes.clone())).await;
         metrics::counter!("zipiq_ipfs_adds_total").increment(1);
-        metrics::counter!("zipiq_ipfs_added_bytes_total").increment(segment.bytes.len() as u64);
         metrics::histogram!("zipiq_ipfs_add_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         let chunk = NewChunk {

@@ -1,4 +1,5 @@
-//! An HTTP client for a Bundlr-protocol bundler (ArDrive Turbo by default, Irys): upload a signed data item with
+//! An HTTP client for a Bundlr-protocol bundler (ArDrive Turbo by default; Bundlr, now Irys, left Arweave):
+//! upload a signed data item with
 //! `POST /tx/{token}` (`application/octet-stream`) and read a wallet's balance with
 //! `GET /account/balance/{token}?address=`.
 //!

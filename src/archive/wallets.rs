@@ -95,6 +95,12 @@ impl std::fmt::Debug for WalletPool {
 
 /// Reads every `*.json` wallet of `dir`; a file that is not a valid Arweave JWK is logged and skipped.
 fn read_dir(dir: &Path) -> Result<Vec<Arc<Wallet>>, WalletError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    read_dir_with(dir, credentials.as_deref())
+}
+
+/// `read_dir`, with the systemd credentials directory given (None: not run by systemd).
+fn read_dir_with(dir: &Path, credentials: Option<&Path>) -> Result<Vec<Arc<Wallet>>, WalletError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -105,9 +111,18 @@ fn read_dir(dir: &Path) -> Result<Vec<Arc<Wallet>>, WalletError> {
             });
         }
     };
+    // In the systemd credentials directory, only the files of the `wallets` credential are wallets.
+    let credentials = credentials == Some(dir);
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| {
+            !credentials
+                || p.file_name().is_some_and(|n| {
+                    n.to_string_lossy()
+                        .starts_with(crate::config::WALLET_CREDENTIAL_PREFIX)
+                })
+        })
         .collect();
     files.sort();
     let mut wallets = Vec::new();
@@ -285,6 +300,38 @@ impl WalletPool {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    /// systemd loads `LoadCredential=wallets:<dir>` as one credential per file, `wallets_<file name>`, beside the
+    /// other credentials: those files, and only those, are the wallets.
+    #[test]
+    fn wallets_come_from_a_systemd_directory_credential() {
+        let creds = tempfile::tempdir().unwrap();
+        let wallet = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wallets/test-only-a.json"),
+        )
+        .unwrap();
+        std::fs::write(creds.path().join("wallets_a.json"), &wallet).unwrap();
+        std::fs::write(creds.path().join("jwt-key"), "not a wallet").unwrap();
+        std::fs::write(creds.path().join("other.json"), &wallet).unwrap();
+        let config = crate::config::Config::from_layers(None, Vec::new())
+            .unwrap()
+            .archive;
+        assert_eq!(config.wallets_path_with(Some(creds.path())), creds.path());
+        let wallets = read_dir_with(creds.path(), Some(creds.path())).unwrap();
+        assert_eq!(wallets.len(), 1);
+        assert!(wallets[0].file.ends_with("wallets_a.json"));
+        // Without wallet credentials, the default directory.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            config.wallets_path_with(Some(empty.path())),
+            PathBuf::from("./data/wallets")
+        );
     }
 }
 

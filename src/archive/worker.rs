@@ -577,7 +577,26 @@ async fn bundle_and_post(inner: &Arc<Inner>, jobs: Vec<Job>) {
         }
         return;
     };
-    let result = post_bundle(inner, &data).await;
+    // Posting a large bundle can outlast the lease: keep the leases of its jobs while it runs, or another worker
+    // could claim the same items and post (and pay for) them a second time.
+    let result = {
+        let post = post_bundle(inner, &data);
+        tokio::pin!(post);
+        let every = Duration::from_millis((inner.config.lease_ms / 3).max(100));
+        let mut keep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                r = &mut post => break r,
+                _ = keep.tick() => {
+                    for job in &included {
+                        if let Err(e) = inner.db.extend_lease(job.id, &inner.worker, inner.config.lease_ms as i64).await {
+                            tracing::warn!(job = job.id, error = %e, "extending an archive job's lease failed");
+                        }
+                    }
+                }
+            }
+        }
+    };
     match result {
         Ok((tx_id, payer)) => {
             inner.gateway_breaker.success();

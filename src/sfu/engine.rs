@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use webrtc::api::APIBuilder;
-use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports};
+use webrtc::api::interceptor_registry::configure_rtcp_reports;
 use webrtc::api::media_engine::{MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use webrtc::api::media_engine::{MIME_TYPE_VP8, MIME_TYPE_VP9};
 use webrtc::api::setting_engine::SettingEngine;
@@ -44,6 +44,42 @@ pub enum EngineError {
     WebRtc(#[from] webrtc::Error),
     #[error("certificate: {0}")]
     Certificate(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Which side of NACK a peer connection plays.
+enum Nack {
+    /// Receives from a publisher: asks for lost packets.
+    Generate,
+    /// Sends to a viewer: answers its NACKs from a buffer of this many packets per track (a power of two).
+    Respond(u16),
+}
+
+/// Negotiates NACK (and PLI) feedback for video and adds the interceptor of `side`: only what the connection
+/// needs (webrtc-rs's `configure_nack` adds both, with a fixed 1024-packet responder buffer per track).
+fn configure_nack(mut registry: Registry, media: &mut MediaEngine, side: Nack) -> Registry {
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RTPCodecType::Video,
+        );
+    }
+    match side {
+        Nack::Generate => registry.add(Box::new(
+            webrtc::interceptor::nack::generator::Generator::builder(),
+        )),
+        Nack::Respond(packets) => {
+            let log2 = packets.max(1).ilog2() as u8;
+            registry.add(Box::new(
+                webrtc::interceptor::nack::responder::Responder::builder().with_log2_size(log2),
+            ))
+        }
+    }
+    registry
 }
 
 /// What a viewer's peer connection must send: the codecs of the stream, as the viewer's offer spells them.
@@ -177,6 +213,11 @@ impl Engine {
             addr: config.udp_listen,
             source,
         })?;
+        let socket =
+            super::mux_socket::MuxSocket::new(socket).map_err(|source| EngineError::Bind {
+                addr: config.udp_listen,
+                source,
+            })?;
         let udp_mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
         let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| EngineError::Certificate(e.to_string()))?;
@@ -259,7 +300,7 @@ impl Engine {
         }
         let mut registry = Registry::new();
         // NACK generator (asks the publisher to resend what we lost) and receiver reports.
-        registry = configure_nack(registry, &mut media);
+        registry = configure_nack(registry, &mut media, Nack::Generate);
         registry = configure_rtcp_reports(registry);
         // Transport-wide congestion control feedback, so a browser publisher's bandwidth estimate can ramp up.
         registry =
@@ -304,8 +345,13 @@ impl Engine {
             )?;
         }
         let mut registry = Registry::new();
-        // NACK responder (answers viewers' NACKs from a buffer of what we sent) and sender reports.
-        registry = configure_nack(registry, &mut media);
+        // NACK responder (answers viewers' NACKs from a buffer of what we sent, `media.nack_buffer_packets` per
+        // track) and sender reports.
+        registry = configure_nack(
+            registry,
+            &mut media,
+            Nack::Respond(self.config.nack_buffer_packets),
+        );
         registry = configure_rtcp_reports(registry);
         let api = APIBuilder::new()
             .with_media_engine(media)
@@ -354,7 +400,7 @@ fn register_extensions(media: &mut MediaEngine) -> Result<(), webrtc::Error> {
 }
 
 /// Binds the media socket with large kernel buffers, so bursts to many viewers are not dropped by the kernel.
-fn bind_media_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+fn bind_media_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -366,5 +412,5 @@ fn bind_media_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::
     let _ = socket.set_recv_buffer_size(8 << 20);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }

@@ -10,7 +10,9 @@ pub mod engine;
 pub mod forward;
 pub mod keyframe;
 pub mod keyframe_request;
+pub mod media_threads;
 pub mod munger;
+pub mod mux_socket;
 pub mod offer;
 pub mod publisher;
 pub mod sdpfrag;
@@ -101,6 +103,7 @@ pub(crate) struct SfuInner {
     next_source_id: AtomicU64,
     shutting_down: AtomicBool,
     recording: std::sync::RwLock<Option<Arc<dyn tap::RecordingHook>>>,
+    media: media_threads::MediaThreads,
 }
 
 /// The SFU (cheap to clone).
@@ -125,6 +128,8 @@ impl Sfu {
     /// Binds the media socket and starts an empty SFU.
     pub async fn new(config: &MediaConfig) -> Result<Sfu, EngineError> {
         let engine = Engine::new(config).await?;
+        let media = media_threads::MediaThreads::start(config.threads)
+            .map_err(|e| EngineError::Io(format!("starting the media threads: {e}")))?;
         Ok(Sfu {
             inner: Arc::new(SfuInner {
                 config: config.clone(),
@@ -134,8 +139,23 @@ impl Sfu {
                 next_source_id: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
                 recording: std::sync::RwLock::new(None),
+                media,
             }),
         })
+    }
+
+    /// Runs `work` (the making of a session) on the media thread of `stream`, so that every task it spawns lives
+    /// there (see `media_threads`).
+    async fn on_media_thread<F>(&self, stream: &str, work: F) -> Result<Accepted, SfuError>
+    where
+        F: std::future::Future<Output = Result<Accepted, SfuError>> + Send + 'static,
+    {
+        match self.inner.media.for_stream(stream).spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(SfuError::Internal(format!(
+                "the media thread dropped the session: {e}"
+            ))),
+        }
     }
 
     fn from_inner(inner: Arc<SfuInner>) -> Sfu {

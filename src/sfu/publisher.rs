@@ -24,8 +24,27 @@ const RECEIVE_BUFFER: usize = 1500;
 
 impl Sfu {
     /// Accepts a WHIP offer for `stream_name` (the caller has checked the stream key). `token` is the bearer
-    /// token that will be needed to PATCH or DELETE the session.
+    /// token that will be needed to PATCH or DELETE the session. The session is made on the stream's media thread.
     pub async fn accept_publisher(
+        &self,
+        stream_name: &str,
+        offer_sdp: &str,
+        token: Option<&str>,
+    ) -> Result<Accepted, SfuError> {
+        let sfu = self.clone();
+        let (stream, offer, token) = (
+            stream_name.to_owned(),
+            offer_sdp.to_owned(),
+            token.map(str::to_owned),
+        );
+        self.on_media_thread(stream_name, async move {
+            sfu.accept_publisher_here(&stream, &offer, token.as_deref())
+                .await
+        })
+        .await
+    }
+
+    async fn accept_publisher_here(
         &self,
         stream_name: &str,
         offer_sdp: &str,

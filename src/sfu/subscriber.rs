@@ -59,7 +59,28 @@ fn pick_codec(
 impl Sfu {
     /// Accepts a WHEP offer for `stream_name`. `layer` picks a simulcast layer (None: the best). `token` is the
     /// bearer token presented, if any (needed again to PATCH or DELETE).
+    /// The session is made on the stream's media thread, beside its publisher.
     pub async fn accept_viewer(
+        &self,
+        stream_name: &str,
+        offer_sdp: &str,
+        layer: Option<String>,
+        token: Option<&str>,
+    ) -> Result<Accepted, SfuError> {
+        let sfu = self.clone();
+        let (stream, offer, token) = (
+            stream_name.to_owned(),
+            offer_sdp.to_owned(),
+            token.map(str::to_owned),
+        );
+        self.on_media_thread(stream_name, async move {
+            sfu.accept_viewer_here(&stream, &offer, layer, token.as_deref())
+                .await
+        })
+        .await
+    }
+
+    async fn accept_viewer_here(
         &self,
         stream_name: &str,
         offer_sdp: &str,

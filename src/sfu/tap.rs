@@ -53,7 +53,8 @@ impl Tap {
             packet: packet.clone(),
             arrival,
         };
-        if self.tx.try_send(event).is_err() {
+        // Closed: the recorder does not record this broadcast (a private stream); only a full channel is a drop.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
             self.dropped.increment(1);
         }
     }
