@@ -43,8 +43,16 @@ fn events(capture: &Capture, base: Instant) -> Vec<TapEvent> {
 
 fn segmenter(c: &mut Criterion) {
     let capture = capture();
-    let payload_bytes: u64 = capture.records.iter().map(|r| r.packet.payload.len() as u64).sum();
-    let video_packets = capture.records.iter().filter(|r| r.kind == MediaKind::Video).count();
+    let payload_bytes: u64 = capture
+        .records
+        .iter()
+        .map(|r| r.packet.payload.len() as u64)
+        .sum();
+    let video_packets = capture
+        .records
+        .iter()
+        .filter(|r| r.kind == MediaKind::Video)
+        .count();
     eprintln!(
         "capture: {} packets ({video_packets} video), {payload_bytes} payload bytes, {:?} long",
         capture.records.len(),
