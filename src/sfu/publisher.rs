@@ -18,6 +18,7 @@ use super::offer::{self, OfferSummary, Role};
 use super::session::{Session, SessionRole, random_id};
 use super::stream::{PublishedMedia, SourceCommand, SourceHandle, Stream};
 use super::{Accepted, Sfu, SfuError, answer_with_candidates};
+use tracing::Instrument;
 
 /// Largest RTP packet read from a publisher.
 const RECEIVE_BUFFER: usize = 1500;
@@ -66,8 +67,11 @@ impl Sfu {
         let Some(epoch) = stream.claim_publisher(&session_id, published) else {
             return Err(SfuError::PublisherExists(stream_name.to_owned()));
         };
+        // Every log line of this session, and of the tasks it starts, carries its stream and session ids.
+        let span = tracing::info_span!("webrtc_session", role = "publisher", stream = %stream_name, session = %session_id);
         match self
             .negotiate_publisher(&stream, epoch, &session_id, offer_sdp, &summary, token)
+            .instrument(span)
             .await
         {
             Ok(accepted) => Ok(accepted),
@@ -103,15 +107,19 @@ impl Sfu {
 
         let weak = self.weak();
         let stream_for_tracks = stream.clone();
+        let span = tracing::Span::current();
         pc.on_track(Box::new(move |track, receiver, _transceiver| {
             let weak = weak.clone();
             let stream = stream_for_tracks.clone();
             let pli_tx = pli_tx.clone();
-            Box::pin(async move {
-                let Some(inner) = weak.upgrade() else { return };
-                let sfu = Sfu::from_inner(inner);
-                sfu.start_source(stream, epoch, track, receiver, pli_tx);
-            })
+            Box::pin(
+                async move {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let sfu = Sfu::from_inner(inner);
+                    sfu.start_source(stream, epoch, track, receiver, pli_tx);
+                }
+                .instrument(span.clone()),
+            )
         }));
 
         let mids = media_mids(summary);
@@ -176,8 +184,8 @@ impl Sfu {
             commands,
             requester,
         };
-        tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()));
-        tokio::spawn(drain_receiver_rtcp(receiver, rid));
+        tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()).in_current_span());
+        tokio::spawn(drain_receiver_rtcp(receiver, rid).in_current_span());
         let recording = self.recording_hook();
         for viewer in stream.add_source(epoch, handle, recording.as_deref()) {
             self.end_session(
@@ -245,16 +253,19 @@ async fn drain_receiver_rtcp(receiver: Arc<RTCRtpReceiver>, rid: String) {
 
 /// Sends queued keyframe requests to the publisher as PLI.
 fn spawn_keyframe_requests(pc: std::sync::Weak<RTCPeerConnection>, mut rx: mpsc::Receiver<u32>) {
-    tokio::spawn(async move {
-        while let Some(media_ssrc) = rx.recv().await {
-            let Some(pc) = pc.upgrade() else { break };
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
-                metrics::counter!("zipiq_keyframe_requests_sent_total").increment(1);
+    tokio::spawn(
+        async move {
+            while let Some(media_ssrc) = rx.recv().await {
+                let Some(pc) = pc.upgrade() else { break };
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                if pc.write_rtcp(&[Box::new(pli)]).await.is_ok() {
+                    metrics::counter!("zipiq_keyframe_requests_sent_total").increment(1);
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
 }

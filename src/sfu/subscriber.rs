@@ -3,6 +3,7 @@
 //! responder interceptor, which holds what we sent).
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -136,6 +137,7 @@ impl Sfu {
             })
             .await?;
         let session_id = random_id();
+        let span = tracing::info_span!("webrtc_session", role = "viewer", stream = %stream_name, session = %session_id);
         let audio_track = audio.map(|c| {
             Arc::new(DownTrack::new(
                 c.capability,
@@ -160,7 +162,7 @@ impl Sfu {
                     return Err(SfuError::Internal(e.to_string()));
                 }
             };
-            tokio::spawn(read_viewer_rtcp(sender, track.clone()));
+            tokio::spawn(read_viewer_rtcp(sender, track.clone()).instrument(span.clone()));
         }
         let viewer = Arc::new(Viewer::new(
             session_id.clone(),
