@@ -20,16 +20,20 @@ pub fn test_wallets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/wallets")
 }
 
-/// Adds `n` chunks of random bytes to the server's IPFS node as broadcast `stream` and finishes it.
+/// Adds `n` chunks of random bytes to the server's IPFS node as a broadcast of stream `live` and finishes it.
 pub async fn recorded_broadcast(server: &TestServer, n: i64) -> i64 {
-    let db = &server.server.db;
+    record_random_broadcast(&server.server, n).await
+}
+
+/// `recorded_broadcast` on any server: chunk 0 is the init segment, the others 2 s media segments of 20-70 kB.
+pub async fn record_random_broadcast(server: &zipiq::Server, n: i64) -> i64 {
+    let db = &server.db;
     let stream = db.find_stream("live").await.unwrap().unwrap();
     let b = db.create_broadcast(stream.id, "test").await.unwrap();
     for seq in 0..n {
         let len = 20_000 + (seq as usize * 7919) % 50_000;
         let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
-        let bytes = Bytes::from(bytes);
-        let cid = server.server.ipfs.add(bytes.clone()).await.unwrap();
+        let cid = server.ipfs.add(Bytes::from(bytes)).await.unwrap();
         db.insert_chunk(&NewChunk {
             broadcast_id: b,
             seq,

@@ -8,13 +8,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
+use zipiq::Server;
 use zipiq::config::Config;
 use zipiq::db::Db;
-use zipiq::db::broadcasts::{ChunkKind, NewChunk};
 use zipiq::db::jobs::JobState;
 
-use crate::archive_bundler::test_wallets;
+use crate::archive_bundler::{record_random_broadcast, test_wallets};
 use crate::common::eventually;
 use crate::fake_bundler;
 
@@ -42,36 +41,10 @@ async fn record(dir: &Path) -> i64 {
     let config = Config::from_layers(Some(("record.toml".into(), text)), Vec::new()).unwrap();
     zipiq::telemetry::init_logs(&config.log);
     let (server, _) = Server::start(config).await.expect("server starts");
-    let db = &server.db;
-    let stream = db.find_stream("live").await.unwrap().unwrap();
-    let b = db.create_broadcast(stream.id, "crash").await.unwrap();
-    for seq in 0..CHUNKS {
-        let len = 30_000 + (seq as usize * 7919) % 40_000;
-        let bytes = Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<u8>>());
-        let cid = server.ipfs.add(bytes).await.unwrap();
-        db.insert_chunk(&NewChunk {
-            broadcast_id: b,
-            seq,
-            kind: if seq == 0 {
-                ChunkKind::Init
-            } else {
-                ChunkKind::Media
-            },
-            cid: cid.to_string(),
-            size: len as i64,
-            duration_ms: if seq == 0 { 0 } else { 2000 },
-            start_ms: 0,
-            end_ms: 0,
-        })
-        .await
-        .unwrap();
-    }
-    db.finish_broadcast(b, "bafyfakeroot").await.unwrap();
+    let b = record_random_broadcast(&server, CHUNKS).await;
     server.shutdown().await;
     b
 }
-
-use zipiq::Server;
 
 fn spawn(config: &Path, log: &Path) -> std::process::Child {
     let log = std::fs::File::create(log).unwrap();
