@@ -765,9 +765,9 @@ async fn run_pollers(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             for (state, n) in &status.jobs_by_state {
                 metrics::gauge!("zipiq_archive_jobs", "state" => state.clone()).set(*n as f64);
             }
-            if let Some(age) = status.oldest_pending_age_s {
-                metrics::gauge!("zipiq_archive_oldest_pending_seconds").set(age as f64);
-            }
+            // 0 once nothing waits, or the gauge would keep the age of a job uploaded long ago.
+            let age = status.oldest_pending_age_s.map_or(0.0, |a| a as f64);
+            metrics::gauge!("zipiq_archive_oldest_pending_seconds").set(age);
         }
         let due = last_balance.is_none_or(|t| t.elapsed() >= balance_every);
         if due && inner.config.mode != ArchiveMode::Off && !inner.wallets.is_empty() {
