@@ -10,7 +10,6 @@
 //! runtime.
 
 use std::hash::{Hash, Hasher};
-use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -19,7 +18,6 @@ use tokio::sync::oneshot;
 pub struct MediaThreads {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl MediaThreads {
@@ -32,7 +30,6 @@ impl MediaThreads {
         };
         let mut handles = Vec::with_capacity(count);
         let mut stops = Vec::with_capacity(count);
-        let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -41,23 +38,19 @@ impl MediaThreads {
             handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("zipiq-media-{i}"))
-                    .spawn(move || {
-                        runtime.block_on(async {
-                            let _ = stopped.await;
-                        });
-                        // Dropping the runtime cancels what is left (sessions were ended before).
-                        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-                    })?,
-            );
+            // Detached: a drop of the SFU may happen on one of these threads (the last handle released by a media
+            // task), and a thread cannot join itself. They end on their own within the shutdown timeout.
+            std::thread::Builder::new()
+                .name(format!("zipiq-media-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    // Dropping the runtime cancels what is left (sessions were ended before).
+                    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+                })?;
         }
-        Ok(MediaThreads {
-            handles,
-            stops,
-            threads,
-        })
+        Ok(MediaThreads { handles, stops })
     }
 
     /// How many media threads there are.
@@ -83,9 +76,6 @@ impl Drop for MediaThreads {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        // Not joined: a drop may happen on one of these threads (the last handle to the SFU released by a media
-        // task), and a thread cannot join itself. They end on their own within the shutdown timeout.
-        self.threads.clear();
     }
 }
 

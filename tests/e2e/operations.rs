@@ -4,17 +4,15 @@
 //! the process exits within its shutdown timeout, and the last partial segment is in the IPFS repository and in
 //! the archive queue.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zipiq::client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 use zipiq::config::Config;
-use zipiq::media::MediaKind;
-use zipiq::media::capture::Capture;
 
-use crate::recording::raw_cid;
+use crate::recording::{fixture, play, raw_cid};
 
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -45,11 +43,6 @@ fn config_text(dir: &Path, http: u16, admin: u16, media: u16) -> String {
         dir.join("jwt-key").display(),
         dir.join("ipfs").display(),
     )
-}
-
-fn capture() -> Capture {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/h264-opus-360p.zqcap");
-    Capture::parse(&std::fs::read(path).expect("fixture")).expect("capture")
 }
 
 /// The value of every sample of `name` (all label sets added up; a histogram counts its observations).
@@ -141,20 +134,12 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
     // The whole capture (4 s) in real time, on its own task; the test scrapes 100 ms after its end and sends
     // SIGTERM 300 ms after it, with the publisher still connected and its last segment still open (segments close
     // only at a keyframe after the target duration).
-    let capture = capture();
+    let capture = fixture("h264-opus-360p.zqcap");
     let length = capture.records.last().unwrap().at;
     let cut = length + Duration::from_millis(300);
     let start = Instant::now();
     let sending = tokio::spawn(async move {
-        for r in &capture.records {
-            if let Some(wait) = (start + r.at).checked_duration_since(Instant::now()) {
-                tokio::time::sleep(wait).await;
-            }
-            let _ = match r.kind {
-                MediaKind::Video => publisher.send_video(0, &r.packet).await,
-                MediaKind::Audio => publisher.send_audio(&r.packet).await,
-            };
-        }
+        play(&publisher, &capture).await;
         publisher
     });
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -12,7 +12,7 @@ use zipiq::media::capture::Capture;
 
 use crate::common::*;
 
-fn fixture(name: &str) -> Capture {
+pub fn fixture(name: &str) -> Capture {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name);
