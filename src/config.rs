@@ -198,6 +198,7 @@ pub struct MediaConfig {
     pub nack_buffer_packets: u16,
     pub tap_channel_capacity: usize,
     pub threads: usize,
+    pub spread_viewers: bool,
 }
 
 /// `[database]`

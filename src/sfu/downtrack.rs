@@ -61,6 +61,8 @@ pub struct DownTrack {
     closed: AtomicBool,
     sent_packets: AtomicU64,
     sent_bytes: AtomicU64,
+    /// The media thread whose runtime holds this viewer's peer connection (writes to it are made there).
+    thread: usize,
 }
 
 impl std::fmt::Debug for DownTrack {
@@ -95,7 +97,19 @@ impl DownTrack {
             closed: AtomicBool::new(false),
             sent_packets: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
+            thread: 0,
         }
+    }
+
+    /// The same track, to be fed on media thread `thread` (where its peer connection lives).
+    pub fn on_thread(mut self, thread: usize) -> DownTrack {
+        self.thread = thread;
+        self
+    }
+
+    /// The media thread this track is fed on.
+    pub fn thread(&self) -> usize {
+        self.thread
     }
 
     /// Audio or video.

@@ -128,7 +128,7 @@ impl Sfu {
     /// Binds the media socket and starts an empty SFU.
     pub async fn new(config: &MediaConfig) -> Result<Sfu, EngineError> {
         let engine = Engine::new(config).await?;
-        let media = media_threads::MediaThreads::start(config.threads)
+        let media = media_threads::MediaThreads::start(config.threads, config.spread_viewers)
             .map_err(|e| EngineError::Io(format!("starting the media threads: {e}")))?;
         Ok(Sfu {
             inner: Arc::new(SfuInner {
@@ -144,13 +144,13 @@ impl Sfu {
         })
     }
 
-    /// Runs `work` (the making of a session) on the media thread of `stream`, so that every task it spawns lives
-    /// there (see `media_threads`).
-    async fn on_media_thread<F>(&self, stream: &str, work: F) -> Result<Accepted, SfuError>
+    /// Runs `work` (the making of a session) on media thread `thread`, so that every task it spawns lives there
+    /// (see `media_threads`).
+    async fn on_media_thread<F>(&self, thread: usize, work: F) -> Result<Accepted, SfuError>
     where
         F: std::future::Future<Output = Result<Accepted, SfuError>> + Send + 'static,
     {
-        match self.inner.media.for_stream(stream).spawn(work).await {
+        match self.inner.media.handle(thread).spawn(work).await {
             Ok(result) => result,
             Err(e) => Err(SfuError::Internal(format!(
                 "the media thread dropped the session: {e}"

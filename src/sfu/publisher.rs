@@ -11,7 +11,7 @@ use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
 use webrtc::track::track_remote::TrackRemote;
 
-use super::forward::{ForwardMetrics, Forwarder, GopLimits};
+use super::forward::{ForwardMetrics, Forwarder, GopLimits, ShardPlan};
 use super::keyframe::VideoCodec;
 use super::keyframe_request::KeyframeRequester;
 use super::offer::{self, OfferSummary, Role};
@@ -38,7 +38,8 @@ impl Sfu {
             offer_sdp.to_owned(),
             token.map(str::to_owned),
         );
-        self.on_media_thread(stream_name, async move {
+        let home = self.inner.media.home(stream_name);
+        self.on_media_thread(home, async move {
             sfu.accept_publisher_here(&stream, &offer, token.as_deref())
                 .await
         })
@@ -174,7 +175,11 @@ impl Sfu {
             },
             requester.clone(),
             ForwardMetrics::new(kind_label),
-        );
+        )
+        .with_shards(ShardPlan {
+            home: self.inner.media.home(&stream.name),
+            threads: self.inner.media.handles(),
+        });
         tracing::info!(stream = %stream.name, source = id, kind = kind_label, rid = %rid, codec = %codec.mime_type, "publisher track started");
         let handle = SourceHandle {
             id,

@@ -60,7 +60,7 @@ fn pick_codec(
 impl Sfu {
     /// Accepts a WHEP offer for `stream_name`. `layer` picks a simulcast layer (None: the best). `token` is the
     /// bearer token presented, if any (needed again to PATCH or DELETE).
-    /// The session is made on the stream's media thread, beside its publisher.
+    /// The session is made on the media thread `media_threads::for_viewer` picks, and its tracks are fed there.
     pub async fn accept_viewer(
         &self,
         stream_name: &str,
@@ -74,8 +74,9 @@ impl Sfu {
             offer_sdp.to_owned(),
             token.map(str::to_owned),
         );
-        self.on_media_thread(stream_name, async move {
-            sfu.accept_viewer_here(&stream, &offer, layer, token.as_deref())
+        let thread = self.inner.media.for_viewer(stream_name);
+        self.on_media_thread(thread, async move {
+            sfu.accept_viewer_here(thread, &stream, &offer, layer, token.as_deref())
                 .await
         })
         .await
@@ -83,6 +84,7 @@ impl Sfu {
 
     async fn accept_viewer_here(
         &self,
+        thread: usize,
         stream_name: &str,
         offer_sdp: &str,
         layer: Option<String>,
@@ -139,18 +141,16 @@ impl Sfu {
         let session_id = random_id();
         let span = tracing::info_span!("webrtc_session", role = "viewer", stream = %stream_name, session = %session_id);
         let audio_track = audio.map(|c| {
-            Arc::new(DownTrack::new(
-                c.capability,
-                "audio",
-                &format!("zipiq-{stream_name}"),
-            ))
+            Arc::new(
+                DownTrack::new(c.capability, "audio", &format!("zipiq-{stream_name}"))
+                    .on_thread(thread),
+            )
         });
         let video_track = video.map(|c| {
-            Arc::new(DownTrack::new(
-                c.capability,
-                "video",
-                &format!("zipiq-{stream_name}"),
-            ))
+            Arc::new(
+                DownTrack::new(c.capability, "video", &format!("zipiq-{stream_name}"))
+                    .on_thread(thread),
+            )
         });
         // Tracks go in before the remote description, or webrtc-rs leaves them out of the answer.
         for track in audio_track.iter().chain(video_track.iter()) {

@@ -29,13 +29,14 @@ impl TestServer {
     }
 }
 
-/// Starts a server on loopback with `overrides` (TOML text) laid over the test defaults.
+/// Starts a server on loopback with `overrides` (TOML text) laid over the test defaults. Two media threads on any
+/// machine, so a stream's viewers are always spread over both and the cross-thread fan-out is what tests see.
 pub async fn start_server(overrides: &str) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("zipiq.db");
     let base = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [media]\nudp_listen = \"127.0.0.1:0\"\ngrace_period_ms = 1500\nconnect_timeout_ms = 10000\n\
+         [media]\nudp_listen = \"127.0.0.1:0\"\ngrace_period_ms = 1500\nconnect_timeout_ms = 10000\nthreads = 2\n\
          [database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"warn\"\n\
          [auth]\njwt_key_file = \"{}\"\n\
          [ipfs]\nrepo_dir = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nannounce = false\n\
