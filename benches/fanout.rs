@@ -2,6 +2,8 @@
 //! (`Forwarder::forward` -> `DownTrack::write` -> the track's writer), with a writer that stands in for the peer
 //! connection's interceptor/SRTP/socket stage and does nothing. Reports time per packet per viewer (criterion
 //! throughput in elements = viewers) and heap allocations per forwarded packet (a counting allocator).
+//! The `retransmit` group measures the source's retransmission buffer: insert (once per forwarded packet, for
+//! all viewers), lookup, and a whole NACK answer through `DownTrack::retransmit` (munger inverse, lookup, write).
 //!
 //! Run: `cargo bench --bench fanout`.
 
@@ -23,6 +25,7 @@ use zipiq::sfu::downtrack::DownTrack;
 use zipiq::sfu::forward::{ForwardMetrics, Forwarder, GopLimits, Start};
 use zipiq::sfu::keyframe::VideoCodec;
 use zipiq::sfu::keyframe_request::KeyframeRequester;
+use zipiq::sfu::retransmit::History;
 
 /// Counts heap allocations made by this process.
 struct CountingAllocator;
@@ -53,6 +56,7 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 #[derive(Debug, Default)]
 struct NullWriter {
     bytes: AtomicU64,
+    last_seq: AtomicU64,
 }
 
 #[async_trait]
@@ -64,6 +68,8 @@ impl TrackLocalWriter for NullWriter {
     ) -> webrtc::error::Result<usize> {
         self.bytes
             .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+        self.last_seq
+            .store(u64::from(pkt.header.sequence_number), Ordering::Relaxed);
         Ok(pkt.payload.len())
     }
 }
@@ -86,7 +92,7 @@ fn packet(seq: u16) -> Packet {
 async fn forwarder_with(viewers: usize) -> Forwarder {
     let (tx, _rx) = mpsc::channel(16);
     let requester = Arc::new(KeyframeRequester::new(1, 1000, tx));
-    let mut f = Forwarder::new(
+    let f = Forwarder::new(
         1,
         Some(VideoCodec::H264),
         GopLimits {
@@ -96,6 +102,8 @@ async fn forwarder_with(viewers: usize) -> Forwarder {
         requester,
         ForwardMetrics::new("video"),
     );
+    // As the server runs a video source: with its retransmission buffer.
+    let mut f = f.with_history(Arc::new(History::new(512)));
     let writer: Arc<dyn TrackLocalWriter + Send + Sync> = Arc::new(NullWriter::default());
     for i in 0..viewers {
         let track = Arc::new(DownTrack::new(h264_capability(), "video", "bench"));
@@ -156,5 +164,85 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+fn allocations_per(iterations: u64, mut f: impl FnMut()) -> f64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..iterations {
+        f();
+    }
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / iterations as f64
+}
+
+fn retransmit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("retransmit");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(1));
+
+    let history = History::new(512);
+    let packets: Vec<Packet> = (0..4096u16).map(packet).collect();
+    // A received packet's payload becomes shared at its first clone (the forwarder's picture cache does that
+    // before the buffer sees it); do it here so the count below is the buffer's own.
+    packets.iter().for_each(|p| drop(p.clone()));
+    let mut next = 0usize;
+    let inserts = allocations_per(10_000, || {
+        history.insert(&packets[next % packets.len()]);
+        next += 1;
+    });
+    group.bench_function("insert", |b| {
+        b.iter(|| {
+            history.insert(&packets[next % packets.len()]);
+            next += 1;
+        })
+    });
+    // Every lookup hits: the last 512 inserted are kept.
+    let last = (next - 1) as u16;
+    let mut k = 0u16;
+    let lookups = allocations_per(10_000, || {
+        std::hint::black_box(history.get(last.wrapping_sub(k % 512)));
+        k = k.wrapping_add(1);
+    });
+    group.bench_function("lookup", |b| {
+        b.iter(|| {
+            k = k.wrapping_add(1);
+            std::hint::black_box(history.get(last.wrapping_sub(k % 512)))
+        })
+    });
+
+    // A NACK answered for one viewer: the track's munger maps the number back, the buffer gives the packet, the
+    // writer gets it with the viewer's header.
+    let mut f = rt.block_on(forwarder_with(1));
+    let track = Arc::new(DownTrack::new(h264_capability(), "video", "bench"));
+    let writer = Arc::new(NullWriter::default());
+    track.bind_writer(42, 96, writer.clone());
+    rt.block_on(async {
+        f.attach(track.clone(), Start::Now, Instant::now()).await;
+        for s in 0..1000u16 {
+            f.forward(packet(s), Instant::now()).await;
+        }
+    });
+    // The viewer's own numbers (what its NACK carries): the last one it got, and the 499 before it.
+    let last_sent = writer.last_seq.load(Ordering::Relaxed) as u16;
+    let mut answered = 0u64;
+    let mut n = 0u16;
+    let mut answer = || {
+        n = n.wrapping_add(1);
+        let out = rt.block_on(track.retransmit(last_sent.wrapping_sub(n % 500)));
+        if matches!(out, Ok(true)) {
+            answered += 1;
+        }
+    };
+    let nacks = allocations_per(1000, &mut answer);
+    group.bench_function("nack_answer", |b| b.iter(&mut answer));
+    group.finish();
+    println!(
+        "retransmit: {inserts:.3} allocations per insert, {lookups:.3} per lookup, {nacks:.3} per NACK answered \
+         (1.000 of them the boxed future of webrtc-rs's TrackLocalWriter); {answered} NACKs answered"
+    );
+    assert!(answered > 0, "the bench answers NACKs");
+}
+
+criterion_group!(benches, fanout, retransmit);
 criterion_main!(benches);

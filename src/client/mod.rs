@@ -85,8 +85,9 @@ pub fn vp8_capability() -> RTCRtpCodecCapability {
     }
 }
 
-fn setting_engine() -> SettingEngine {
+fn setting_engine(replay_protection: bool) -> SettingEngine {
     let mut s = SettingEngine::default();
+    s.disable_srtp_replay_protection(!replay_protection);
     s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
     s.set_network_types(vec![NetworkType::Udp4]);
     s.set_include_loopback_candidate(true);
@@ -100,6 +101,7 @@ fn setting_engine() -> SettingEngine {
 async fn new_peer(
     codecs: &[(RTCRtpCodecCapability, u8, RTPCodecType)],
     simulcast: bool,
+    replay_protection: bool,
 ) -> Result<Arc<RTCPeerConnection>, ClientError> {
     let mut media = MediaEngine::default();
     for (capability, pt, kind) in codecs {
@@ -138,7 +140,7 @@ async fn new_peer(
     let api = APIBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
-        .with_setting_engine(setting_engine())
+        .with_setting_engine(setting_engine(replay_protection))
         .build();
     Ok(Arc::new(api.new_peer_connection(Default::default()).await?))
 }
@@ -291,7 +293,7 @@ impl WhipClient {
         if let Some(v) = &options.video {
             codecs.push((v.clone(), 96, RTPCodecType::Video));
         }
-        let pc = new_peer(&codecs, !options.simulcast.is_empty()).await?;
+        let pc = new_peer(&codecs, !options.simulcast.is_empty(), true).await?;
         let mut state = state_watch(&pc);
         let init = || {
             Some(RTCRtpTransceiverInit {
@@ -460,6 +462,8 @@ pub struct WatchOptions {
     pub audio: bool,
     pub video: Vec<RTCRtpCodecCapability>,
     pub connect_timeout: Duration,
+    /// SRTP replay protection (on by default). Off lets a test see a retransmission of a packet it already has.
+    pub replay_protection: bool,
 }
 
 impl Default for WatchOptions {
@@ -468,6 +472,7 @@ impl Default for WatchOptions {
             audio: true,
             video: vec![h264_capability(), vp8_capability()],
             connect_timeout: Duration::from_secs(10),
+            replay_protection: true,
         }
     }
 }
@@ -496,7 +501,7 @@ impl WhepClient {
         for (i, v) in options.video.iter().enumerate() {
             codecs.push((v.clone(), 96 + 2 * i as u8, RTPCodecType::Video));
         }
-        let pc = new_peer(&codecs, false).await?;
+        let pc = new_peer(&codecs, false, options.replay_protection).await?;
         let mut state = state_watch(&pc);
         let init = || {
             Some(RTCRtpTransceiverInit {
@@ -577,6 +582,32 @@ impl WhepClient {
                         media_ssrc: track.ssrc(),
                     };
                     self.pc.write_rtcp(&[Box::new(pli)]).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a NACK for video packets `seqs` (as a receiver does after loss).
+    pub async fn nack_video(&self, seqs: &[u16]) -> Result<(), ClientError> {
+        use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{
+            NackPair, TransportLayerNack,
+        };
+        for receiver in self.pc.get_receivers().await {
+            for track in receiver.tracks().await {
+                if track.kind() == RTPCodecType::Video {
+                    let nack = TransportLayerNack {
+                        sender_ssrc: 0,
+                        media_ssrc: track.ssrc(),
+                        nacks: seqs
+                            .iter()
+                            .map(|&packet_id| NackPair {
+                                packet_id,
+                                lost_packets: 0,
+                            })
+                            .collect(),
+                    };
+                    self.pc.write_rtcp(&[Box::new(nack)]).await?;
                 }
             }
         }

@@ -21,6 +21,7 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalContext, TrackLocalWriter
 
 use super::keyframe_request::KeyframeRequester;
 use super::munger::Munger;
+use super::retransmit::History;
 
 /// Empty interceptor attributes (an empty map does not allocate).
 static NO_ATTRIBUTES: std::sync::LazyLock<Attributes> = std::sync::LazyLock::new(Attributes::new);
@@ -49,6 +50,8 @@ struct DownState {
     /// The source allowed to write (0: none yet).
     active_source: u64,
     requester: Option<Arc<KeyframeRequester>>,
+    /// The active source's retransmission buffer (video only).
+    history: Option<Arc<History>>,
 }
 
 /// One outgoing audio or video track of one viewer.
@@ -93,6 +96,7 @@ impl DownTrack {
                 munger: Munger::new(clock_rate, rand::random(), rand::random()),
                 active_source: 0,
                 requester: None,
+                history: None,
             }),
             closed: AtomicBool::new(false),
             sent_packets: AtomicU64::new(0),
@@ -128,10 +132,59 @@ impl DownTrack {
     }
 
     /// Makes `source` the one feeding this track from now on.
-    pub fn take_over(&self, source: u64, requester: Arc<KeyframeRequester>) {
+    pub fn take_over(
+        &self,
+        source: u64,
+        requester: Arc<KeyframeRequester>,
+        history: Option<Arc<History>>,
+    ) {
         let mut st = self.lock();
         st.active_source = source;
         st.requester = Some(requester);
+        st.history = history;
+    }
+
+    /// The SSRC this track sends with, once bound.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.lock().binding.as_ref().map(|b| b.ssrc)
+    }
+
+    /// Sends again the packet this track sent as `seq` (a viewer's NACK), from the active source's
+    /// retransmission buffer. False when it is no longer kept, belonged to an earlier source, or the track has no
+    /// buffer or binding.
+    pub async fn retransmit(&self, seq: u16) -> Result<bool, webrtc::Error> {
+        let (out, writer) = {
+            let st = self.lock();
+            let (Some(binding), Some(history)) = (&st.binding, &st.history) else {
+                return Ok(false);
+            };
+            let Some(packet) = st.munger.source_seq(seq).and_then(|s| history.get(s)) else {
+                return Ok(false);
+            };
+            let (seq, ts) = st
+                .munger
+                .outgoing(packet.header.sequence_number, packet.header.timestamp);
+            let header = Header {
+                version: 2,
+                marker: packet.header.marker,
+                payload_type: binding.payload_type,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: binding.ssrc,
+                ..Default::default()
+            };
+            (
+                Packet {
+                    header,
+                    payload: packet.payload,
+                },
+                binding.writer.clone(),
+            )
+        };
+        writer
+            .write_rtp_with_attributes(&out, &NO_ATTRIBUTES)
+            .await?;
+        Ok(true)
     }
 
     /// The source feeding this track now (0: none).

@@ -52,12 +52,13 @@ pub enum EngineError {
 enum Nack {
     /// Receives from a publisher: asks for lost packets.
     Generate,
-    /// Sends to a viewer: answers its NACKs from a buffer of this many packets per track (a power of two).
-    Respond(u16),
+    /// Sends to a viewer: negotiates NACK, and our fan-out answers it from the source's shared retransmission
+    /// buffer (`retransmit::History`), not from a per-track webrtc-rs responder.
+    Answer,
 }
 
-/// Negotiates NACK (and PLI) feedback for video and adds the interceptor of `side`: only what the connection
-/// needs (webrtc-rs's `configure_nack` adds both, with a fixed 1024-packet responder buffer per track).
+/// Negotiates NACK (and PLI) feedback for video and adds the generator for a publisher's connection: only what
+/// the connection needs (webrtc-rs's `configure_nack` adds a generator and a 1024-packet responder per track).
 fn configure_nack(mut registry: Registry, media: &mut MediaEngine, side: Nack) -> Registry {
     for parameter in ["", "pli"] {
         media.register_feedback(
@@ -68,16 +69,10 @@ fn configure_nack(mut registry: Registry, media: &mut MediaEngine, side: Nack) -
             RTPCodecType::Video,
         );
     }
-    match side {
-        Nack::Generate => registry.add(Box::new(
+    if let Nack::Generate = side {
+        registry.add(Box::new(
             webrtc::interceptor::nack::generator::Generator::builder(),
-        )),
-        Nack::Respond(packets) => {
-            let log2 = packets.max(1).ilog2() as u8;
-            registry.add(Box::new(
-                webrtc::interceptor::nack::responder::Responder::builder().with_log2_size(log2),
-            ))
-        }
+        ));
     }
     registry
 }
@@ -345,13 +340,9 @@ impl Engine {
             )?;
         }
         let mut registry = Registry::new();
-        // NACK responder (answers viewers' NACKs from a buffer of what we sent, `media.nack_buffer_packets` per
-        // track) and sender reports.
-        registry = configure_nack(
-            registry,
-            &mut media,
-            Nack::Respond(self.config.nack_buffer_packets),
-        );
+        // NACK negotiated (answered by `subscriber::read_viewer_rtcp` from the source's history) and sender
+        // reports.
+        registry = configure_nack(registry, &mut media, Nack::Answer);
         registry = configure_rtcp_reports(registry);
         let api = APIBuilder::new()
             .with_media_engine(media)

@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::downtrack::{DownTrack, WriteOutcome};
 use super::keyframe::{VideoCodec, starts_keyframe};
 use super::keyframe_request::KeyframeRequester;
+use super::retransmit::History;
 use super::tap::Tap;
 
 /// How a viewer attached to a source starts receiving.
@@ -159,8 +160,10 @@ pub struct Forwarder {
     plan: Option<ShardPlan>,
     /// The queue to the shard on each thread, by thread index, once it has had a viewer.
     shards: Vec<Option<mpsc::Sender<ShardMessage>>>,
-    /// False in a shard: the home forwarder counts the packets received.
+    /// False in a shard: the home forwarder counts the packets received and fills the history.
     counts_input: bool,
+    /// What this source sent lately, for viewers' NACKs (shared with its shards).
+    history: Option<Arc<History>>,
 }
 
 impl Forwarder {
@@ -183,7 +186,14 @@ impl Forwarder {
             plan: None,
             shards: Vec::new(),
             counts_input: true,
+            history: None,
         }
+    }
+
+    /// Keeps what this source forwards in `history`, so its viewers' NACKs are answered from there.
+    pub fn with_history(mut self, history: Arc<History>) -> Forwarder {
+        self.history = Some(history);
+        self
     }
 
     /// Lets this forwarder feed viewers of other media threads through shards on those threads.
@@ -220,6 +230,7 @@ impl Forwarder {
             plan: None,
             shards: Vec::new(),
             counts_input: false,
+            history: self.history.clone(),
         };
         handle.spawn(run_shard(shard, rx).in_current_span());
         *self.shards.get_mut(thread)? = Some(tx.clone());
@@ -274,14 +285,14 @@ impl Forwarder {
         };
         match start {
             Start::Now => {
-                track.take_over(self.source, self.requester.clone());
+                track.take_over(self.source, self.requester.clone(), self.history.clone());
                 self.entries.push(Entry {
                     track,
                     awaiting_keyframe: false,
                 });
             }
             Start::FromCache => {
-                track.take_over(self.source, self.requester.clone());
+                track.take_over(self.source, self.requester.clone(), self.history.clone());
                 for packet in self.gop.packets() {
                     if let Ok(WriteOutcome::Sent) = track.write(self.source, packet, now).await {
                         self.metrics.packets_out.increment(1);
@@ -327,6 +338,11 @@ impl Forwarder {
         if let Some(tap) = &self.tap {
             tap.offer(self.source, &packet, now);
         }
+        if self.counts_input
+            && let Some(history) = &self.history
+        {
+            history.insert(&packet);
+        }
         // Shards first, so the other threads write while this one does.
         for tx in self.shards.iter().flatten() {
             if tx
@@ -348,7 +364,9 @@ impl Forwarder {
                     i += 1;
                     continue;
                 }
-                entry.track.take_over(self.source, self.requester.clone());
+                entry
+                    .track
+                    .take_over(self.source, self.requester.clone(), self.history.clone());
                 entry.awaiting_keyframe = false;
             }
             match entry.track.write(self.source, &packet, now).await {

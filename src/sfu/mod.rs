@@ -15,6 +15,7 @@ pub mod munger;
 pub mod mux_socket;
 pub mod offer;
 pub mod publisher;
+pub mod retransmit;
 pub mod sdpfrag;
 pub mod session;
 pub mod stream;

@@ -15,6 +15,8 @@ pub struct Munger {
     source: u64,
     seq_offset: u16,
     ts_offset: u32,
+    /// The first outgoing sequence number of the current source.
+    base_seq: u16,
     /// Highest sequence number sent so far, and the timestamp and instant that went with it.
     last_seq: u16,
     last_ts: u32,
@@ -29,6 +31,7 @@ impl Munger {
             source: 0,
             seq_offset: 0,
             ts_offset: 0,
+            base_seq: initial_seq,
             last_seq: initial_seq.wrapping_sub(1),
             last_ts: initial_ts,
             last_sent_at: None,
@@ -70,8 +73,29 @@ impl Munger {
             None => self.last_ts,
         };
         self.source = source;
+        self.base_seq = next_seq;
         self.seq_offset = next_seq.wrapping_sub(seq);
         self.ts_offset = next_ts.wrapping_sub(ts);
+    }
+
+    /// The current source's sequence number of outgoing `out_seq`, when that packet was sent for the current
+    /// source (between its first packet and the last one sent). A packet of an earlier source has no answer.
+    pub fn source_seq(&self, out_seq: u16) -> Option<u16> {
+        if self.source == 0 || self.last_sent_at.is_none() {
+            return None;
+        }
+        let since_base = out_seq.wrapping_sub(self.base_seq);
+        let span = self.last_seq.wrapping_sub(self.base_seq);
+        (since_base <= span && span < 0x8000).then(|| out_seq.wrapping_sub(self.seq_offset))
+    }
+
+    /// The outgoing sequence number and timestamp of a packet of the current source, as `rewrite` made them,
+    /// without changing anything (for a retransmission).
+    pub fn outgoing(&self, seq: u16, ts: u32) -> (u16, u32) {
+        (
+            seq.wrapping_add(self.seq_offset),
+            ts.wrapping_add(self.ts_offset),
+        )
     }
 }
 
@@ -109,6 +133,25 @@ mod tests {
         assert_eq!(t2, 3_000 + 9_000);
         let (s3, t3) = m.rewrite(2, 60_001, 126_456, t0 + Duration::from_millis(133));
         assert_eq!((s3, t3), (3, 12_000 + 3_000));
+    }
+
+    #[test]
+    fn sent_packets_of_the_current_source_map_back_and_older_ones_do_not() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(90_000, 65_534, 0);
+        assert_eq!(m.source_seq(65_534), None, "nothing sent yet");
+        m.rewrite(1, 100, 1_000, t0); // out 65534
+        m.rewrite(1, 101, 4_000, t0); // out 65535
+        m.rewrite(1, 102, 7_000, t0); // out 0
+        assert_eq!(m.source_seq(65_535), Some(101));
+        assert_eq!(m.source_seq(0), Some(102));
+        assert_eq!(m.outgoing(101, 4_000), (65_535, 3_000));
+        assert_eq!(m.source_seq(1), None, "not sent yet");
+        assert_eq!(m.source_seq(65_533), None, "before the first packet");
+        // Another source takes over: the first source's packets no longer map.
+        m.rewrite(2, 9_000, 50, t0 + Duration::from_millis(10));
+        assert_eq!(m.source_seq(0), None);
+        assert_eq!(m.source_seq(1), Some(9_000));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::forward::{ForwardMetrics, Forwarder, GopLimits, ShardPlan};
 use super::keyframe::VideoCodec;
 use super::keyframe_request::KeyframeRequester;
 use super::offer::{self, OfferSummary, Role};
+use super::retransmit::History;
 use super::session::{Session, SessionRole, random_id};
 use super::stream::{PublishedMedia, SourceCommand, SourceHandle, Stream};
 use super::{Accepted, Sfu, SfuError, answer_with_candidates};
@@ -180,6 +181,11 @@ impl Sfu {
             home: self.inner.media.home(&stream.name),
             threads: self.inner.media.handles(),
         });
+        let forwarder = if video.is_some() {
+            forwarder.with_history(Arc::new(History::new(config.nack_buffer_packets)))
+        } else {
+            forwarder
+        };
         tracing::info!(stream = %stream.name, source = id, kind = kind_label, rid = %rid, codec = %codec.mime_type, "publisher track started");
         let handle = SourceHandle {
             id,

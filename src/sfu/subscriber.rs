@@ -199,10 +199,13 @@ impl Sfu {
     }
 }
 
-/// Reads a viewer's RTCP for one sender until it closes: keyframe requests go upstream (throttled).
+/// Reads a viewer's RTCP for one sender until it closes: keyframe requests go upstream (throttled), NACKed
+/// packets are sent again from the source's retransmission buffer.
 async fn read_viewer_rtcp(sender: Arc<RTCRtpSender>, track: Arc<DownTrack>) {
     let plis = metrics::counter!("zipiq_keyframe_requests_received_total");
     let nacks = metrics::counter!("zipiq_nacks_received_total");
+    let resent = metrics::counter!("zipiq_rtp_retransmitted_packets_total");
+    let missed = metrics::counter!("zipiq_rtp_retransmissions_missed_total");
     while let Ok((packets, _)) = sender.read_rtcp().await {
         for packet in packets {
             let any = packet.as_any();
@@ -211,6 +214,15 @@ async fn read_viewer_rtcp(sender: Arc<RTCRtpSender>, track: Arc<DownTrack>) {
                 track.request_keyframe();
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 nacks.increment(nack.nacks.len() as u64);
+                if track.ssrc() != Some(nack.media_ssrc) {
+                    continue;
+                }
+                for seq in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
+                    match track.retransmit(seq).await {
+                        Ok(true) => resent.increment(1),
+                        Ok(false) | Err(_) => missed.increment(1),
+                    }
+                }
             }
         }
     }

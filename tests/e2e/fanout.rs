@@ -282,3 +282,76 @@ async fn viewer_keyframe_request_reaches_the_publisher_throttled() {
     let _ = pump.await;
     server.stop().await;
 }
+
+/// A viewer's NACK is answered from the source's retransmission buffer: the same sequence number, timestamp and
+/// payload come again (the viewer turns SRTP replay protection off to see a packet it already has); a NACK for a
+/// packet never sent gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewers_nack_gets_the_same_packet_again() {
+    let server = start_server("").await;
+    let publisher = Arc::new(
+        WhipClient::connect(
+            &server.whip("live"),
+            Some(&server.key),
+            PublishOptions::default(),
+        )
+        .await
+        .expect("publisher connects"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU32::new(0));
+    let pump = spawn_publisher_loop(publisher.clone(), 1, stop.clone(), sent.clone());
+    assert!(eventually(Duration::from_secs(5), || server.server.sfu.is_live("live")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut viewer = WhepClient::connect(
+        &server.whep("live"),
+        None,
+        WatchOptions {
+            audio: false,
+            replay_protection: false,
+            ..WatchOptions::default()
+        },
+    )
+    .await
+    .expect("viewer");
+    let mut video = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while video.len() < 60 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(200), viewer.packets.recv()).await
+        {
+            video.push(r);
+        }
+    }
+    assert!(video.len() >= 60, "viewer receives video");
+    let wanted = video[40].clone();
+    let never = video[59].sequence_number.wrapping_add(30_000);
+    viewer
+        .nack_video(&[wanted.sequence_number, never])
+        .await
+        .expect("nack");
+    let mut again = None;
+    let mut never_came = true;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(100), viewer.packets.recv()).await
+        {
+            if r.sequence_number == never {
+                never_came = false;
+            }
+            if r.sequence_number == wanted.sequence_number {
+                again = Some(r);
+                break;
+            }
+        }
+    }
+    let again = again.expect("the NACKed packet comes again");
+    assert_eq!(again.timestamp, wanted.timestamp);
+    assert_eq!(again.marker, wanted.marker);
+    assert_eq!(again.payload, wanted.payload, "byte-identical payload");
+    assert!(never_came, "a packet never sent is not invented");
+    stop.store(true, Ordering::Relaxed);
+    let _ = pump.await;
+    server.stop().await;
+}
