@@ -44,6 +44,25 @@ struct Binding {
     writer: Arc<dyn TrackLocalWriter + Send + Sync>,
 }
 
+impl Binding {
+    /// `packet` as this viewer gets it: its SSRC and payload type, sequence number `seq`, timestamp `ts`, no
+    /// header extensions, and the payload shared (not copied).
+    fn packet(&self, packet: &Packet, seq: u16, ts: u32) -> Packet {
+        Packet {
+            header: Header {
+                version: 2,
+                marker: packet.header.marker,
+                payload_type: self.payload_type,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        }
+    }
+}
+
 struct DownState {
     binding: Option<Binding>,
     munger: Munger,
@@ -164,22 +183,7 @@ impl DownTrack {
             let (seq, ts) = st
                 .munger
                 .outgoing(packet.header.sequence_number, packet.header.timestamp);
-            let header = Header {
-                version: 2,
-                marker: packet.header.marker,
-                payload_type: binding.payload_type,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc: binding.ssrc,
-                ..Default::default()
-            };
-            (
-                Packet {
-                    header,
-                    payload: packet.payload,
-                },
-                binding.writer.clone(),
-            )
+            (binding.packet(&packet, seq, ts), binding.writer.clone())
         };
         writer
             .write_rtp_with_attributes(&out, &NO_ATTRIBUTES)
@@ -237,22 +241,7 @@ impl DownTrack {
                 packet.header.timestamp,
                 now,
             );
-            let header = Header {
-                version: 2,
-                marker: packet.header.marker,
-                payload_type: binding.payload_type,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc: binding.ssrc,
-                ..Default::default()
-            };
-            (
-                Packet {
-                    header,
-                    payload: packet.payload.clone(),
-                },
-                binding.writer,
-            )
+            (binding.packet(packet, seq, ts), binding.writer)
         };
         // `write_rtp_with_attributes` directly: the trait's `write_rtp` default method would box one more future.
         writer

@@ -352,6 +352,8 @@ impl Forwarder {
                 self.metrics.shard_full.increment(1);
             }
         }
+        // Counted once per packet, not per viewer: the counters are shared by every media thread.
+        let mut sent = 0u64;
         let mut i = 0;
         while i < self.entries.len() {
             let entry = &mut self.entries[i];
@@ -370,12 +372,7 @@ impl Forwarder {
                 entry.awaiting_keyframe = false;
             }
             match entry.track.write(self.source, &packet, now).await {
-                Ok(WriteOutcome::Sent) => {
-                    self.metrics.packets_out.increment(1);
-                    self.metrics
-                        .bytes_out
-                        .increment(packet.payload.len() as u64);
-                }
+                Ok(WriteOutcome::Sent) => sent += 1,
                 Ok(WriteOutcome::NotActive) => {
                     // Another source took this viewer over (layer switch, returning publisher).
                     self.entries.swap_remove(i);
@@ -385,6 +382,12 @@ impl Forwarder {
                 Err(_) => self.metrics.write_errors.increment(1),
             }
             i += 1;
+        }
+        if sent > 0 {
+            self.metrics.packets_out.increment(sent);
+            self.metrics
+                .bytes_out
+                .increment(sent * packet.payload.len() as u64);
         }
     }
 

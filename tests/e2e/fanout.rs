@@ -47,6 +47,36 @@ fn spawn_publisher_loop(
     })
 }
 
+/// A publisher sending one layer through `spawn_publisher_loop` on stream "live", live and past its first
+/// keyframe. Stop it with `stop` then await `pump`.
+struct LivePublisher {
+    publisher: Arc<WhipClient>,
+    stop: Arc<AtomicBool>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+async fn live_publisher(server: &TestServer) -> LivePublisher {
+    let publisher = Arc::new(
+        WhipClient::connect(
+            &server.whip("live"),
+            Some(&server.key),
+            PublishOptions::default(),
+        )
+        .await
+        .expect("publisher connects"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU32::new(0));
+    let pump = spawn_publisher_loop(publisher.clone(), 1, stop.clone(), sent);
+    assert!(eventually(Duration::from_secs(5), || server.server.sfu.is_live("live")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    LivePublisher {
+        publisher,
+        stop,
+        pump,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_viewers_receive_every_packet_byte_for_byte_from_a_keyframe() {
     let server = start_server("").await;
@@ -244,20 +274,11 @@ async fn simulcast_three_layers_best_by_default_then_switch_keeps_sequence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_keyframe_request_reaches_the_publisher_throttled() {
     let server = start_server("[media]\nkeyframe_request_interval_ms = 60000\n").await;
-    let publisher = Arc::new(
-        WhipClient::connect(
-            &server.whip("live"),
-            Some(&server.key),
-            PublishOptions::default(),
-        )
-        .await
-        .expect("publisher connects"),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU32::new(0));
-    let pump = spawn_publisher_loop(publisher.clone(), 1, stop.clone(), sent.clone());
-    assert!(eventually(Duration::from_secs(5), || server.server.sfu.is_live("live")).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let LivePublisher {
+        publisher,
+        stop,
+        pump,
+    } = live_publisher(&server).await;
     let viewer = WhepClient::connect(&server.whep("live"), None, WatchOptions::default())
         .await
         .expect("viewer");
@@ -289,20 +310,11 @@ async fn viewer_keyframe_request_reaches_the_publisher_throttled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewers_nack_gets_the_same_packet_again() {
     let server = start_server("").await;
-    let publisher = Arc::new(
-        WhipClient::connect(
-            &server.whip("live"),
-            Some(&server.key),
-            PublishOptions::default(),
-        )
-        .await
-        .expect("publisher connects"),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU32::new(0));
-    let pump = spawn_publisher_loop(publisher.clone(), 1, stop.clone(), sent.clone());
-    assert!(eventually(Duration::from_secs(5), || server.server.sfu.is_live("live")).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let LivePublisher {
+        publisher: _publisher,
+        stop,
+        pump,
+    } = live_publisher(&server).await;
     let mut viewer = WhepClient::connect(
         &server.whep("live"),
         None,
