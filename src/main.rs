@@ -11,6 +11,7 @@ use zipiq::db::Db;
 use zipiq::db::audit::{AuditEvent, actions};
 
 /// jemalloc instead of glibc malloc: measured with the load tool (README "Performance").
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
