@@ -31,6 +31,12 @@ fi
 max_time=${ZIPIQ_SCHEMATHESIS_MAX_TIME:-60}
 common=(
     --checks all
+    # use_after_free (ST301) is left out: a deleted stream's name is free again by design, and the stateful phase
+    # can give it to another stream with a rename (PATCH {"name": ...}), which the check does not count as a
+    # re-creation, then flag that stream as the deleted one (seen once: its three printed requests answer 404 when
+    # replayed). tests/e2e/private_streams.rs checks that GET, PATCH and DELETE of a deleted stream answer 404
+    # until the name is taken again.
+    --exclude-checks use_after_free
     --max-time "$max_time"
     # One worker: with two, hypothesis' lambda-source cache races between threads under Python 3.11 and
     # schemathesis reports "AST constructor recursion depth mismatch" as an error of the operation it was testing.

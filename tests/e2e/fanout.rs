@@ -48,38 +48,16 @@ fn spawn_publisher_loop(
 }
 
 /// A publisher sending one layer through `spawn_publisher_loop` on stream "live", live and past its first
-/// keyframe. Stop it with `stop` then await `pump`.
+/// keyframe (so the picture cache holds a group). `sent` is the index of its last packet. Stop it with `stop`
+/// then await `pump`.
 struct LivePublisher {
     publisher: Arc<WhipClient>,
     stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU32>,
     pump: tokio::task::JoinHandle<()>,
 }
 
 async fn live_publisher(server: &TestServer) -> LivePublisher {
-    let publisher = Arc::new(
-        WhipClient::connect(
-            &server.whip("live"),
-            Some(&server.key),
-            PublishOptions::default(),
-        )
-        .await
-        .expect("publisher connects"),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU32::new(0));
-    let pump = spawn_publisher_loop(publisher.clone(), 1, stop.clone(), sent);
-    assert!(eventually(Duration::from_secs(5), || server.server.sfu.is_live("live")).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    LivePublisher {
-        publisher,
-        stop,
-        pump,
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_viewers_receive_every_packet_byte_for_byte_from_a_keyframe() {
-    let server = start_server("").await;
     let publisher = Arc::new(
         WhipClient::connect(
             &server.whip("live"),
@@ -96,8 +74,24 @@ async fn ten_viewers_receive_every_packet_byte_for_byte_from_a_keyframe() {
         eventually(Duration::from_secs(5), || server.server.sfu.is_live("live")).await,
         "stream goes live"
     );
-    // Let a keyframe pass so the picture cache holds a group.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    LivePublisher {
+        publisher,
+        stop,
+        sent,
+        pump,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_viewers_receive_every_packet_byte_for_byte_from_a_keyframe() {
+    let server = start_server("").await;
+    let LivePublisher {
+        publisher,
+        stop,
+        sent,
+        pump,
+    } = live_publisher(&server).await;
 
     let mut joins = Vec::new();
     for _ in 0..10 {
@@ -278,6 +272,7 @@ async fn viewer_keyframe_request_reaches_the_publisher_throttled() {
         publisher,
         stop,
         pump,
+        ..
     } = live_publisher(&server).await;
     let viewer = WhepClient::connect(&server.whep("live"), None, WatchOptions::default())
         .await
@@ -314,6 +309,7 @@ async fn a_viewers_nack_gets_the_same_packet_again() {
         publisher: _publisher,
         stop,
         pump,
+        ..
     } = live_publisher(&server).await;
     let mut viewer = WhepClient::connect(
         &server.whep("live"),

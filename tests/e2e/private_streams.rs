@@ -265,6 +265,19 @@ async fn a_rotated_stream_key_stops_the_publisher_and_its_next_attempt() {
             401,
             "{engine}: a deleted stream's key is dead"
         );
+        // Until its name is taken again, the deleted stream is gone for every operation.
+        let a = env
+            .call(Method::GET, "/api/v1/streams/show-2", Some(&token))
+            .await;
+        assert_eq!(a.status, 404, "{engine}: GET after DELETE");
+        let a = env
+            .patch("/api/v1/streams/show-2", json!({"name": "show-2"}), &token)
+            .await;
+        assert_eq!(a.status, 404, "{engine}: PATCH after DELETE");
+        let a = env
+            .call(Method::DELETE, "/api/v1/streams/show-2", Some(&token))
+            .await;
+        assert_eq!(a.status, 404, "{engine}: DELETE after DELETE");
         let a = env
             .post("/api/v1/streams", json!({"name": "show-2"}), Some(&token))
             .await;
