@@ -83,11 +83,6 @@ impl MediaThreads {
         (h.finish() % self.handles.len() as u64) as usize
     }
 
-    /// The runtime of the home thread of `stream`.
-    pub fn for_stream(&self, stream: &str) -> &Handle {
-        &self.handles[self.home(stream)]
-    }
-
     /// The thread for a new viewer of `stream`: the next one round robin, or the stream's home thread when
     /// viewers are not spread.
     pub fn for_viewer(&self, stream: &str) -> usize {
@@ -125,18 +120,18 @@ mod tests {
     fn a_stream_always_lands_on_the_same_thread_and_work_runs_there() {
         let threads = MediaThreads::start(2, true).unwrap();
         assert_eq!(threads.len(), 2);
-        let a = threads.for_stream("live").id();
-        assert_eq!(a, threads.for_stream("live").id());
+        let home = threads.home("live");
+        assert_eq!(home, threads.home("live"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let name = rt.block_on(
             threads
-                .for_stream("live")
+                .handle(home)
                 .spawn(async { std::thread::current().name().map(str::to_owned) }),
         );
-        assert!(name.unwrap().unwrap().starts_with("zipiq-media-"));
+        assert_eq!(name.unwrap().unwrap(), format!("zipiq-media-{home}"));
     }
 
     #[test]
