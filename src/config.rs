@@ -165,6 +165,11 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub cors_origins: Vec<String>,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
 }
 
 /// One ICE server handed to clients in a `Link` header.
@@ -199,6 +204,10 @@ pub struct MediaConfig {
     pub tap_channel_capacity: usize,
     pub threads: usize,
     pub spread_viewers: bool,
+    pub max_remote_candidates: usize,
+    pub reserved_publisher_sessions: usize,
+    pub max_pending_sessions_per_ip: usize,
+    pub max_retransmits_per_viewer_per_second: u32,
 }
 
 /// `[database]`
@@ -216,6 +225,15 @@ pub struct DatabaseConfig {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+    pub rate_limit: LogRateLimit,
+}
+
+/// `log.rate_limit`: at most `events` log events of one kind per `per_seconds` seconds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogRateLimit {
+    pub events: u32,
+    pub per_seconds: u64,
 }
 
 /// How log lines are written.
@@ -303,6 +321,7 @@ pub struct RateLimitsConfig {
     pub whip_per_account: RateLimit,
     pub whep_per_ip: RateLimit,
     pub whep_per_account: RateLimit,
+    pub patch_per_session: RateLimit,
 }
 
 impl Config {
@@ -368,6 +387,26 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "media.nack_buffer_packets must be a power of two".into(),
             ));
+        }
+        if self.media.reserved_publisher_sessions >= self.media.max_sessions {
+            return Err(ConfigError::Invalid(
+                "media.reserved_publisher_sessions must be smaller than media.max_sessions (viewers need room too)"
+                    .into(),
+            ));
+        }
+        for (key, value) in [
+            ("http.max_connections", self.http.max_connections as u64),
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
         }
         if self.media.tap_channel_capacity == 0 {
             return Err(ConfigError::Invalid(

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod log_flood;
 pub mod media;
 pub mod recorder;
 pub mod reload;
@@ -138,32 +139,22 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
 
         let app = http::router(state);
-        let mut rx = stop_rx.clone();
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(
-                http_listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let limits = http_limits(&config);
+        let http_task = tokio::spawn(http::serve::serve(
+            "http",
+            http_listener,
+            app,
+            limits,
+            stop_rx.clone(),
+        ));
         let admin = admin_router(state_for_admin(&db, &archiver));
-        let mut rx = stop_rx.clone();
-        let admin_task = tokio::spawn(async move {
-            let served = axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin server stopped");
-            }
-        });
+        let admin_task = tokio::spawn(http::serve::serve(
+            "admin",
+            admin_listener,
+            admin,
+            limits,
+            stop_rx.clone(),
+        ));
         let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), sfu.clone(), stop_rx.clone());
         let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
@@ -241,6 +232,26 @@ fn spawn_gauges(
             }
         }
     })
+}
+
+/// The connection limits of both listeners, the cap kept below the open-file limit (raised here where allowed).
+fn http_limits(config: &Config) -> http::serve::Limits {
+    let files = http::serve::raise_open_file_limit();
+    let max_connections =
+        http::serve::effective_max_connections(config.http.max_connections, files);
+    if max_connections < config.http.max_connections {
+        tracing::warn!(
+            wanted = config.http.max_connections,
+            open_file_limit = files,
+            max_connections,
+            "http.max_connections lowered to stay below the open-file limit"
+        );
+    }
+    http::serve::Limits {
+        max_connections,
+        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+    }
 }
 
 /// What the admin listener's handlers reach.

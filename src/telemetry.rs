@@ -1,5 +1,6 @@
 //! Logs and metrics: a tracing subscriber (human-readable or JSON, level from config or `RUST_LOG`) and the
-//! process-wide Prometheus recorder whose text the admin listener serves at `/metrics`.
+//! process-wide Prometheus recorder whose text the admin listener serves at `/metrics`. Log events go through the
+//! flood guard (`log_flood`) first.
 
 use std::sync::OnceLock;
 
@@ -38,7 +39,10 @@ fn filter(level: &str) -> EnvFilter {
 /// Installs the log subscriber. A second call (tests start several servers in one process) does nothing.
 pub fn init_logs(config: &LogConfig) {
     let (filter_layer, handle) = reload::Layer::new(filter(&config.level));
-    let registry = tracing_subscriber::registry().with(filter_layer);
+    let guard = crate::log_flood::FloodGuard::new(config.rate_limit);
+    let registry = tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(crate::log_flood::FloodLayer::new(guard.clone()));
     let installed = match config.format {
         LogFormat::Json => registry
             .with(
@@ -55,6 +59,7 @@ pub fn init_logs(config: &LogConfig) {
     };
     if installed.is_ok() {
         let _ = FILTER.set(handle);
+        guard.spawn_summaries();
     }
 }
 

@@ -112,6 +112,8 @@ pub enum Action {
     Reset,
     Whip,
     Whep,
+    /// PATCH of one WHIP/WHEP session (trickle ICE, ICE restart), keyed by the session.
+    Patch,
 }
 
 impl Action {
@@ -122,6 +124,7 @@ impl Action {
             Action::Reset => "reset",
             Action::Whip => "whip",
             Action::Whep => "whep",
+            Action::Patch => "patch",
         }
     }
 }
@@ -150,6 +153,15 @@ impl RateLimits {
                 pair(Action::Reset, config.reset_per_ip, config.reset_per_account),
                 pair(Action::Whip, config.whip_per_ip, config.whip_per_account),
                 pair(Action::Whep, config.whep_per_ip, config.whep_per_account),
+                // PATCHes count per address under WHIP/WHEP already; here per session.
+                pair(
+                    Action::Patch,
+                    RateLimit {
+                        requests: 0,
+                        per_seconds: 0,
+                    },
+                    config.patch_per_session,
+                ),
             ],
         }
     }

@@ -142,12 +142,22 @@ impl From<SfuError> for HttpError {
     fn from(e: SfuError) -> HttpError {
         let detail = e.to_string();
         match e {
-            SfuError::Offer(OfferError::Malformed(_)) => HttpError::bad_request(detail),
+            SfuError::Offer(OfferError::Malformed(_)) | SfuError::OfferCandidates { .. } => {
+                HttpError::bad_request(detail)
+            }
+            SfuError::TrickleCandidates { .. } => {
+                HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+            }
+            SfuError::TooManyPending => HttpError::new(StatusCode::TOO_MANY_REQUESTS, detail)
+                .with_header(header::RETRY_AFTER, "5"),
             SfuError::Offer(OfferError::Unsupported(_))
             | SfuError::IncompatibleCodec(_)
             | SfuError::Negotiation(_)
             | SfuError::NoSuchLayer(_) => HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, detail),
-            SfuError::PublisherExists(_) => HttpError::new(StatusCode::CONFLICT, detail),
+            // The publisher may be one that is just going (OBS reconnecting): try again shortly.
+            SfuError::PublisherExists(_) => {
+                HttpError::new(StatusCode::CONFLICT, detail).with_header(header::RETRY_AFTER, "5")
+            }
             SfuError::NotLive(_) => {
                 HttpError::new(StatusCode::CONFLICT, detail).with_header(header::RETRY_AFTER, "2")
             }

@@ -3,18 +3,20 @@
 //! request.
 
 pub mod api;
+pub mod body;
 pub mod broadcasts;
 pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod negotiation;
 pub mod security;
+pub mod serve;
 pub mod web;
 pub mod whep;
 pub mod whip;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,6 +28,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
@@ -67,6 +70,23 @@ async fn endpoint_options() -> Response {
         .into_response()
 }
 
+/// A metric label for a request method: the standard methods by name, anything a client made up as `other`, so
+/// labels from client input stay a bounded set.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Counts every request by route template and status, with a latency histogram (`zipiq_http_*`).
 async fn http_metrics(
     request: Request<axum::body::Body>,
@@ -77,15 +97,78 @@ async fn http_metrics(
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("zipiq_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+    metrics::counter!("zipiq_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("zipiq_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Largest plain-text refusal body (from axum's extractors and tower-http's layers) turned into problem details.
+const PLAIN_REFUSAL_MAX: usize = 4096;
+
+/// Makes every refusal `application/problem+json`: the few answers produced outside our handlers (axum's body
+/// limit 413, its JSON rejections, tower-http's timeouts) come as `text/plain` and are rewritten here, keeping
+/// their status, their other headers and their text as the detail.
+async fn problem_answers(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let empty_refusal = response.headers().get(header::CONTENT_TYPE).is_none()
+        && matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        );
+    if !(status.is_client_error() || status.is_server_error()) || !(plain || empty_refusal) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, PLAIN_REFUSAL_MAX)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let mut problem = error::HttpError::new(status, text).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
+}
+
+/// The path of a request as logs show it: a WHIP/WHEP session resource's id is a capability, so only its first
+/// characters are kept (`/whep/live/0123abcd…`).
+pub fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
+    let mut parts = path.splitn(4, '/');
+    let (Some(""), Some(kind @ ("whip" | "whep")), Some(stream), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return std::borrow::Cow::Borrowed(path);
+    };
+    let (session, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let short = crate::sfu::session::log_id(session);
+    let mut out = format!("/{kind}/{stream}/{short}");
+    if short.len() < session.len() {
+        out.push('…');
+    }
+    if !tail.is_empty() {
+        out.push('/');
+        out.push_str(tail);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The CORS layer answers every `OPTIONS` itself; WHIP/WHEP endpoints must still say `Accept-Post`.
@@ -184,6 +267,14 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(http_metrics))
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
+            state.config.http.body_timeout_ms,
+        )))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(state.config.http.request_timeout_ms),
+        ))
+        .layer(axum::middleware::from_fn(problem_answers))
         .layer(cors(&state.config))
         .layer(axum::middleware::from_fn(accept_post_on_options))
         .layer(axum::middleware::from_fn(security::safety_headers))
@@ -194,11 +285,41 @@ pub fn router(state: AppState) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                tracing::info_span!("http", method = %request.method(), path = %path_for_logs(request.uri().path()), request_id = %id)
             }),
         )
         // The IPFS gateway sets its own CORS headers (public, immutable content for any origin).
         .merge(gateway.route_layer(axum::middleware::from_fn(http_metrics)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["FOO", "XYZZY1", "get"] {
+            let m = Method::from_bytes(made_up.as_bytes()).expect("a valid token");
+            assert_eq!(method_label(&m), "other", "{made_up}");
+        }
+    }
+
+    #[test]
+    fn logged_paths_keep_only_a_prefix_of_session_ids() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            path_for_logs(&format!("/whep/live/{id}")),
+            "/whep/live/01234567…"
+        );
+        assert_eq!(
+            path_for_logs(&format!("/whep/live/{id}/layer")),
+            "/whep/live/01234567…/layer"
+        );
+        assert_eq!(path_for_logs("/whip/live"), "/whip/live");
+        assert_eq!(path_for_logs("/api/v1/streams/x/y"), "/api/v1/streams/x/y");
+        assert!(!path_for_logs(&format!("/whip/s/{id}")).contains(id));
+    }
 }

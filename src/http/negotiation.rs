@@ -6,8 +6,11 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use super::AppState;
 use super::error::HttpError;
+use crate::auth::rate_limit::Action;
 use crate::auth::stream_keys;
 use crate::config::IceServer;
 use crate::sfu::session::{Session, SessionRole};
@@ -98,7 +101,7 @@ pub fn authorized_session(
     role: SessionRole,
     stream: &str,
     session_id: &str,
-) -> Result<std::sync::Arc<Session>, HttpError> {
+) -> Result<Arc<Session>, HttpError> {
     let session = state
         .sfu
         .session(session_id)
@@ -117,11 +120,12 @@ pub async fn patch_session(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
-    role: SessionRole,
-    stream: &str,
-    session_id: &str,
+    session: &Arc<Session>,
 ) -> Result<Response, HttpError> {
-    let session = authorized_session(state, headers, role, stream, session_id)?;
+    state
+        .auth
+        .limits
+        .check_account(Action::Patch, &format!("session:{}", session.serial))?;
     if !has_content_type(headers, SDPFRAG) {
         return Err(HttpError::unsupported_type(SDPFRAG, "accept-patch"));
     }
@@ -143,8 +147,8 @@ pub async fn patch_session(
         .map_err(|_| HttpError::bad_request("the fragment is not UTF-8"))?;
     let frag = sdpfrag::parse(text).map_err(|e| HttpError::bad_request(e.to_string()))?;
     if frag.ice_ufrag.is_some() {
-        let answer = state.sfu.restart_ice(&session, &frag).await.map_err(|e| {
-            tracing::warn!(session = %session.id, error = %e, "ICE restart failed; the session goes on");
+        let answer = state.sfu.restart_ice(session, &frag).await.map_err(|e| {
+            tracing::warn!(session = %session.log_id(), error = %e, "ICE restart failed; the session goes on");
             HttpError::from(e)
         })?;
         let etag = session.renew_etag();
@@ -156,7 +160,7 @@ pub async fn patch_session(
         }
         return Ok(response);
     }
-    state.sfu.trickle(&session, &frag).await?;
+    state.sfu.trickle(session, &frag).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&session.etag()) {
         response.headers_mut().insert(header::ETAG, v);
@@ -172,17 +176,10 @@ fn etag_matches(if_match: &str, etag: &str) -> bool {
         .any(|candidate| candidate == etag)
 }
 
-/// DELETE on a session: ends it.
-pub fn delete_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    role: SessionRole,
-    stream: &str,
-    session_id: &str,
-) -> Result<Response, HttpError> {
-    let session = authorized_session(state, headers, role, stream, session_id)?;
+/// DELETE on a session (already authorized): ends it.
+pub fn delete_session(state: &AppState, session: &Session) -> Response {
     state.sfu.end_session(&session.id, "DELETE by the client");
-    Ok(StatusCode::OK.into_response())
+    StatusCode::OK.into_response()
 }
 
 #[cfg(test)]

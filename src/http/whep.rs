@@ -4,14 +4,14 @@
 //! (a JWT scoped to the stream) as `Authorization: Bearer`: none or an invalid one is 401, one for another stream
 //! 403. Requests count against the per-address WHEP limit, and those with a token against the per-token one.
 
-use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::api::ApiJson;
+use super::body::RequestBody;
 use super::error::HttpError;
 use super::negotiation::{self, authorized_session, bearer, read_offer};
 use super::security::ClientIp;
@@ -50,7 +50,7 @@ pub async fn watch(
     Path(stream): Path<String>,
     Query(query): Query<WatchQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
     check_limits(&state, ip, &headers)?;
     let offer = read_offer(&headers, &body)?;
@@ -70,7 +70,7 @@ pub async fn watch(
     let layer = query.layer.filter(|l| !l.is_empty());
     let accepted = state
         .sfu
-        .accept_viewer(&stream, &offer, layer, token)
+        .accept_viewer(&stream, &offer, layer, token, ip)
         .await?;
     let location = format!("/whep/{stream}/{}", accepted.session_id);
     Ok(negotiation::created(&state, accepted, location))
@@ -82,18 +82,11 @@ pub async fn patch(
     ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
     check_limits(&state, ip, &headers)?;
-    negotiation::patch_session(
-        &state,
-        &headers,
-        &body,
-        SessionRole::Viewer,
-        &stream,
-        &session,
-    )
-    .await
+    let session = authorized_session(&state, &headers, SessionRole::Viewer, &stream, &session)?;
+    negotiation::patch_session(&state, &headers, &body, &session).await
 }
 
 /// `DELETE /whep/{stream}/{session}`.
@@ -104,7 +97,8 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     check_limits(&state, ip, &headers)?;
-    negotiation::delete_session(&state, &headers, SessionRole::Viewer, &stream, &session)
+    let session = authorized_session(&state, &headers, SessionRole::Viewer, &stream, &session)?;
+    Ok(negotiation::delete_session(&state, &session))
 }
 
 /// Body of `POST /whep/{stream}/{session}/layer`.
@@ -119,7 +113,7 @@ pub async fn choose_layer(
     State(state): State<AppState>,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
-    Json(choice): Json<LayerChoice>,
+    ApiJson(choice): ApiJson<LayerChoice>,
 ) -> Result<Response, HttpError> {
     let session = authorized_session(&state, &headers, SessionRole::Viewer, &stream, &session)?;
     state.sfu.choose_layer(&session.id, choice.layer)?;

@@ -1,13 +1,14 @@
 //! WHIP (RFC 9725): `POST /whip/{stream}` with an SDP offer and the stream key as bearer token publishes;
 //! the session resource `/whip/{stream}/{session}` takes PATCH (trickle, ICE restart) and DELETE.
-//! Every request counts against the per-address and per-account (the stream's owner) WHIP rate limits.
+//! Every request counts against the per-address WHIP rate limit; only those that prove themselves (the right stream
+//! key, or a session's own bearer token) count against the stream owner's budget too, so strangers cannot spend it.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::body::RequestBody;
 use super::error::HttpError;
 use super::negotiation::{self, bearer, read_offer};
 use super::security::ClientIp;
@@ -24,7 +25,7 @@ fn account_key(row: &StreamRow) -> String {
     }
 }
 
-/// Counts a WHIP request on `stream` against the per-account limit (the address was counted already).
+/// Counts an authenticated WHIP request on `stream` against the owner's limit (the address was counted already).
 async fn check_account(state: &AppState, stream: &str) -> Result<(), HttpError> {
     if let Some(row) = state.db.find_stream(stream).await? {
         state
@@ -41,7 +42,7 @@ pub async fn publish(
     ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
     state.auth.limits.check_ip(Action::Whip, ip)?;
     let offer = read_offer(&headers, &body)?;
@@ -52,24 +53,24 @@ pub async fn publish(
     };
     // Unknown stream and wrong key answer alike, so keys cannot be used to discover stream names.
     let row = state.db.find_stream(&stream).await?;
-    if let Some(row) = &row {
-        state
-            .auth
-            .limits
-            .check_account(Action::Whip, &account_key(row))?;
-    }
-    let authorized = row
-        .as_ref()
-        .and_then(|r| r.key_hash.as_deref())
-        .is_some_and(|hash| stream_keys::verify(token, hash));
-    if !authorized {
+    let authorized = row.as_ref().filter(|r| {
+        r.key_hash
+            .as_deref()
+            .is_some_and(|hash| stream_keys::verify(token, hash))
+    });
+    let Some(row) = authorized else {
         tracing::warn!(stream = %stream, "WHIP with a wrong or revoked stream key");
         metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whip").increment(1);
         return Err(HttpError::unauthorized("wrong stream key"));
-    }
+    };
+    // Only now, with the key verified, is the request the owner's.
+    state
+        .auth
+        .limits
+        .check_account(Action::Whip, &account_key(row))?;
     let accepted = state
         .sfu
-        .accept_publisher(&stream, &offer, Some(token))
+        .accept_publisher(&stream, &offer, Some(token), ip)
         .await?;
     let location = format!("/whip/{stream}/{}", accepted.session_id);
     Ok(negotiation::created(&state, accepted, location))
@@ -81,19 +82,18 @@ pub async fn patch(
     ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
     state.auth.limits.check_ip(Action::Whip, ip)?;
-    check_account(&state, &stream).await?;
-    negotiation::patch_session(
+    let session = negotiation::authorized_session(
         &state,
         &headers,
-        &body,
         SessionRole::Publisher,
         &stream,
         &session,
-    )
-    .await
+    )?;
+    check_account(&state, &stream).await?;
+    negotiation::patch_session(&state, &headers, &body, &session).await
 }
 
 /// `DELETE /whip/{stream}/{session}`.
@@ -104,8 +104,15 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     state.auth.limits.check_ip(Action::Whip, ip)?;
+    let session = negotiation::authorized_session(
+        &state,
+        &headers,
+        SessionRole::Publisher,
+        &stream,
+        &session,
+    )?;
     check_account(&state, &stream).await?;
-    negotiation::delete_session(&state, &headers, SessionRole::Publisher, &stream, &session)
+    Ok(negotiation::delete_session(&state, &session))
 }
 
 /// `GET /whip/{stream}`: the endpoint exists (clients probe it).

@@ -5,6 +5,7 @@
 //! [`subscriber`] set sessions up; this module keeps the registry of streams and sessions and ends them.
 //! Nothing here waits on disk, the database, IPFS or Arweave.
 
+pub mod admission;
 pub mod downtrack;
 pub mod engine;
 pub mod forward;
@@ -50,6 +51,12 @@ pub enum SfuError {
     NotLive(String),
     #[error("too many sessions, try again later")]
     Overloaded,
+    #[error("too many sessions from your address are still connecting, try again later")]
+    TooManyPending,
+    #[error("the offer has {count} ICE candidates; at most {max} are taken")]
+    OfferCandidates { count: usize, max: usize },
+    #[error("this session has taken its {max} remote ICE candidates; no more are accepted")]
+    TrickleCandidates { max: usize },
     #[error("{0}")]
     IncompatibleCodec(String),
     #[error("no such session")]
@@ -105,6 +112,7 @@ pub(crate) struct SfuInner {
     shutting_down: AtomicBool,
     recording: std::sync::RwLock<Option<Arc<dyn tap::RecordingHook>>>,
     media: media_threads::MediaThreads,
+    pending: Arc<admission::PendingSessions>,
 }
 
 /// The SFU (cheap to clone).
@@ -141,6 +149,7 @@ impl Sfu {
                 shutting_down: AtomicBool::new(false),
                 recording: std::sync::RwLock::new(None),
                 media,
+                pending: admission::PendingSessions::new(config.max_pending_sessions_per_ip),
             }),
         })
     }
@@ -276,15 +285,45 @@ impl Sfu {
         metrics::gauge!("zipiq_streams").set(streams.len() as f64);
     }
 
-    /// Refuses new sessions beyond the configured limit or during shutdown.
-    pub(crate) fn check_capacity(&self) -> Result<(), SfuError> {
+    /// Admits a new session of `role` from `client`, on media thread `thread`, for an offer that has `candidates`
+    /// ICE candidates: refuses it during shutdown, beyond the session budget (viewers leave
+    /// `media.reserved_publisher_sessions` to publishers), when the address has its fill of sessions still
+    /// connecting, or when the offer carries more candidates than `media.max_remote_candidates`.
+    pub(crate) fn admit(
+        &self,
+        role: SessionRole,
+        client: std::net::IpAddr,
+        thread: usize,
+        candidates: usize,
+    ) -> Result<session::SessionPlace, SfuError> {
+        let config = &self.inner.config;
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(SfuError::ShuttingDown);
         }
-        if lock(&self.inner.sessions).len() >= self.inner.config.max_sessions {
+        if candidates > config.max_remote_candidates {
+            return Err(SfuError::OfferCandidates {
+                count: candidates,
+                max: config.max_remote_candidates,
+            });
+        }
+        let open = lock(&self.inner.sessions).len();
+        if !admission::has_room(
+            role,
+            open,
+            config.max_sessions,
+            config.reserved_publisher_sessions,
+        ) {
             return Err(SfuError::Overloaded);
         }
-        Ok(())
+        let pending = self.inner.pending.claim(client).ok_or_else(|| {
+            metrics::counter!("zipiq_sessions_refused_total", "reason" => "pending_per_address")
+                .increment(1);
+            SfuError::TooManyPending
+        })?;
+        Ok(session::SessionPlace {
+            thread,
+            pending: Some(pending),
+        })
     }
 
     pub(crate) fn register_session(&self, session: Arc<Session>) {
@@ -319,7 +358,8 @@ impl Sfu {
         if !session.mark_ended() {
             return;
         }
-        tracing::info!(session = %session.id, stream = %session.stream, role = session.role.as_str(), reason, "session ended");
+        session.settle_pending();
+        tracing::info!(session = %session.log_id(), stream = %session.stream, role = session.role.as_str(), reason, "session ended");
         metrics::counter!("zipiq_sessions_ended_total", "role" => session.role.as_str())
             .increment(1);
         if let Some(stream) = self.stream(&session.stream) {
@@ -430,7 +470,8 @@ impl Sfu {
         if !session.mark_connected() {
             return;
         }
-        tracing::info!(session = %id, stream = %session.stream, role = session.role.as_str(), elapsed_ms = session.created.elapsed().as_millis() as u64, "session connected");
+        session.settle_pending();
+        tracing::info!(session = %session.log_id(), stream = %session.stream, role = session.role.as_str(), elapsed_ms = session.created.elapsed().as_millis() as u64, "session connected");
         if session.role == SessionRole::Viewer
             && let Some(stream) = self.stream(&session.stream)
         {
@@ -454,67 +495,77 @@ impl Sfu {
         }
     }
 
-    /// Applies a trickle fragment: adds the remote candidates.
-    pub async fn trickle(&self, session: &Session, frag: &SdpFrag) -> Result<(), SfuError> {
-        for c in &frag.candidates {
-            let init = RTCIceCandidateInit {
+    /// Runs `work` for `session` on the session's media thread (where webrtc-rs spawns what it needs for it);
+    /// it is dropped, unfinished, if the session ends meanwhile.
+    async fn on_session_thread<T, F>(&self, session: &Arc<Session>, work: F) -> Result<T, SfuError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, SfuError>> + Send + 'static,
+    {
+        if session.is_ended() {
+            return Err(SfuError::SessionNotFound);
+        }
+        match self.inner.media.handle(session.thread).spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(SfuError::Internal(format!(
+                "the media thread dropped the session's work: {e}"
+            ))),
+        }
+    }
+
+    /// Applies a trickle fragment: adds the remote candidates, on the session's media thread, up to
+    /// `media.max_remote_candidates` per session (ICE-lite needs none to work: the client's checks reach us).
+    pub async fn trickle(&self, session: &Arc<Session>, frag: &SdpFrag) -> Result<(), SfuError> {
+        let max = self.inner.config.max_remote_candidates;
+        if !session.take_remote_candidates(frag.candidates.len(), max) {
+            metrics::counter!("zipiq_remote_candidates_refused_total")
+                .increment(frag.candidates.len() as u64);
+            return Err(SfuError::TrickleCandidates { max });
+        }
+        let inits: Vec<RTCIceCandidateInit> = frag
+            .candidates
+            .iter()
+            .map(|c| RTCIceCandidateInit {
                 candidate: c.candidate.clone(),
                 sdp_mid: c.mid.clone(),
                 sdp_mline_index: c.m_line_index,
                 username_fragment: None,
-            };
-            if let Err(e) = session.pc.add_ice_candidate(init).await {
-                // An unusable candidate (mDNS name, unknown transport) is not the client's fault under ICE-lite,
-                // which never uses remote candidates to send checks.
-                tracing::debug!(session = %session.id, error = %e, "ignored a remote candidate");
+            })
+            .collect();
+        let target = session.clone();
+        self.on_session_thread(session, async move {
+            for init in inits {
+                if target.is_ended() {
+                    break;
+                }
+                if let Err(e) = target.pc.add_ice_candidate(init).await {
+                    // An unusable candidate (mDNS name, unknown transport) is not the client's fault under
+                    // ICE-lite, which never uses remote candidates to send checks.
+                    tracing::debug!(session = %target.log_id(), error = %e, "ignored a remote candidate");
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
-    /// Restarts ICE with the client's new credentials and returns our new fragment. A failure leaves the session
-    /// as it was.
-    pub async fn restart_ice(&self, session: &Session, frag: &SdpFrag) -> Result<String, SfuError> {
-        let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
+    /// Restarts ICE with the client's new credentials and returns our new fragment, on the session's media
+    /// thread. A failure leaves the session as it was.
+    pub async fn restart_ice(
+        &self,
+        session: &Arc<Session>,
+        frag: &SdpFrag,
+    ) -> Result<String, SfuError> {
+        let (Some(ufrag), Some(pwd)) = (frag.ice_ufrag.clone(), frag.ice_pwd.clone()) else {
             return Err(SfuError::Negotiation(
                 "an ICE restart needs a=ice-ufrag and a=ice-pwd".into(),
             ));
         };
-        let _guard = session.restart_lock.lock().await;
-        let old_offer = session.remote_offer();
-        let new_offer = replace_ice_credentials(&old_offer, ufrag, pwd);
-        let desc = RTCSessionDescription::offer(new_offer.clone())
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        session
-            .pc
-            .set_remote_description(desc)
-            .await
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        let answer = session
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        let mut gathered = session.pc.gathering_complete_promise().await;
-        session
-            .pc
-            .set_local_description(answer)
-            .await
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
-        let local = session
-            .pc
-            .local_description()
-            .await
-            .ok_or_else(|| SfuError::Internal("no local description after restart".into()))?;
-        session.set_remote_offer(new_offer);
-        let (ufrag, pwd, candidates) = ice_details(&local.sdp);
-        Ok(sdpfrag::write_restart_answer(
-            &ufrag,
-            &pwd,
-            &session.mids,
-            &candidates,
-        ))
+        let target = session.clone();
+        self.on_session_thread(session, async move {
+            restart_ice_here(&target, &ufrag, &pwd).await
+        })
+        .await
     }
 
     /// Ends every session and stops the media socket.
@@ -538,6 +589,45 @@ impl Sfu {
         }
         self.inner.engine.close().await;
     }
+}
+
+/// The ICE restart itself, on the session's media thread.
+async fn restart_ice_here(session: &Session, ufrag: &str, pwd: &str) -> Result<String, SfuError> {
+    let _guard = session.restart_lock.lock().await;
+    let old_offer = session.remote_offer();
+    let new_offer = replace_ice_credentials(&old_offer, ufrag, pwd);
+    let desc = RTCSessionDescription::offer(new_offer.clone())
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    session
+        .pc
+        .set_remote_description(desc)
+        .await
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    let answer = session
+        .pc
+        .create_answer(None)
+        .await
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    let mut gathered = session.pc.gathering_complete_promise().await;
+    session
+        .pc
+        .set_local_description(answer)
+        .await
+        .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), gathered.recv()).await;
+    let local = session
+        .pc
+        .local_description()
+        .await
+        .ok_or_else(|| SfuError::Internal("no local description after restart".into()))?;
+    session.set_remote_offer(new_offer);
+    let (ufrag, pwd, candidates) = ice_details(&local.sdp);
+    Ok(sdpfrag::write_restart_answer(
+        &ufrag,
+        &pwd,
+        &session.mids,
+        &candidates,
+    ))
 }
 
 /// Replaces every `a=ice-ufrag` / `a=ice-pwd` line of an SDP.

@@ -57,6 +57,8 @@ pub struct OfferSummary {
     pub video: Option<OfferedMedia>,
     pub ice_ufrag: String,
     pub ice_pwd: String,
+    /// How many `a=candidate` lines the offer carries (the SFU takes a bounded number).
+    pub candidates: usize,
 }
 
 /// Whether the offer is for publishing (WHIP) or for watching (WHEP).
@@ -168,11 +170,16 @@ pub fn inspect(sdp_text: &str, role: Role) -> Result<OfferSummary, OfferError> {
             "the offer has no a=ice-ufrag / a=ice-pwd".into(),
         ));
     };
+    let candidates = sdp_text
+        .lines()
+        .filter(|line| line.trim_start().starts_with("a=candidate:"))
+        .count();
     Ok(OfferSummary {
         audio,
         video,
         ice_ufrag,
         ice_pwd,
+        candidates,
     })
 }
 

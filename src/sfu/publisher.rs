@@ -16,7 +16,7 @@ use super::keyframe::VideoCodec;
 use super::keyframe_request::KeyframeRequester;
 use super::offer::{self, OfferSummary, Role};
 use super::retransmit::History;
-use super::session::{Session, SessionRole, random_id};
+use super::session::{Session, SessionPlace, SessionRole, log_id, random_id};
 use super::stream::{PublishedMedia, SourceCommand, SourceHandle, Stream};
 use super::{Accepted, Sfu, SfuError, answer_with_candidates};
 use tracing::Instrument;
@@ -26,12 +26,14 @@ const RECEIVE_BUFFER: usize = 1500;
 
 impl Sfu {
     /// Accepts a WHIP offer for `stream_name` (the caller has checked the stream key). `token` is the bearer
-    /// token that will be needed to PATCH or DELETE the session. The session is made on the stream's media thread.
+    /// token that will be needed to PATCH or DELETE the session; `client` the address it came from. The session is
+    /// made on the stream's media thread.
     pub async fn accept_publisher(
         &self,
         stream_name: &str,
         offer_sdp: &str,
         token: Option<&str>,
+        client: std::net::IpAddr,
     ) -> Result<Accepted, SfuError> {
         let sfu = self.clone();
         let (stream, offer, token) = (
@@ -41,7 +43,7 @@ impl Sfu {
         );
         let home = self.inner.media.home(stream_name);
         self.on_media_thread(home, async move {
-            sfu.accept_publisher_here(&stream, &offer, token.as_deref())
+            sfu.accept_publisher_here(home, &stream, &offer, token.as_deref(), client)
                 .await
         })
         .await
@@ -49,12 +51,14 @@ impl Sfu {
 
     async fn accept_publisher_here(
         &self,
+        home: usize,
         stream_name: &str,
         offer_sdp: &str,
         token: Option<&str>,
+        client: std::net::IpAddr,
     ) -> Result<Accepted, SfuError> {
         let summary = offer::inspect(offer_sdp, Role::Publish)?;
-        self.check_capacity()?;
+        let place = self.admit(SessionRole::Publisher, client, home, summary.candidates)?;
         let published = PublishedMedia {
             has_audio: summary.audio.is_some(),
             has_video: summary.video.is_some(),
@@ -70,9 +74,17 @@ impl Sfu {
             return Err(SfuError::PublisherExists(stream_name.to_owned()));
         };
         // Every log line of this session, and of the tasks it starts, carries its stream and session ids.
-        let span = tracing::info_span!("webrtc_session", role = "publisher", stream = %stream_name, session = %session_id);
+        let span = tracing::info_span!("webrtc_session", role = "publisher", stream = %stream_name, session = %log_id(&session_id));
         match self
-            .negotiate_publisher(&stream, epoch, &session_id, offer_sdp, &summary, token)
+            .negotiate_publisher(
+                &stream,
+                epoch,
+                &session_id,
+                offer_sdp,
+                &summary,
+                token,
+                place,
+            )
             .instrument(span)
             .await
         {
@@ -98,6 +110,7 @@ impl Sfu {
         offer_sdp: &str,
         summary: &OfferSummary,
         token: Option<&str>,
+        place: SessionPlace,
     ) -> Result<Accepted, SfuError> {
         let simulcast = summary
             .video
@@ -133,11 +146,12 @@ impl Sfu {
             pc.clone(),
             offer_sdp.to_owned(),
             mids,
+            place,
         ));
         self.register_session(session.clone());
         self.watch_state(&pc, session_id);
         let answer_sdp = answer_with_candidates(&pc, offer_sdp).await?;
-        tracing::info!(session = %session_id, stream = %stream.name, "publisher accepted");
+        tracing::info!(session = %log_id(session_id), stream = %stream.name, "publisher accepted");
         Ok(Accepted {
             session_id: session_id.to_owned(),
             answer_sdp,

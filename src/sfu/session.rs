@@ -1,7 +1,11 @@
 //! A WHIP or WHEP session: the resource behind the `Location` URL, with its peer connection, its ETag and the
-//! hash of the bearer token that created it (only that token may PATCH or DELETE it).
+//! hash of the bearer token that created it (only that token may PATCH or DELETE it), the media thread it lives on
+//! and its place among its client address's not-yet-connected sessions.
+//!
+//! Session ids are capabilities (whoever knows one may PATCH a tokenless viewer's session): logs carry
+//! [`Session::log_id`], a short prefix, never the id or the resource URL.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -9,6 +13,7 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 use webrtc::peer_connection::RTCPeerConnection;
 
+use super::admission::PendingSlot;
 use crate::auth::stream_keys;
 
 /// Publishing or watching.
@@ -34,9 +39,30 @@ pub fn random_id() -> String {
     hex::encode(bytes)
 }
 
+/// How much of a session id logs show: enough to follow one session, too little to use it.
+const LOG_ID_CHARS: usize = 8;
+
+/// The loggable prefix of a session id.
+pub fn log_id(id: &str) -> &str {
+    id.get(..LOG_ID_CHARS).unwrap_or(id)
+}
+
+/// Where a session runs: its media thread, and its pending slot (given back once it connects or ends).
+pub struct SessionPlace {
+    pub thread: usize,
+    pub pending: Option<PendingSlot>,
+}
+
+/// Numbers sessions in creation order, for rate-limit keys that must not hold the id itself.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
 /// One WebRTC session.
 pub struct Session {
     pub id: String,
+    /// A number unique within this process, for keys (rate limits) that may be logged.
+    pub serial: u64,
+    /// The media thread its peer connection lives on: trickle and ICE restarts run there too.
+    pub thread: usize,
     pub stream: String,
     pub role: SessionRole,
     pub created: Instant,
@@ -52,6 +78,10 @@ pub struct Session {
     connected: AtomicBool,
     /// Serialises ICE restarts of this session.
     pub restart_lock: tokio::sync::Mutex<()>,
+    /// Remote candidates taken by trickle so far.
+    remote_candidates: AtomicUsize,
+    /// The pending slot, until the session connects or ends.
+    pending: Mutex<Option<PendingSlot>>,
 }
 
 impl Session {
@@ -63,9 +93,14 @@ impl Session {
         pc: Arc<RTCPeerConnection>,
         remote_offer: String,
         mids: Vec<(String, String)>,
+        place: SessionPlace,
     ) -> Session {
         Session {
             id,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            thread: place.thread,
+            remote_candidates: AtomicUsize::new(0),
+            pending: Mutex::new(place.pending),
             stream: stream.to_owned(),
             role,
             created: Instant::now(),
@@ -78,6 +113,28 @@ impl Session {
             connected: AtomicBool::new(false),
             restart_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The loggable prefix of the session's id.
+    pub fn log_id(&self) -> &str {
+        log_id(&self.id)
+    }
+
+    /// Counts `n` more trickled remote candidates; false (counting nothing) when that would pass `max`.
+    pub fn take_remote_candidates(&self, n: usize, max: usize) -> bool {
+        self.remote_candidates
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                taken.checked_add(n).filter(|&total| total <= max)
+            })
+            .is_ok()
+    }
+
+    /// Gives the pending slot back (the session connected or ended).
+    pub fn settle_pending(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// The current strong ETag, quoted.
@@ -155,5 +212,13 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, random_id());
+    }
+
+    #[test]
+    fn logs_see_a_short_prefix_only() {
+        let id = random_id();
+        assert_eq!(log_id(&id).len(), LOG_ID_CHARS);
+        assert!(id.starts_with(log_id(&id)));
+        assert_eq!(log_id("abc"), "abc");
     }
 }

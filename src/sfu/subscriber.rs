@@ -1,6 +1,6 @@
 //! Accepting a viewer (WHEP): pick the codecs the viewer can take, make its downtracks, and read its RTCP
-//! (keyframe requests go to the publisher; NACKs are answered by the retransmission buffer of the NACK
-//! responder interceptor, which holds what we sent).
+//! (keyframe requests go to the publisher, throttled; NACKed packets are sent again from the source's
+//! retransmission buffer, `retransmit::History`, within the viewer's resend budget per second).
 
 use std::sync::Arc;
 use tracing::Instrument;
@@ -16,7 +16,7 @@ use super::downtrack::DownTrack;
 use super::engine::ViewerCodecs;
 use super::offer::{self, OfferedCodec, OfferedMedia, Role, codec_compatible};
 use super::publisher::media_mids;
-use super::session::{Session, SessionRole, random_id};
+use super::session::{Session, SessionRole, log_id, random_id};
 use super::stream::Viewer;
 use super::{Accepted, Sfu, SfuError, answer_with_candidates};
 
@@ -67,6 +67,7 @@ impl Sfu {
         offer_sdp: &str,
         layer: Option<String>,
         token: Option<&str>,
+        client: std::net::IpAddr,
     ) -> Result<Accepted, SfuError> {
         let sfu = self.clone();
         let (stream, offer, token) = (
@@ -76,7 +77,7 @@ impl Sfu {
         );
         let thread = self.inner.media.for_viewer(stream_name);
         self.on_media_thread(thread, async move {
-            sfu.accept_viewer_here(thread, &stream, &offer, layer, token.as_deref())
+            sfu.accept_viewer_here(thread, &stream, &offer, layer, token.as_deref(), client)
                 .await
         })
         .await
@@ -89,9 +90,10 @@ impl Sfu {
         offer_sdp: &str,
         layer: Option<String>,
         token: Option<&str>,
+        client: std::net::IpAddr,
     ) -> Result<Accepted, SfuError> {
         let summary = offer::inspect(offer_sdp, Role::Watch)?;
-        self.check_capacity()?;
+        let place = self.admit(SessionRole::Viewer, client, thread, summary.candidates)?;
         let stream = self
             .stream(stream_name)
             .ok_or_else(|| SfuError::NotLive(stream_name.to_owned()))?;
@@ -139,7 +141,7 @@ impl Sfu {
             })
             .await?;
         let session_id = random_id();
-        let span = tracing::info_span!("webrtc_session", role = "viewer", stream = %stream_name, session = %session_id);
+        let span = tracing::info_span!("webrtc_session", role = "viewer", stream = %stream_name, session = %log_id(&session_id));
         let audio_track = audio.map(|c| {
             Arc::new(
                 DownTrack::new(c.capability, "audio", &format!("zipiq-{stream_name}"))
@@ -153,6 +155,9 @@ impl Sfu {
             )
         });
         // Tracks go in before the remote description, or webrtc-rs leaves them out of the answer.
+        let budget = Arc::new(ResendBudget::new(
+            self.config().max_retransmits_per_viewer_per_second,
+        ));
         for track in audio_track.iter().chain(video_track.iter()) {
             let local: Arc<dyn TrackLocal + Send + Sync> = track.clone();
             let sender = match pc.add_track(local).await {
@@ -162,7 +167,9 @@ impl Sfu {
                     return Err(SfuError::Internal(e.to_string()));
                 }
             };
-            tokio::spawn(read_viewer_rtcp(sender, track.clone()).instrument(span.clone()));
+            tokio::spawn(
+                read_viewer_rtcp(sender, track.clone(), budget.clone()).instrument(span.clone()),
+            );
         }
         let viewer = Arc::new(Viewer::new(
             session_id.clone(),
@@ -178,13 +185,14 @@ impl Sfu {
             pc.clone(),
             offer_sdp.to_owned(),
             media_mids(&summary),
+            place,
         ));
         stream.add_viewer(viewer);
         self.register_session(session.clone());
         self.watch_state(&pc, &session_id);
         match answer_with_candidates(&pc, offer_sdp).await {
             Ok(answer_sdp) => {
-                tracing::info!(session = %session_id, stream = %stream_name, "viewer accepted");
+                tracing::info!(session = %log_id(&session_id), stream = %stream_name, "viewer accepted");
                 Ok(Accepted {
                     session_id,
                     answer_sdp,
@@ -199,13 +207,53 @@ impl Sfu {
     }
 }
 
+/// How many packets one viewer may have resent per second (shared by its audio and video senders): a NACK can
+/// name hundreds of packets, and a viewer that sends them without end must not make us send without end.
+#[derive(Debug)]
+pub struct ResendBudget {
+    per_second: u32,
+    /// (start of the current one-second window, resends in it).
+    window: std::sync::Mutex<(std::time::Instant, u32)>,
+}
+
+impl ResendBudget {
+    /// A budget of `per_second` resends (0: no limit).
+    pub fn new(per_second: u32) -> ResendBudget {
+        ResendBudget {
+            per_second,
+            window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Takes one resend at `now`; false when this second's budget is spent.
+    pub fn take_at(&self, now: std::time::Instant) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(window.0) >= std::time::Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        if window.1 >= self.per_second {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
+
 /// Reads a viewer's RTCP for one sender until it closes: keyframe requests go upstream (throttled), NACKed
-/// packets are sent again from the source's retransmission buffer.
-async fn read_viewer_rtcp(sender: Arc<RTCRtpSender>, track: Arc<DownTrack>) {
+/// packets are sent again from the source's retransmission buffer, within `budget`.
+async fn read_viewer_rtcp(
+    sender: Arc<RTCRtpSender>,
+    track: Arc<DownTrack>,
+    budget: Arc<ResendBudget>,
+) {
     let plis = metrics::counter!("zipiq_keyframe_requests_received_total");
     let nacks = metrics::counter!("zipiq_nacks_received_total");
     let resent = metrics::counter!("zipiq_rtp_retransmitted_packets_total");
     let missed = metrics::counter!("zipiq_rtp_retransmissions_missed_total");
+    let refused = metrics::counter!("zipiq_rtp_retransmissions_refused_total");
     while let Ok((packets, _)) = sender.read_rtcp().await {
         for packet in packets {
             let any = packet.as_any();
@@ -218,6 +266,10 @@ async fn read_viewer_rtcp(sender: Arc<RTCRtpSender>, track: Arc<DownTrack>) {
                     continue;
                 }
                 for seq in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
+                    if !budget.take_at(std::time::Instant::now()) {
+                        refused.increment(1);
+                        continue;
+                    }
                     match track.retransmit(seq).await {
                         Ok(true) => resent.increment(1),
                         Ok(false) | Err(_) => missed.increment(1),
@@ -225,5 +277,27 @@ async fn read_viewer_rtcp(sender: Arc<RTCRtpSender>, track: Arc<DownTrack>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_resend_budget_refills_each_second() {
+        let budget = ResendBudget::new(3);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| budget.take_at(t0)));
+        assert!(!budget.take_at(t0 + Duration::from_millis(999)));
+        assert!(budget.take_at(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_zero_budget_is_no_limit() {
+        let budget = ResendBudget::new(0);
+        let now = Instant::now();
+        assert!((0..10_000).all(|_| budget.take_at(now)));
     }
 }

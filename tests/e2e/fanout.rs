@@ -363,3 +363,57 @@ async fn a_viewers_nack_gets_the_same_packet_again() {
     let _ = pump.await;
     server.stop().await;
 }
+
+/// A viewer that NACKs hundreds of packets gets no more resends than `media.max_retransmits_per_viewer_per_second`
+/// within a second; the rest are refused (and counted), not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_gets_no_more_resends_than_its_budget() {
+    let server = start_server("[media]\nmax_retransmits_per_viewer_per_second = 40\n").await;
+    let LivePublisher {
+        publisher: _publisher,
+        stop,
+        pump,
+        ..
+    } = live_publisher(&server).await;
+    let mut viewer = WhepClient::connect(
+        &server.whep("live"),
+        None,
+        WatchOptions {
+            audio: false,
+            replay_protection: false,
+            ..WatchOptions::default()
+        },
+    )
+    .await
+    .expect("viewer");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while seen.len() < 300 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(200), viewer.packets.recv()).await
+        {
+            seen.push(r.sequence_number);
+        }
+    }
+    assert!(seen.len() >= 300, "viewer receives video");
+    let wanted: std::collections::HashSet<u16> = seen.iter().copied().collect();
+    // 300 packets NACKed in a handful of RTCP packets, all within the same second.
+    for chunk in seen.chunks(60) {
+        viewer.nack_video(chunk).await.expect("nack");
+    }
+    let mut again = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(700);
+    while tokio::time::Instant::now() < until {
+        if let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(50), viewer.packets.recv()).await
+            && wanted.contains(&r.sequence_number)
+        {
+            again += 1;
+        }
+    }
+    assert!(again >= 1, "some NACKs are answered");
+    assert!(again <= 40, "{again} resends within a second, budget 40");
+    stop.store(true, Ordering::Relaxed);
+    let _ = pump.await;
+    server.stop().await;
+}

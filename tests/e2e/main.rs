@@ -1,6 +1,7 @@
 //! End-to-end tests of zipIQ with real WebRTC peers (webrtc-rs) over loopback. One test binary (linking is the
 //! slow part of building tests), one module per area.
 
+mod abuse;
 mod account_env;
 mod accounts;
 mod accounts_db;
@@ -14,7 +15,9 @@ mod databases;
 mod db_queries;
 mod fake_bundler;
 mod fanout;
+mod http_limits;
 mod lifecycle;
+mod log_flood;
 mod obs_interop;
 mod operations;
 mod private_streams;

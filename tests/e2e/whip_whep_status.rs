@@ -15,7 +15,7 @@ async fn real_offer(video: bool) -> String {
 }
 
 /// Builds a sendonly (or recvonly) offer with webrtc-rs without sending it.
-async fn zipiq_offer_only(send: bool, video: bool) -> String {
+pub(crate) async fn zipiq_offer_only(send: bool, video: bool) -> String {
     use webrtc::api::APIBuilder;
     use webrtc::api::media_engine::MediaEngine;
     use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
@@ -213,6 +213,13 @@ async fn whip_endpoint_statuses() {
     )
     .await;
     assert_eq!(a.status, 413);
+    assert_eq!(
+        header(&a, "content-type"),
+        "application/problem+json",
+        "a 413 is a problem answer like every other refusal: {}",
+        a.body
+    );
+    assert!(a.body.contains("\"status\":413"), "{}", a.body);
     // OPTIONS and GET on the endpoint.
     let a = send(Method::OPTIONS, &url, None, None, &[], String::new()).await;
     assert!(a.status == 204 || a.status == 200, "{}", a.status);
@@ -272,6 +279,23 @@ async fn whip_endpoint_statuses() {
     )
     .await;
     assert_eq!(a.status, 409, "{}", a.body);
+    assert_eq!(
+        header(&a, "retry-after"),
+        "5",
+        "a publisher reconnecting is told when to try again"
+    );
+    // An oversized PATCH is a problem answer too.
+    let a = send(
+        Method::PATCH,
+        &n.resource_url,
+        Some("application/trickle-ice-sdpfrag"),
+        Some(&key),
+        &[("If-Match", &etag)],
+        "a=candidate:1 1 udp 1 127.0.0.1 1 typ host\r\n".repeat(1000),
+    )
+    .await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(header(&a, "content-type"), "application/problem+json");
 
     let resource = n.resource_url.clone();
     let frag = "a=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=end-of-candidates\r\n";
@@ -587,7 +611,7 @@ async fn whep_endpoint_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_answers_503_and_private_streams_need_a_token() {
-    let server = start_server("[media]\nmax_sessions = 1\n").await;
+    let server = start_server("[media]\nmax_sessions = 1\nreserved_publisher_sessions = 0\n").await;
     let publisher = WhipClient::connect(
         &server.whip("live"),
         Some(&server.key),

@@ -208,7 +208,7 @@ where
         }
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|e| HttpError::new(e.status(), e.body_text()))?;
+            .map_err(crate::http::body::refusal)?;
         parse_json(&bytes).map(ApiJson)
     }
 }
