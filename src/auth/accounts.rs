@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use super::jwt::{self, AccessClaims, TokenError, ViewerClaims};
+use super::passwords::PasswordError;
 use super::rate_limit::{Action, Limited};
 use super::validate::{self, FieldError};
 use super::{Auth, tokens};
@@ -43,8 +44,19 @@ pub enum AccountError {
     Limited(Limited),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("too many password checks at once; try again in a second")]
+    Busy,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<PasswordError> for AccountError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => AccountError::Busy,
+            other => AccountError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl From<Limited> for AccountError {
@@ -137,11 +149,7 @@ impl Auth {
             return Err(AccountError::SignupClosed);
         }
         // Hash first in every case, so both outcomes cost the same.
-        let hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        let hash = self.passwords.hash(password).await?;
         match db.create_user(&email, &hash, Role::Streamer, false).await {
             Ok(user) => {
                 self.send_verification(db, &user).await?;
@@ -225,21 +233,26 @@ impl Auth {
         let email = validate::email("email", email)?;
         validate::given_password("password", password)?;
         if let Err(limited) = self.check_limits(Action::Login, ip, &email) {
-            db.audit(
-                AuditEvent::new(actions::LOGIN)
-                    .failed()
-                    .from_ip(ip)
-                    .target(format!("email:{email}"))
-                    .detail("reason", "rate limited"),
-            )
-            .await?;
+            // One audit row per burst of refusals from an address for an account; the rest are a metric.
+            if self.refusal_bursts.first_of_burst(&format!("{ip}|{email}")) {
+                db.audit(
+                    AuditEvent::new(actions::LOGIN)
+                        .failed()
+                        .from_ip(ip)
+                        .target(format!("email:{email}"))
+                        .detail("reason", "rate limited")
+                        .detail("note", "further refusals of this burst are counted in zipiq_login_rate_limited_total only"),
+                )
+                .await?;
+            }
+            metrics::counter!("zipiq_login_rate_limited_total").increment(1);
             return Err(limited);
         }
         let user = db.user_by_email(&email).await?;
         let matched = self
             .passwords
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await;
+            .await?;
         let Some(user) = user.filter(|_| matched) else {
             metrics::counter!("zipiq_login_failures_total").increment(1);
             db.audit(
@@ -270,11 +283,7 @@ impl Auth {
             return Err(AccountError::Unverified);
         }
         if self.passwords.needs_rehash(&user.password_hash) {
-            let hash = self
-                .passwords
-                .hash(password)
-                .await
-                .map_err(|e| AccountError::Internal(e.to_string()))?;
+            let hash = self.passwords.hash(password).await?;
             db.update_password_hash(user.id, &hash).await?;
         }
         let pair = self.open_session(db, &user, ip, user_agent).await?;
@@ -454,14 +463,15 @@ impl Auth {
         ip: IpAddr,
     ) -> Result<(), AccountError> {
         validate::new_password("password", password, self.config.auth.password_min_length)?;
+        self.limits.check_ip(Action::Reset, ip)?;
         if !tokens::well_formed(token, tokens::RESET_PREFIX) {
             return Err(AccountError::BadLink);
         }
-        let hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        // The token first: hashing a password costs a core for a while, and a made-up token must not buy that.
+        if db.reset_token_user(&tokens::hash(token)).await?.is_none() {
+            return Err(AccountError::BadLink);
+        }
+        let hash = self.passwords.hash(password).await?;
         let Some(user) = db.reset_password_with(&tokens::hash(token), &hash).await? else {
             return Err(AccountError::BadLink);
         };
@@ -498,7 +508,7 @@ impl Auth {
         if !self
             .passwords
             .verify(old_password, Some(&current.user.password_hash))
-            .await
+            .await?
         {
             db.audit(
                 current
@@ -510,11 +520,7 @@ impl Auth {
             .await?;
             return Err(AccountError::WrongPassword);
         }
-        let hash = self
-            .passwords
-            .hash(new_password)
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        let hash = self.passwords.hash(new_password).await?;
         let revoked = db.change_password(current.user.id, &hash).await?;
         db.audit(
             current

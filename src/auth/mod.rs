@@ -43,6 +43,8 @@ pub struct Auth {
     pub jwt_source: secrets::SecretSource,
     pub mailer: mail::Mailer,
     pub limits: rate_limit::RateLimits,
+    /// Which rate-limited logins were audited already (one audit row per burst).
+    pub refusal_bursts: rate_limit::Bursts,
 }
 
 impl Auth {
@@ -62,6 +64,9 @@ impl Auth {
             jwt_source,
             mailer,
             limits: rate_limit::RateLimits::new(&config.rate_limits),
+            refusal_bursts: rate_limit::Bursts::new(std::time::Duration::from_secs(
+                config.rate_limits.login_per_ip.per_seconds.max(1),
+            )),
             config,
         })
     }

@@ -1,7 +1,9 @@
 //! Account passwords: argon2id with the parameters of `[auth]`, in PHC string form (`$argon2id$v=19$m=..`).
 //!
 //! Hashing is deliberately slow and memory-hungry, so it runs on the blocking pool, at most one per core at a
-//! time (a flood of logins queues instead of exhausting memory). A login for an unknown email verifies against a
+//! time, with a short queue behind (`WAITERS_PER_CORE` per core): a flood of logins or reset confirmations finds
+//! the queue full and gets `Busy` (503 with Retry-After) at once, instead of queueing without end and starving
+//! everyone's logins. A login for an unknown email verifies against a
 //! dummy hash, so the answer takes as long as for a known one. Passwords are never logged.
 
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AuthConfig;
 
@@ -25,13 +27,20 @@ pub enum PasswordError {
     Hash(String),
     #[error("password hashing task failed: {0}")]
     Task(String),
+    #[error("too many password checks at once; try again in a second")]
+    Busy,
 }
+
+/// Password checks that may wait for a core, per core, before more are refused.
+const WAITERS_PER_CORE: usize = 4;
 
 /// Hashes and verifies passwords.
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    /// Places in line (running or waiting): when none is free, the answer is `Busy`.
+    queue: Arc<Semaphore>,
     /// A hash of a random password, verified against when the account does not exist.
     dummy_hash: Arc<String>,
 }
@@ -77,17 +86,29 @@ impl Passwords {
         Ok(Passwords {
             params,
             permits: Arc::new(Semaphore::new(cores)),
+            queue: Arc::new(Semaphore::new(cores * (1 + WAITERS_PER_CORE))),
             dummy_hash: Arc::new(dummy_hash),
         })
     }
 
-    /// The PHC string of `password`.
-    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
-        let _permit = self
+    /// A place in line and then a core, or `Busy` when the line is full.
+    async fn turn(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), PasswordError> {
+        let place = self.queue.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("zipiq_password_checks_refused_total").increment(1);
+            PasswordError::Busy
+        })?;
+        let core = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| PasswordError::Task(e.to_string()))?;
+        Ok((place, core))
+    }
+
+    /// The PHC string of `password`.
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let _turn = self.turn().await?;
         let params = self.params.clone();
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || hash_blocking(&params, password.as_bytes()))
@@ -96,11 +117,13 @@ impl Passwords {
     }
 
     /// Whether `password` matches `stored` (a PHC string). With no stored hash (no such account) a dummy hash is
-    /// verified instead and the answer is false, taking the same time.
-    pub async fn verify(&self, password: &str, stored: Option<&str>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
+    /// verified instead and the answer is false, taking the same time. `Busy` when the line is full.
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<bool, PasswordError> {
+        let _turn = self.turn().await?;
         let known = stored.is_some();
         let stored = stored.unwrap_or(self.dummy_hash.as_str()).to_owned();
         let password = password.to_owned();
@@ -115,7 +138,7 @@ impl Passwords {
         })
         .await
         .unwrap_or(false);
-        known && matched
+        Ok(known && matched)
     }
 
     /// Whether `stored` was made with other parameters than the configured ones (it is re-hashed at login).
@@ -155,16 +178,28 @@ mod tests {
         let b = p.hash("correct horse battery").await.unwrap();
         assert!(a.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{a}");
         assert_ne!(a, b, "a fresh salt each time");
-        assert!(p.verify("correct horse battery", Some(&a)).await);
-        assert!(!p.verify("correct horse battery!", Some(&a)).await);
-        assert!(!p.verify("anything", Some("not a hash")).await);
+        assert!(
+            p.verify("correct horse battery", Some(&a))
+                .await
+                .expect("not busy")
+        );
+        assert!(
+            !p.verify("correct horse battery!", Some(&a))
+                .await
+                .expect("not busy")
+        );
+        assert!(
+            !p.verify("anything", Some("not a hash"))
+                .await
+                .expect("not busy")
+        );
     }
 
     #[tokio::test]
     async fn an_unknown_account_never_matches() {
         let p = small();
-        assert!(!p.verify("", None).await);
-        assert!(!p.verify("whatever", None).await);
+        assert!(!p.verify("", None).await.expect("not busy"));
+        assert!(!p.verify("whatever", None).await.expect("not busy"));
     }
 
     #[tokio::test]
@@ -178,6 +213,36 @@ mod tests {
         let stronger = Passwords::new(&c).unwrap();
         assert!(stronger.needs_rehash(&h));
         // Hashes made with the old parameters still verify.
-        assert!(stronger.verify("pw-pw-pw-pw", Some(&h)).await);
+        assert!(
+            stronger
+                .verify("pw-pw-pw-pw", Some(&h))
+                .await
+                .expect("not busy")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_line_answers_busy_at_once() {
+        let mut c = crate::config::Config::defaults().expect("defaults").auth;
+        c.argon2_memory_kib = 8 * 1024;
+        c.argon2_iterations = 2;
+        c.argon2_parallelism = 1;
+        let p = Passwords::new(&c).expect("params");
+        let line = p.queue.available_permits();
+        let checks: Vec<_> = (0..line * 3)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.verify("pw", None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for c in checks {
+            if matches!(c.await.expect("task"), Err(PasswordError::Busy)) {
+                busy += 1;
+            }
+        }
+        assert!(busy >= line, "{busy} of {} refused, line {line}", line * 3);
+        // Once the flood is over, checks pass again.
+        assert!(!p.verify("pw", None).await.expect("not busy"));
     }
 }

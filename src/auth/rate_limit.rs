@@ -195,6 +195,56 @@ impl RateLimits {
     }
 }
 
+/// Tells the first event of a burst from the rest: a key seen again within `quiet` of its last event belongs to
+/// the same burst. For writing one audit row per burst of refused requests instead of one per request. Bounded:
+/// past `MAX_KEYS` keys, those quiet for longer than `quiet` are forgotten, and if none are, every event counts as
+/// a first (an audit row too many rather than one too few).
+#[derive(Debug)]
+pub struct Bursts {
+    quiet: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Bursts {
+    pub fn new(quiet: Duration) -> Bursts {
+        Bursts {
+            quiet,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether an event of `key` now starts a new burst.
+    pub fn first_of_burst(&self, key: &str) -> bool {
+        self.first_of_burst_at(key, Instant::now())
+    }
+
+    /// `first_of_burst` at `now`.
+    pub fn first_of_burst_at(&self, key: &str, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= MAX_KEYS {
+            let quiet = self.quiet;
+            last.retain(|_, at| now.saturating_duration_since(*at) < quiet);
+            if last.len() >= MAX_KEYS {
+                return true;
+            }
+        }
+        let first = last
+            .get(key)
+            .is_none_or(|at| now.saturating_duration_since(*at) >= self.quiet);
+        last.insert(key.to_owned(), now);
+        first
+    }
+
+    /// Forgets keys quiet for longer than the burst gap (the pruning task calls it).
+    pub fn prune(&self) -> usize {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let before = last.len();
+        last.retain(|_, at| now.saturating_duration_since(*at) < self.quiet);
+        before - last.len()
+    }
+}
+
 fn count_refusal(action: Action, scope: &'static str) {
     metrics::counter!("zipiq_rate_limited_total", "action" => action.as_str(), "scope" => scope)
         .increment(1);
@@ -291,5 +341,19 @@ mod tests {
         assert_ne!(ip_key(a), ip_key(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(ip_key(mapped), "192.0.2.7");
+    }
+
+    #[test]
+    fn one_first_per_burst() {
+        let b = Bursts::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert!(b.first_of_burst_at("a", t0));
+        assert!(!b.first_of_burst_at("a", t0 + Duration::from_secs(5)));
+        assert!(!b.first_of_burst_at("a", t0 + Duration::from_secs(14)));
+        assert!(b.first_of_burst_at("b", t0), "keys are independent");
+        assert!(
+            b.first_of_burst_at("a", t0 + Duration::from_secs(25)),
+            "after a quiet gap"
+        );
     }
 }

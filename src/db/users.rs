@@ -355,6 +355,23 @@ impl Db {
         self.user_by_id(user_id).await
     }
 
+    /// The account a live (unused, unexpired) password-reset token belongs to, without using it up.
+    pub async fn reset_token_user(&self, token_hash: &str) -> Result<Option<i64>, DbError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM email_tokens \
+             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(TokenPurpose::Reset.as_str())
+        .bind(now_ms())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get("user_id")?),
+            None => None,
+        })
+    }
+
     /// Uses a reset token: sets the new password hash, marks the email verified (the mail reached its owner),
     /// and revokes every session, in one transaction. None when the token is unknown, used or expired.
     pub async fn reset_password_with(

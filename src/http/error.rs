@@ -223,6 +223,8 @@ impl From<AccountError> for HttpError {
                 e
             }
             AccountError::Limited(l) => HttpError::too_many(l),
+            AccountError::Busy => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+                .with_header(header::RETRY_AFTER, "1"),
             AccountError::Db(db) => db.into(),
             AccountError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in an account request");

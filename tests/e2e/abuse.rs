@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use zipiq::client::{PublishOptions, WhipClient};
 
 use crate::common::*;
+use crate::fanout::live_publisher;
 use crate::whip_whep_status::zipiq_offer_only;
 
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
@@ -243,7 +244,7 @@ async fn viewers_leave_the_reserve_and_connecting_sessions_are_capped_per_addres
          [media]\nmax_sessions = 5\nreserved_publisher_sessions = 1\nmax_pending_sessions_per_ip = 2\n",
     )
     .await;
-    let p = publisher(&server).await;
+    let live = live_publisher(&server).await;
     let client = reqwest::Client::new();
     let watch = |from: &'static str, offer: String| {
         client
@@ -315,7 +316,8 @@ async fn viewers_leave_the_reserve_and_connecting_sessions_are_capped_per_addres
         .await
         .expect("WHEP");
     assert_eq!(r.status(), StatusCode::CREATED);
-    p.close().await.expect("close");
+    live.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = live.pump.await;
     server.stop().await;
 }
 
@@ -323,7 +325,7 @@ async fn viewers_leave_the_reserve_and_connecting_sessions_are_capped_per_addres
 async fn the_connect_timeout_gives_pending_slots_back() {
     let server =
         start_server("[media]\nmax_pending_sessions_per_ip = 1\nconnect_timeout_ms = 800\n").await;
-    let _p = publisher(&server).await;
+    let live = live_publisher(&server).await;
     let client = reqwest::Client::new();
     let post = || async {
         client
@@ -339,5 +341,7 @@ async fn the_connect_timeout_gives_pending_slots_back() {
     assert_eq!(post().await, StatusCode::TOO_MANY_REQUESTS);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(post().await, StatusCode::CREATED);
+    live.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = live.pump.await;
     server.stop().await;
 }

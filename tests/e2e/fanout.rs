@@ -50,14 +50,14 @@ fn spawn_publisher_loop(
 /// A publisher sending one layer through `spawn_publisher_loop` on stream "live", live and past its first
 /// keyframe (so the picture cache holds a group). `sent` is the index of its last packet. Stop it with `stop`
 /// then await `pump`.
-struct LivePublisher {
-    publisher: Arc<WhipClient>,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU32>,
-    pump: tokio::task::JoinHandle<()>,
+pub(crate) struct LivePublisher {
+    pub(crate) publisher: Arc<WhipClient>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) sent: Arc<AtomicU32>,
+    pub(crate) pump: tokio::task::JoinHandle<()>,
 }
 
-async fn live_publisher(server: &TestServer) -> LivePublisher {
+pub(crate) async fn live_publisher(server: &TestServer) -> LivePublisher {
     let publisher = Arc::new(
         WhipClient::connect(
             &server.whip("live"),
