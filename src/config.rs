@@ -45,10 +45,19 @@ pub struct Config {
     pub streams: StreamsConfig,
     pub auth: AuthConfig,
     pub smtp: SmtpConfig,
+    pub audit: AuditConfig,
     pub rate_limits: RateLimitsConfig,
     pub recording: RecordingConfig,
     pub ipfs: crate::store::IpfsConfig,
     pub archive: ArchiveConfig,
+}
+
+/// `[audit]`: how long audit rows are kept, and how often the pruning task runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub retention_days: u64,
+    pub prune_interval_s: u64,
 }
 
 /// Where archive uploads go.
@@ -407,6 +416,11 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
             }
+        }
+        if self.audit.prune_interval_s == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.prune_interval_s must be at least 1".into(),
+            ));
         }
         if self.media.tap_channel_capacity == 0 {
             return Err(ConfigError::Invalid(

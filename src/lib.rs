@@ -10,6 +10,7 @@ pub mod db;
 pub mod http;
 pub mod log_flood;
 pub mod media;
+pub mod pruner;
 pub mod recorder;
 pub mod reload;
 pub mod resilience;
@@ -157,6 +158,7 @@ impl Server {
         ));
         let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), sfu.clone(), stop_rx.clone());
         let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
+        let prune_task = pruner::spawn(db.clone(), auth.clone(), config.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
@@ -172,10 +174,16 @@ impl Server {
                 archiver,
                 config,
                 stop,
-                tasks: vec![http_task, admin_task, gauges_task, key_watch_task]
-                    .into_iter()
-                    .chain(archive_tasks)
-                    .collect(),
+                tasks: vec![
+                    http_task,
+                    admin_task,
+                    gauges_task,
+                    key_watch_task,
+                    prune_task,
+                ]
+                .into_iter()
+                .chain(archive_tasks)
+                .collect(),
             },
             first,
         ))

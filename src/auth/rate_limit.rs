@@ -94,6 +94,14 @@ impl KeyedLimiter {
         Ok(())
     }
 
+    /// Forgets keys whose arrival time has passed (`now_us`); returns how many.
+    pub fn prune_at(&self, now_us: u64) -> usize {
+        let mut table = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let before = table.tat.len();
+        table.tat.retain(|_, tat| *tat > now_us);
+        before - table.tat.len()
+    }
+
     /// Keys currently tracked (for tests and metrics).
     pub fn tracked_keys(&self) -> usize {
         self.state
@@ -172,6 +180,15 @@ impl RateLimits {
 
     fn limiters(&self, action: Action) -> Option<&(Action, KeyedLimiter, KeyedLimiter)> {
         self.limiters.iter().find(|(a, _, _)| *a == action)
+    }
+
+    /// Forgets every key whose limit has refilled (its state says nothing any more). Returns how many.
+    pub fn prune(&self) -> usize {
+        let now = self.now_us();
+        self.limiters
+            .iter()
+            .map(|(_, per_ip, per_account)| per_ip.prune_at(now) + per_account.prune_at(now))
+            .sum()
     }
 
     /// Counts one request of `action` from address `ip`.

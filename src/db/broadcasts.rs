@@ -226,15 +226,17 @@ impl Db {
         &self,
         stream_id: i64,
         limit: i64,
+        before_id: Option<i64>,
     ) -> Result<Vec<BroadcastRow>, DbError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             broadcast_columns!(),
-            " FROM broadcasts WHERE stream_id = $1 \
-             ORDER BY started_at DESC, id DESC LIMIT $2"
+            " FROM broadcasts WHERE stream_id = $1 AND id < $3 \
+             ORDER BY id DESC LIMIT $2"
         ))
         .bind(stream_id)
         .bind(limit)
+        .bind(before_id.unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(broadcast_from).collect()
@@ -264,6 +266,69 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(chunk_from).collect()
+    }
+
+    /// Up to `limit` chunks of a broadcast with `seq` greater than `after`, in order (a page of the chunk list).
+    pub async fn chunks_page(
+        &self,
+        broadcast_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ChunkRow>, DbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks WHERE broadcast_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(broadcast_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(chunk_from).collect()
+    }
+
+    /// How many chunks a broadcast has.
+    pub async fn chunk_count(&self, broadcast_id: i64) -> Result<i64, DbError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM chunks WHERE broadcast_id = $1")
+            .bind(broadcast_id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// The tail of a live broadcast for its playlist: every init chunk (one per start of the segmenter: few) and
+    /// the last `media` media chunks, in order. A poll reads this much, not the whole list.
+    pub async fn chunks_tail(
+        &self,
+        broadcast_id: i64,
+        media: i64,
+    ) -> Result<Vec<ChunkRow>, DbError> {
+        let mut rows = sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks WHERE broadcast_id = $1 AND kind = 'media' ORDER BY seq DESC LIMIT $2"
+        ))
+        .bind(broadcast_id)
+        .bind(media)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(chunk_from)
+        .collect::<Result<Vec<_>, _>>()?;
+        let inits = sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks WHERE broadcast_id = $1 AND kind = 'init' ORDER BY seq"
+        ))
+        .bind(broadcast_id)
+        .fetch_all(self.pool())
+        .await?;
+        for row in &inits {
+            rows.push(chunk_from(row)?);
+        }
+        rows.sort_by_key(|c| c.seq);
+        Ok(rows)
     }
 
     /// Every chunk and broadcast root CID this database knows (to pin and announce again after a restart).

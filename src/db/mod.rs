@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod broadcasts;
 pub mod jobs;
+pub mod prune;
 pub mod streams;
 pub mod users;
 

@@ -49,7 +49,16 @@ async fn hls_playlist(
         .await?
         .filter(|b| b.stream_id == row.id)
         .ok_or_else(|| HttpError::not_found(format!("no broadcast {id} of {stream:?}")))?;
-    let chunks = state.db.chunks_of(id).await?;
+    let ended = broadcast.ended_at.is_some();
+    let window = state.config.recording.live_playlist_segments;
+    // A live playlist is polled every few seconds: read its tail only. An ended one is read whole, once a minute
+    // at most per cache.
+    let chunks = if ended {
+        state.db.chunks_of(id).await?
+    } else {
+        let media = i64::try_from(window.max(1)).unwrap_or(i64::MAX);
+        state.db.chunks_tail(id, media).await?
+    };
     let items: Vec<PlaylistChunk> = chunks
         .iter()
         .map(|c| PlaylistChunk {
@@ -59,13 +68,10 @@ async fn hls_playlist(
             duration_ms: c.duration_ms,
         })
         .collect();
-    let ended = broadcast.ended_at.is_some();
     let kind = if ended {
         PlaylistKind::Vod
     } else {
-        PlaylistKind::Live {
-            window: state.config.recording.live_playlist_segments,
-        }
+        PlaylistKind::Live { window }
     };
     Ok((
         StatusCode::OK,

@@ -38,8 +38,18 @@ pub fn playlist(chunks: &[PlaylistChunk], kind: PlaylistKind) -> String {
     // Each media segment with the init segment that applies to it.
     let mut segments: Vec<(&PlaylistChunk, Option<&PlaylistChunk>)> = Vec::new();
     let mut current_init: Option<&PlaylistChunk> = None;
+    // Init segments that applied to no segment given (when `chunks` is a tail: every init and the last media
+    // segments) still count towards the discontinuity sequence.
+    let mut unused_inits = 0u64;
     for c in chunks {
         if c.init {
+            if current_init.is_some()
+                && segments
+                    .last()
+                    .is_none_or(|(_, i)| !same_init(*i, current_init))
+            {
+                unused_inits += 1;
+            }
             current_init = Some(c);
         } else {
             segments.push((c, current_init));
@@ -71,6 +81,9 @@ pub fn playlist(chunks: &[PlaylistChunk], kind: PlaylistKind) -> String {
         && !same_init(segments[skipped - 1].1, segments[skipped].1)
     {
         discontinuities_before += 1;
+    }
+    if skipped == 0 {
+        discontinuities_before += unused_inits;
     }
 
     let mut out = String::new();
@@ -186,6 +199,31 @@ mod tests {
         let live = playlist(&c, PlaylistKind::Live { window: 2 });
         assert!(live.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{live}");
         assert!(live.contains("#EXT-X-MAP:URI=\"/ipfs/init3\""));
+    }
+
+    #[test]
+    fn a_tail_of_every_init_and_the_last_segments_gives_the_same_live_playlist() {
+        let mut c = chunks();
+        c.insert(
+            3,
+            PlaylistChunk {
+                seq: 3,
+                init: true,
+                uri: "/ipfs/init3".into(),
+                duration_ms: 0,
+            },
+        );
+        for (i, x) in c.iter_mut().enumerate() {
+            x.seq = i as i64;
+        }
+        let full = playlist(&c, PlaylistKind::Live { window: 2 });
+        let tail: Vec<PlaylistChunk> = c
+            .iter()
+            .enumerate()
+            .filter(|(i, x)| x.init || *i >= c.len() - 2)
+            .map(|(_, x)| x.clone())
+            .collect();
+        assert_eq!(playlist(&tail, PlaylistKind::Live { window: 2 }), full);
     }
 
     #[test]

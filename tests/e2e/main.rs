@@ -3,6 +3,7 @@
 
 mod abuse;
 mod account_env;
+mod account_floods;
 mod accounts;
 mod accounts_db;
 mod archive_arlocal;
@@ -21,6 +22,7 @@ mod log_flood;
 mod obs_interop;
 mod operations;
 mod private_streams;
+mod pruning;
 mod recording;
 mod segmenter;
 mod smtp_sink;

@@ -246,7 +246,7 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
     let db = server.db.clone();
     let stream = db.find_stream("live").await.unwrap().unwrap();
     let broadcast = db
-        .broadcasts_of_stream(stream.id, 5)
+        .broadcasts_of_stream(stream.id, 5, None)
         .await
         .unwrap()
         .into_iter()

@@ -74,7 +74,7 @@ async fn a_published_broadcast_is_chunked_into_ipfs_and_replays_from_its_root_ci
     let stream = db.find_stream("live").await.unwrap().unwrap();
     let mut broadcast = None;
     for _ in 0..200 {
-        let b = db.broadcasts_of_stream(stream.id, 5).await.unwrap();
+        let b = db.broadcasts_of_stream(stream.id, 5, None).await.unwrap();
         if let Some(b) = b.into_iter().find(|b| b.root_cid.is_some()) {
             broadcast = Some(b);
             break;
@@ -121,6 +121,31 @@ async fn a_published_broadcast_is_chunked_into_ipfs_and_replays_from_its_root_ci
         listing["broadcasts"][0]["chunks"].as_array().unwrap().len(),
         chunks.len()
     );
+    assert_eq!(
+        listing["broadcasts"][0]["chunk_count"].as_i64(),
+        Some(chunks.len() as i64)
+    );
+    // The chunk list pages: two at a time, following next_after, gives every chunk once, in order.
+    let mut after: Option<i64> = None;
+    let mut paged = Vec::new();
+    for _ in 0..chunks.len() + 1 {
+        let mut url = format!(
+            "{}/api/v1/broadcasts/{}/chunks?limit=2",
+            server.base, broadcast.id
+        );
+        if let Some(a) = after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let page: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let items = page["chunks"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        paged.extend(items.iter().map(|c| c["seq"].as_i64().unwrap()));
+        match page["next_after"].as_i64() {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(paged, chunks.iter().map(|c| c.seq).collect::<Vec<_>>());
     // The server's VOD playlist and the one inside the directory.
     let vod = http
         .get(format!(

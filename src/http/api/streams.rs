@@ -128,11 +128,22 @@ pub struct Broadcast {
     pub playlist: String,
     /// Once ended: the playlist inside the IPFS directory, which plays from any IPFS gateway.
     pub ipfs_playlist: Option<String>,
+    /// How many chunks the broadcast has.
+    pub chunk_count: i64,
+    /// Its first chunks (at most 100); the rest page by page from `/api/v1/broadcasts/{id}/chunks`.
     pub chunks: Vec<Chunk>,
+    /// Whether `chunks` holds fewer than `chunk_count`.
+    pub chunks_truncated: bool,
 }
 
+/// Chunks shown inline per broadcast in a listing.
+const INLINE_CHUNKS: i64 = 100;
+/// Chunks per page of `/api/v1/broadcasts/{id}/chunks`, by default and at most.
+const CHUNK_PAGE_DEFAULT: i64 = 500;
+const CHUNK_PAGE_MAX: i64 = 1000;
+
 impl Broadcast {
-    fn new(stream: &str, b: &BroadcastRow, chunks: &[ChunkRow]) -> Broadcast {
+    fn new(stream: &str, b: &BroadcastRow, chunks: &[ChunkRow], chunk_count: i64) -> Broadcast {
         Broadcast {
             id: b.id,
             stream_id: b.stream_id,
@@ -142,7 +153,9 @@ impl Broadcast {
             node: b.node.clone(),
             playlist: format!("/streams/{stream}/broadcasts/{}/index.m3u8", b.id),
             ipfs_playlist: b.root_cid.as_ref().map(|r| format!("/ipfs/{r}/index.m3u8")),
+            chunk_count,
             chunks: chunks.iter().map(Chunk::from).collect(),
+            chunks_truncated: (chunks.len() as i64) < chunk_count,
         }
     }
 }
@@ -195,6 +208,20 @@ impl From<&ChunkRow> for Chunk {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ChunkList {
     pub chunks: Vec<Chunk>,
+    /// When more chunks follow: pass it as `after` for the next page.
+    pub next_after: Option<i64>,
+}
+
+/// Query of `GET /api/v1/broadcasts/{id}/chunks`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkQuery {
+    /// Only chunks with a greater `seq` (the `next_after` of the previous page).
+    pub after: Option<i64>,
+    /// At most this many (1-1000, default 500).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
 }
 
 /// A stream that is live now.
@@ -231,6 +258,8 @@ pub struct BroadcastQuery {
     /// At most this many, newest first (1-100, default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// Only broadcasts older than this one (the last `id` of the previous page).
+    pub before: Option<i64>,
 }
 
 fn to_api(state: &AppState, row: &StreamRow) -> Stream {
@@ -639,9 +668,14 @@ pub async fn list_broadcasts(
         .filter(|r| may_read(r, user.as_ref()))
         .ok_or_else(|| HttpError::not_found(format!("no stream {name:?}")))?;
     let mut broadcasts = Vec::new();
-    for b in state.db.broadcasts_of_stream(row.id, limit).await? {
-        let chunks = state.db.chunks_of(b.id).await?;
-        broadcasts.push(Broadcast::new(&row.name, &b, &chunks));
+    for b in state
+        .db
+        .broadcasts_of_stream(row.id, limit, q.before)
+        .await?
+    {
+        let chunks = state.db.chunks_page(b.id, i64::MIN, INLINE_CHUNKS).await?;
+        let count = state.db.chunk_count(b.id).await?;
+        broadcasts.push(Broadcast::new(&row.name, &b, &chunks, count));
     }
     Ok(Json(BroadcastList {
         stream: row.name,
@@ -653,9 +687,10 @@ pub async fn list_broadcasts(
 #[utoipa::path(
     get, path = "/api/v1/broadcasts/{id}/chunks", tag = "archive",
     security((), ("bearer" = [])),
-    params(("id" = i64, Path, description = "Broadcast id")),
+    params(("id" = i64, Path, description = "Broadcast id"), ChunkQuery),
     responses(
         (status = 200, description = "Chunks", body = ChunkList),
+        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A bearer token was given and is not valid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such broadcast (or one of someone else's private stream)", body = Problem, content_type = "application/problem+json"),
     )
@@ -664,7 +699,13 @@ pub async fn list_chunks(
     State(state): State<AppState>,
     MaybeAuthenticated(user): MaybeAuthenticated,
     ApiPath(id): ApiPath<String>,
+    q: Result<Query<ChunkQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ChunkList>, HttpError> {
+    let q = super::query(q)?;
+    let limit = q.limit.unwrap_or(CHUNK_PAGE_DEFAULT);
+    if !(1..=CHUNK_PAGE_MAX).contains(&limit) {
+        return Err(FieldError::new("limit", "must be between 1 and 1000").into());
+    }
     let not_found = || HttpError::not_found(format!("no broadcast {id:?}"));
     let id: i64 = id.parse().map_err(|_| not_found())?;
     let broadcast = state.db.broadcast(id).await?.ok_or_else(not_found)?;
@@ -676,8 +717,19 @@ pub async fn list_chunks(
     if !readable {
         return Err(not_found());
     }
-    let rows = state.db.chunks_of(id).await?;
+    // One more than asked tells whether another page follows.
+    let mut rows = state
+        .db
+        .chunks_page(id, q.after.unwrap_or(i64::MIN), limit + 1)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
     Ok(Json(ChunkList {
+        next_after: if more {
+            rows.last().map(|c| c.seq)
+        } else {
+            None
+        },
         chunks: rows.iter().map(Chunk::from).collect(),
     }))
 }
