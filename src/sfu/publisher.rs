@@ -102,6 +102,8 @@ impl Sfu {
         }
     }
 
+    // The parts of one negotiation, each used once; a struct for them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     async fn negotiate_publisher(
         &self,
         stream: &Arc<Stream>,
@@ -146,8 +148,8 @@ impl Sfu {
             pc.clone(),
             offer_sdp.to_owned(),
             mids,
-            place,
-        ));
+        )
+        .placed(place));
         self.register_session(session.clone());
         self.watch_state(&pc, session_id);
         let answer_sdp = answer_with_candidates(&pc, offer_sdp).await?;

@@ -93,14 +93,13 @@ impl Session {
         pc: Arc<RTCPeerConnection>,
         remote_offer: String,
         mids: Vec<(String, String)>,
-        place: SessionPlace,
     ) -> Session {
         Session {
             id,
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
-            thread: place.thread,
+            thread: 0,
             remote_candidates: AtomicUsize::new(0),
-            pending: Mutex::new(place.pending),
+            pending: Mutex::new(None),
             stream: stream.to_owned(),
             role,
             created: Instant::now(),
@@ -113,6 +112,13 @@ impl Session {
             connected: AtomicBool::new(false),
             restart_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The session, placed: on its media thread, holding its pending slot.
+    pub fn placed(mut self, place: SessionPlace) -> Session {
+        self.thread = place.thread;
+        self.pending = Mutex::new(place.pending);
+        self
     }
 
     /// The loggable prefix of the session's id.

@@ -185,8 +185,8 @@ impl Sfu {
             pc.clone(),
             offer_sdp.to_owned(),
             media_mids(&summary),
-            place,
-        ));
+        )
+        .placed(place));
         stream.add_viewer(viewer);
         self.register_session(session.clone());
         self.watch_state(&pc, &session_id);
