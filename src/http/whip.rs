@@ -1,6 +1,7 @@
 //! WHIP (RFC 9725): `POST /whip/{stream}` with an SDP offer and the stream key as bearer token publishes;
 //! the session resource `/whip/{stream}/{session}` takes PATCH (trickle, ICE restart) and DELETE.
-//! Every request counts against the per-address and per-account (the stream's owner) WHIP rate limits.
+//! Every request counts against the per-address and per-account (the stream's owner) WHIP rate limits. A stream
+//! of a disabled account refuses its key with 403 (checked after the key, so it tells only the key's holder).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -66,6 +67,12 @@ pub async fn publish(
         tracing::warn!(stream = %stream, "WHIP with a wrong or revoked stream key");
         metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whip").increment(1);
         return Err(HttpError::unauthorized("wrong stream key"));
+    }
+    if row.as_ref().is_some_and(StreamRow::owner_disabled) {
+        tracing::warn!(stream = %stream, "WHIP refused: the stream's account is disabled");
+        return Err(HttpError::forbidden(
+            "the account owning this stream is disabled: publishing is refused while it is",
+        ));
     }
     let accepted = state
         .sfu
