@@ -308,11 +308,11 @@ impl Db {
                 " FROM users WHERE id = $1 OR (role = 'admin' AND disabled_at IS NULL) ORDER BY id"
             ),
         };
-        let rows = sqlx::query(query)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let rows = rows.iter().map(row_to_user).collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(query).bind(id).fetch_all(&mut *tx).await?;
+        let rows = rows
+            .iter()
+            .map(row_to_user)
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(before) = rows.iter().find(|u| u.id == id).cloned() else {
             tx.rollback().await?;
             return Err(DbError::NotFound(format!("no user {id}")));

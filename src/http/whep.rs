@@ -80,7 +80,11 @@ pub async fn watch(
         ));
     }
     if let Some(id) = issuer.filter(|id| Some(*id) != row.owner_id)
-        && state.db.user_by_id(id).await?.is_none_or(|u| u.is_disabled())
+        && state
+            .db
+            .user_by_id(id)
+            .await?
+            .is_none_or(|u| u.is_disabled())
     {
         tracing::info!(stream = %stream, "WHEP refused: the viewer token's account is disabled");
         return Err(HttpError::forbidden(

@@ -2,6 +2,7 @@
 //! slow part of building tests), one module per area.
 
 mod account_env;
+mod account_races;
 mod accounts;
 mod accounts_db;
 mod archive_arlocal;
@@ -12,8 +13,10 @@ mod arlocal;
 mod common;
 mod databases;
 mod db_queries;
+mod disabled_accounts;
 mod fake_bundler;
 mod fanout;
+mod fresh_start;
 mod lifecycle;
 mod obs_interop;
 mod operations;

@@ -320,8 +320,7 @@ pub async fn create_stream(
 ) -> Result<Response, HttpError> {
     validate::stream_name("name", &body.name)?;
     // Admins have no limit. The count and the insert are one transaction: parallel requests cannot pass it.
-    let limit =
-        (!user.is_admin()).then(|| i64::from(state.config.auth.max_streams_per_user));
+    let limit = (!user.is_admin()).then(|| i64::from(state.config.auth.max_streams_per_user));
     let visibility = body.visibility.unwrap_or(Visibility::Public);
     let (row, key) = state
         .db
