@@ -136,7 +136,7 @@ pub fn email(field: &'static str, raw: &str) -> Result<String, FieldError> {
             c as u32
         )));
     }
-    check_syntax(raw).map_err(|why| invalid(why))?;
+    check_syntax(raw).map_err(invalid)?;
     // NFKC, then lowercase, then NFKC again (lowercasing can undo a normal form).
     let address: String = raw
         .nfkc()

@@ -75,7 +75,7 @@ async fn two_admins_demoting_each_other_at_once_leave_an_admin() {
             assert_eq!(db.count_active_with_role(Role::Admin).await.unwrap(), 2);
             // Each demotes the other (by role, or by disabling: both count), at the same moment.
             let body = |round: usize| {
-                if round % 2 == 0 {
+                if round.is_multiple_of(2) {
                     json!({"role": "streamer"})
                 } else {
                     json!({"disabled": true})
@@ -109,7 +109,7 @@ async fn two_admins_demoting_each_other_at_once_leave_an_admin() {
             for id in [ann, bob] {
                 db.set_user_disabled(id, false).await.unwrap();
             }
-            if round % 2 == 1 {
+            if !round.is_multiple_of(2) {
                 // Disabling ended the loser's sessions: both log in again.
                 a = env
                     .login("ann@example.org", PASSWORD)
