@@ -14,8 +14,8 @@
 #   ZIPIQ_SCHEMATHESIS_REPORT    a directory for JUnit reports (default: none)
 #
 # The first pass runs without credentials (every operation; those needing a token must answer 401). The second
-# pass, with the token, leaves out POST /api/v1/auth/logout, which would end the token's session. Exit code: 0
-# when both passes found nothing.
+# pass, with the token, leaves out POST /api/v1/auth/logout, which would end the token's session. Settings that
+# hold for single operations are in scripts/schemathesis.toml. Exit code: 0 when both passes found nothing.
 set -euo pipefail
 
 if (($# != 1)); then
@@ -56,7 +56,8 @@ report() { # pass name
 status=0
 echo "schemathesis: pass 1 of 2, without credentials, against $base"
 # shellcheck disable=SC2046
-"$st" run "$base/api/v1/openapi.json" "${common[@]}" $(report anonymous) || status=1
+"$st" --config-file "$repo/scripts/schemathesis.toml" run "$base/api/v1/openapi.json" "${common[@]}" \
+    $(report anonymous) || status=1
 
 if [[ -n ${ZIPIQ_SCHEMATHESIS_EMAIL:-} && -n ${ZIPIQ_SCHEMATHESIS_PASSWORD:-} ]]; then
     body=$(python3 -c 'import json,sys; print(json.dumps({"email": sys.argv[1], "password": sys.argv[2]}))' \
@@ -65,7 +66,8 @@ if [[ -n ${ZIPIQ_SCHEMATHESIS_EMAIL:-} && -n ${ZIPIQ_SCHEMATHESIS_PASSWORD:-} ]]
     token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' <<<"$answer")
     echo "schemathesis: pass 2 of 2, as $ZIPIQ_SCHEMATHESIS_EMAIL"
     # shellcheck disable=SC2046
-    "$st" run "$base/api/v1/openapi.json" "${common[@]}" $(report authenticated) \
+    "$st" --config-file "$repo/scripts/schemathesis.toml" run "$base/api/v1/openapi.json" "${common[@]}" \
+        $(report authenticated) \
         -H "Authorization: Bearer $token" \
         --exclude-path /api/v1/auth/logout || status=1
 else

@@ -156,7 +156,13 @@ impl Server {
             limits,
             stop_rx.clone(),
         ));
-        let gauges_task = spawn_gauges(db.clone(), ipfs.clone(), sfu.clone(), stop_rx.clone());
+        let gauges_task = spawn_gauges(
+            db.clone(),
+            ipfs.clone(),
+            sfu.clone(),
+            archiver.clone(),
+            stop_rx.clone(),
+        );
         let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         let prune_task = pruner::spawn(db.clone(), auth.clone(), config.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
@@ -213,6 +219,7 @@ fn spawn_gauges(
     db: Db,
     ipfs: Arc<store::IpfsNode>,
     sfu: Sfu,
+    archiver: archive::worker::Archiver,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -229,6 +236,7 @@ fn spawn_gauges(
                 .set((f64::from(size) - idle).max(0.0));
             let peers = ipfs.connected_peers().await;
             metrics::gauge!("zipiq_ipfs_connected_peers").set(peers as f64);
+            http::health::archive_state(&archiver);
             let c = sfu.counts();
             systemd::status(&format!(
                 "{} live streams, {} publishers, {} viewers; {peers} IPFS peers",

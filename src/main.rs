@@ -475,7 +475,7 @@ async fn wallets_command(action: WalletsAction, config: &Config) -> anyhow::Resu
     let dir = config.archive.wallets_path();
     match action {
         WalletsAction::Create => {
-            std::fs::create_dir_all(&dir)?;
+            zipiq::auth::secrets::create_private_dir(&dir)?;
             let jwk = tokio::task::spawn_blocking(zipiq::archive::jwk::Jwk::generate).await??;
             let path = dir.join(format!("{}.json", jwk.address()));
             write_private(&path, jwk.to_json().as_bytes())?;

@@ -130,7 +130,11 @@ pub async fn set_disabled(db: &Db, email: &str, disabled: bool) -> anyhow::Resul
     )
     .await?;
     Ok(if disabled {
-        format!("{email} is disabled; every session of it has ended\n")
+        format!(
+            "{email} is disabled; every login session of it has ended, and running servers end its streams' \
+             publishers and viewers within {} s\n",
+            super::key_watch::CHECK_INTERVAL.as_secs()
+        )
     } else {
         format!("{email} is enabled\n")
     })

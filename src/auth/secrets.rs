@@ -70,6 +70,35 @@ pub fn read(path: &Path) -> Result<String, SecretError> {
     Ok(text.trim().to_owned())
 }
 
+/// Creates `dir` and its missing parents readable by their owner only, whatever the umask: each directory made
+/// here gets mode 0700. One that exists already is left as it is (an operator's or systemd's choice).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let mut missing = Vec::new();
+        let mut next = Some(dir);
+        while let Some(d) = next.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            missing.push(d);
+            next = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match std::fs::DirBuilder::new().mode(0o700).create(d) {
+                // The umask may have taken bits the owner needs: set the mode itself.
+                Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?,
+                // Made by someone else meanwhile: theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
 /// Writes a secret file readable by its owner only, replacing it atomically (write a sibling, then rename).
 pub fn write_private(path: &Path, content: &str) -> Result<(), SecretError> {
     let err = |source| SecretError::Write {
@@ -77,7 +106,7 @@ pub fn write_private(path: &Path, content: &str) -> Result<(), SecretError> {
         source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        create_private_dir(dir).map_err(err)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {

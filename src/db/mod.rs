@@ -40,7 +40,7 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database url {0:?} is neither sqlite:// nor postgres://")]
     UnsupportedUrl(String),
-    #[error("cannot create the directory of the SQLite database {path}: {source}")]
+    #[error("cannot create the SQLite database {path} or its directory: {source}")]
     CreateDir {
         path: String,
         source: std::io::Error,
@@ -49,6 +49,9 @@ pub enum DbError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// An account already has as many of something as it may (the API answers 403).
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// A migration that would run, or ran.
@@ -66,7 +69,8 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens a pool on `cfg.url`. A missing SQLite file (and its directory) is created.
+    /// Opens a pool on `cfg.url`. A missing SQLite file (and its directory) is created, readable by its owner only
+    /// (file 0600, directory 0700).
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let (kind, url) = normalise_url(&cfg.url)?;
@@ -184,16 +188,9 @@ fn normalise_url(url: &str) -> Result<(DbKind, String), DbError> {
         Some((p, q)) => (p, Some(q)),
         None => (path_part, None),
     };
-    if path != ":memory:"
-        && !path.is_empty()
-        && let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
+    let creates = query.is_none_or(|q| !q.contains("mode=") || q.contains("mode=rwc"));
+    if path != ":memory:" && !path.is_empty() && creates {
+        create_private_file(Path::new(path))?;
     }
     let query = match query {
         Some(q) if q.contains("mode=") => q.to_owned(),
@@ -201,6 +198,52 @@ fn normalise_url(url: &str) -> Result<(DbKind, String), DbError> {
         None => "mode=rwc".to_owned(),
     };
     Ok((DbKind::Sqlite, format!("sqlite://{path}?{query}")))
+}
+
+/// Makes the SQLite file `path` (and its directory, 0700, when missing) readable by its owner only, whatever the
+/// umask: created empty with mode 0600 (SQLite takes an empty file for a new database); when it, its `-wal` or
+/// its `-shm` file exists with bits for group or others (made by an earlier version), those bits are removed.
+/// SQLite gives the `-wal` and `-shm` files it makes the database file's mode.
+fn create_private_file(path: &Path) -> Result<(), DbError> {
+    let create_dir = |dir: &Path, source| DbError::CreateDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::auth::secrets::create_private_dir(dir).map_err(|e| create_dir(dir, e))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(create_dir(path, e)),
+        }
+        let name = path.as_os_str().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = name.clone();
+            file.push(suffix);
+            let file = Path::new(&file);
+            let Ok(meta) = std::fs::metadata(file) else {
+                continue;
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0
+                && let Err(e) =
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+            {
+                // Another user's file (a CLI run as root against the service's database): leave it.
+                tracing::warn!(file = %file.display(), error = %e, "cannot make the database file private (mode 0600)");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

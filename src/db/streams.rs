@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError, DbKind, now_ms};
 use crate::auth::stream_keys;
 
 /// Who may watch a stream.
@@ -52,12 +52,22 @@ pub struct StreamRow {
     pub owner_id: Option<i64>,
     /// Viewer tokens carry this; bumping it revokes them all.
     pub viewer_token_version: i64,
+    /// When the owning account was disabled, if it is: nobody publishes to or watches its streams meanwhile.
+    pub owner_disabled_at: Option<i64>,
 }
 
-/// Columns read into [`StreamRow`].
+impl StreamRow {
+    /// Whether the stream's owner is a disabled account.
+    pub fn owner_disabled(&self) -> bool {
+        self.owner_disabled_at.is_some()
+    }
+}
+
+/// Columns read into [`StreamRow`] (from `streams` unaliased: the owner's state is a subquery on it).
 macro_rules! stream_columns {
     () => {
-        "id, name, key_hash, visibility, created_at, owner_id, viewer_token_version"
+        "id, name, key_hash, visibility, created_at, owner_id, viewer_token_version, \
+         (SELECT u.disabled_at FROM users u WHERE u.id = streams.owner_id) AS owner_disabled_at"
     };
 }
 
@@ -87,6 +97,7 @@ fn row_to_stream(row: &sqlx::any::AnyRow) -> Result<StreamRow, DbError> {
         created_at: row.try_get("created_at")?,
         owner_id: row.try_get("owner_id")?,
         viewer_token_version: row.try_get("viewer_token_version")?,
+        owner_disabled_at: row.try_get("owner_disabled_at")?,
     })
 }
 
@@ -105,6 +116,20 @@ impl Db {
         owner: Option<i64>,
         visibility: Visibility,
     ) -> Result<(StreamRow, String), DbError> {
+        self.create_owned_stream_within(name, owner, visibility, None)
+            .await
+    }
+
+    /// Like [`Db::create_owned_stream`], refused with [`DbError::Limit`] when `owner` already owns `max_streams`
+    /// streams. The count and the insert are one write transaction (the owner's row locked first on PostgreSQL,
+    /// the database's write lock on SQLite), so requests made in parallel cannot pass the limit together.
+    pub async fn create_owned_stream_within(
+        &self,
+        name: &str,
+        owner: Option<i64>,
+        visibility: Visibility,
+        max_streams: Option<i64>,
+    ) -> Result<(StreamRow, String), DbError> {
         if !valid_name(name) {
             return Err(DbError::Conflict(format!(
                 "invalid stream name {name:?}: use 1-{MAX_NAME_LEN} characters a-z, 0-9, - and _"
@@ -112,6 +137,29 @@ impl Db {
         }
         let key = stream_keys::generate();
         let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        if let (Some(owner), Some(max)) = (owner, max_streams) {
+            if self.kind() == DbKind::Postgres {
+                // Parallel creations by one owner queue here; each then counts what the previous ones committed.
+                sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                    .bind(owner)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM streams WHERE owner_id = $1 AND deleted_at IS NULL",
+            )
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?;
+            let owned: i64 = row.try_get("n")?;
+            if owned >= max {
+                tx.rollback().await?;
+                return Err(DbError::Limit(format!(
+                    "an account may own at most {max} streams; delete one first"
+                )));
+            }
+        }
         let result = sqlx::query(
             "INSERT INTO streams (name, key_hash, visibility, owner_id, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5)",
@@ -121,7 +169,7 @@ impl Db {
         .bind(visibility.as_str())
         .bind(owner)
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await;
         match result {
             Ok(_) => {}
@@ -130,6 +178,7 @@ impl Db {
             }
             Err(e) => return Err(e.into()),
         }
+        tx.commit().await?;
         let row = self
             .find_stream(name)
             .await?

@@ -1,11 +1,13 @@
 //! Users, the single-use tokens of verification and reset mails, and login sessions with their rotating refresh
 //! tokens. Every change that touches several rows (consume a token and set a password, rotate a refresh token,
-//! revoke sessions) is one transaction. Only hashes of tokens are stored or looked up here.
+//! revoke sessions) is one write transaction ([`Db::begin_write`]: on SQLite a transaction that reads first and
+//! writes later would fail with "database is locked" when another one wrote in between), and so is every check
+//! that guards a write (the last active admin). Only hashes of tokens are stored or looked up here.
 
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError, DbKind, now_ms};
 
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -81,6 +83,13 @@ pub enum RefreshOutcome {
     Reused { session_id: i64, user: UserRow },
     /// Unknown, expired, or of a revoked session.
     Refused,
+}
+
+/// A user before and after [`Db::change_user`].
+#[derive(Debug, Clone)]
+pub struct UserChange {
+    pub before: UserRow,
+    pub after: UserRow,
 }
 
 /// A login session as the access-token check sees it.
@@ -255,7 +264,7 @@ impl Db {
     /// Disables (ending every session of) or enables a user.
     pub async fn set_user_disabled(&self, id: i64, disabled: bool) -> Result<(), DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
             .bind(disabled.then_some(now))
             .bind(now)
@@ -273,6 +282,90 @@ impl Db {
         Ok(())
     }
 
+    /// Sets a user's role and/or disables (ending every session of) or enables them, in one write transaction.
+    /// With `keep_an_admin`, a change that would leave no active admin is refused with [`DbError::Conflict`]: the
+    /// active admins are counted in the same transaction as the write (their rows locked on PostgreSQL, the write
+    /// lock held on SQLite), so two admins demoting each other at once cannot both succeed.
+    pub async fn change_user(
+        &self,
+        id: i64,
+        role: Option<Role>,
+        disabled: Option<bool>,
+        keep_an_admin: bool,
+    ) -> Result<UserChange, DbError> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        // The target and every active admin, locked in id order (one statement: no lock-order deadlock).
+        let query = match self.kind() {
+            DbKind::Postgres => concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1 OR (role = 'admin' AND disabled_at IS NULL) ORDER BY id FOR UPDATE"
+            ),
+            DbKind::Sqlite => concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1 OR (role = 'admin' AND disabled_at IS NULL) ORDER BY id"
+            ),
+        };
+        let rows = sqlx::query(query).bind(id).fetch_all(&mut *tx).await?;
+        let rows = rows
+            .iter()
+            .map(row_to_user)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(before) = rows.iter().find(|u| u.id == id).cloned() else {
+            tx.rollback().await?;
+            return Err(DbError::NotFound(format!("no user {id}")));
+        };
+        let active_admin = |role: Role, disabled: bool| role == Role::Admin && !disabled;
+        let new_role = role.unwrap_or(before.role);
+        let new_disabled = disabled.unwrap_or(before.is_disabled());
+        let admins = rows
+            .iter()
+            .filter(|u| active_admin(u.role, u.is_disabled()))
+            .count();
+        if keep_an_admin
+            && active_admin(before.role, before.is_disabled())
+            && !active_admin(new_role, new_disabled)
+            && admins <= 1
+        {
+            tx.rollback().await?;
+            return Err(DbError::Conflict(
+                "this is the last active admin; make another admin first".into(),
+            ));
+        }
+        if new_role != before.role {
+            sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE id = $3")
+                .bind(new_role.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if new_disabled != before.is_disabled() {
+            sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
+                .bind(new_disabled.then_some(now))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if new_disabled {
+                revoke_all_in(&mut tx, id, "account disabled", now).await?;
+            }
+        }
+        let after = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let after = row_to_user(&after)?;
+        tx.commit().await?;
+        Ok(UserChange { before, after })
+    }
+
     /// Replaces a password hash without ending sessions (a re-hash with new parameters at login).
     pub async fn update_password_hash(&self, id: i64, hash: &str) -> Result<(), DbError> {
         sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
@@ -288,7 +381,7 @@ impl Db {
     /// sessions were revoked.
     pub async fn change_password(&self, id: i64, hash: &str) -> Result<u64, DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
             .bind(hash)
             .bind(now)
@@ -310,7 +403,7 @@ impl Db {
         expires_at: i64,
     ) -> Result<(), DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE email_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL",
         )
@@ -338,7 +431,7 @@ impl Db {
     /// expired.
     pub async fn verify_email_with(&self, token_hash: &str) -> Result<Option<UserRow>, DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(user_id) = consume_in(&mut tx, TokenPurpose::Verify, token_hash, now).await?
         else {
             tx.rollback().await?;
@@ -380,7 +473,7 @@ impl Db {
         new_hash: &str,
     ) -> Result<Option<UserRow>, DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(user_id) = consume_in(&mut tx, TokenPurpose::Reset, token_hash, now).await? else {
             tx.rollback().await?;
             return Ok(None);
@@ -409,7 +502,7 @@ impl Db {
         refresh_expires_at: i64,
     ) -> Result<i64, DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO login_sessions (user_id, created_at, last_used_at, ip, user_agent) \
              VALUES ($1, $2, $2, $3, $4) RETURNING id",
@@ -443,7 +536,7 @@ impl Db {
         new_expires_at: i64,
     ) -> Result<RefreshOutcome, DbError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT t.id AS token_id, t.session_id, t.expires_at, t.used_at, s.revoked_at, s.user_id \
              FROM refresh_tokens t JOIN login_sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
@@ -563,7 +656,7 @@ impl Db {
 
     /// Revokes every open session of a user. Returns how many.
     pub async fn revoke_sessions_of(&self, user_id: i64, reason: &str) -> Result<u64, DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = revoke_all_in(&mut tx, user_id, reason, now_ms()).await?;
         tx.commit().await?;
         Ok(n)

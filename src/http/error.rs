@@ -179,6 +179,7 @@ impl From<DbError> for HttpError {
         match e {
             DbError::NotFound(m) => HttpError::not_found(m),
             DbError::Conflict(m) => HttpError::new(StatusCode::CONFLICT, m),
+            DbError::Limit(m) => HttpError::forbidden(m),
             other => {
                 tracing::error!(error = %other, "database error");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")

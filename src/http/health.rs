@@ -1,5 +1,9 @@
-//! Health: `/healthz` answers while the process runs; `/readyz` checks what serving needs and names what is not
-//! ready in its JSON body.
+//! Health: `/healthz` answers while the process runs; `/readyz` checks what serving publishers and viewers needs
+//! (the database, the media socket, the IPFS node) and names what is not ready in its JSON body.
+//!
+//! The archive never makes a node unready: with no wallet yet, a shared wallet run dry or the bundler down, every
+//! node would answer 503 at once and a load balancer would stop live streaming because of archival. Its state is
+//! in the body as `degraded` instead, and in the gauge `zipiq_archive_degraded`; chunks wait in the queue.
 
 use axum::Json;
 use axum::Router;
@@ -34,9 +38,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         json!({"ready": false, "reason": "the embedded IPFS node is not running"})
     };
-    let (archive_ready, archive_reason) = state.archiver.readiness();
-    let archive = json!({"ready": archive_ready, "reason": archive_reason});
-    let ready = database["ready"] == true && ipfs["ready"] == true && archive_ready;
+    let (archive_degraded, archive_reason) = archive_state(&state.archiver);
+    let archive = json!({"degraded": archive_degraded, "reason": archive_reason});
+    let ready = database["ready"] == true && ipfs["ready"] == true;
+    let degraded: Vec<&str> = if archive_degraded {
+        vec!["archive"]
+    } else {
+        Vec::new()
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -46,8 +55,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         status,
         Json(json!({
             "ready": ready,
+            "degraded": degraded,
             "checks": {"database": database, "media_socket": media, "ipfs": ipfs, "archive": archive},
         })),
     )
         .into_response()
+}
+
+/// Whether archival is degraded (cannot make progress now), and why or what it does; sets the gauge
+/// `zipiq_archive_degraded` (1 degraded, 0 not).
+pub fn archive_state(archiver: &crate::archive::worker::Archiver) -> (bool, String) {
+    let (progressing, reason) = archiver.readiness();
+    metrics::gauge!("zipiq_archive_degraded").set(if progressing { 0.0 } else { 1.0 });
+    (!progressing, reason)
 }

@@ -2,7 +2,8 @@
 //! resource `/whep/{stream}/{session}` takes PATCH, DELETE, and `POST .../layer` to pick a simulcast layer.
 //! A tokenless viewer's unguessable session URL is its own capability. A private stream needs a viewer token
 //! (a JWT scoped to the stream) as `Authorization: Bearer`: none or an invalid one is 401, one for another stream
-//! 403. Requests count against the per-address WHEP limit, and those with a token against the per-token one.
+//! 403. A stream of a disabled account, or a viewer token made by one, is refused with 403. Requests count against
+//! the per-address WHEP limit, and those with a token against the per-token one.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -60,18 +61,47 @@ pub async fn watch(
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no stream {stream:?}")))?;
     let token = bearer(&headers);
-    if row.visibility == Visibility::Private
-        && let Err(denied) = state.auth.check_viewer(&row, token)
+    // The account whose viewer token this is (private streams only: elsewhere a bearer token is not checked).
+    let mut issuer = None;
+    if row.visibility == Visibility::Private {
+        match state.auth.check_viewer(&row, token) {
+            Ok(claims) => issuer = claims.sub.parse::<i64>().ok(),
+            Err(denied) => {
+                tracing::info!(stream = %stream, reason = %denied, "WHEP refused for a private stream");
+                metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whep").increment(1);
+                return Err(denied.into());
+            }
+        }
+    }
+    if row.owner_disabled() {
+        tracing::info!(stream = %stream, "WHEP refused: the stream's account is disabled");
+        return Err(HttpError::forbidden(
+            "the account owning this stream is disabled: it cannot be watched while it is",
+        ));
+    }
+    if let Some(id) = issuer.filter(|id| Some(*id) != row.owner_id)
+        && state
+            .db
+            .user_by_id(id)
+            .await?
+            .is_none_or(|u| u.is_disabled())
     {
-        tracing::info!(stream = %stream, reason = %denied, "WHEP refused for a private stream");
-        metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whep").increment(1);
-        return Err(denied.into());
+        tracing::info!(stream = %stream, "WHEP refused: the viewer token's account is disabled");
+        return Err(HttpError::forbidden(
+            "the viewer token was made by an account that is disabled",
+        ));
     }
     let layer = query.layer.filter(|l| !l.is_empty());
     let accepted = state
         .sfu
         .accept_viewer(&stream, &offer, layer, token, ip)
         .await?;
+    if let Some(id) = issuer
+        && let Some(session) = state.sfu.session(&accepted.session_id)
+    {
+        // Disabling the account later ends this session (key_watch).
+        session.set_account(id);
+    }
     let location = format!("/whep/{stream}/{}", accepted.session_id);
     Ok(negotiation::created(&state, accepted, location))
 }

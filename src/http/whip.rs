@@ -2,6 +2,8 @@
 //! the session resource `/whip/{stream}/{session}` takes PATCH (trickle, ICE restart) and DELETE.
 //! Every request counts against the per-address WHIP rate limit; only those that prove themselves (the right stream
 //! key, or a session's own bearer token) count against the stream owner's budget too, so strangers cannot spend it.
+//! A stream of a disabled account refuses its key with 403 (checked after the key, so it tells only the key's
+//! holder).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -63,6 +65,12 @@ pub async fn publish(
         metrics::counter!("zipiq_auth_failures_total", "endpoint" => "whip").increment(1);
         return Err(HttpError::unauthorized("wrong stream key"));
     };
+    if row.owner_disabled() {
+        tracing::warn!(stream = %stream, "WHIP refused: the stream's account is disabled");
+        return Err(HttpError::forbidden(
+            "the account owning this stream is disabled: publishing is refused while it is",
+        ));
+    }
     // Only now, with the key verified, is the request the owner's.
     state
         .auth

@@ -381,6 +381,11 @@ impl Sfu {
         self.drop_stream_if_idle(&session.stream);
     }
 
+    /// Every session.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.inner.sessions).values().cloned().collect()
+    }
+
     /// Every publisher session.
     pub fn publisher_sessions(&self) -> Vec<Arc<Session>> {
         lock(&self.inner.sessions)

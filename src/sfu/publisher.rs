@@ -140,16 +140,18 @@ impl Sfu {
         }));
 
         let mids = media_mids(summary);
-        let session = Arc::new(Session::new(
-            session_id.to_owned(),
-            &stream.name,
-            SessionRole::Publisher,
-            token,
-            pc.clone(),
-            offer_sdp.to_owned(),
-            mids,
-        )
-        .placed(place));
+        let session = Arc::new(
+            Session::new(
+                session_id.to_owned(),
+                &stream.name,
+                SessionRole::Publisher,
+                token,
+                pc.clone(),
+                offer_sdp.to_owned(),
+                mids,
+            )
+            .placed(place),
+        );
         self.register_session(session.clone());
         self.watch_state(&pc, session_id);
         let answer_sdp = answer_with_candidates(&pc, offer_sdp).await?;

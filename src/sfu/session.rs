@@ -6,7 +6,7 @@
 //! [`Session::log_id`], a short prefix, never the id or the resource URL.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use rand::RngCore;
@@ -68,6 +68,8 @@ pub struct Session {
     pub created: Instant,
     /// SHA-256 of the bearer token that created the session; None for a tokenless viewer.
     token_hash: Option<String>,
+    /// The account whose viewer token opened the session (private streams), so disabling it ends the session.
+    account: OnceLock<i64>,
     etag: Mutex<String>,
     pub pc: Arc<RTCPeerConnection>,
     /// The last remote offer, kept to build the renegotiation an ICE restart needs.
@@ -104,6 +106,7 @@ impl Session {
             role,
             created: Instant::now(),
             token_hash: token.map(stream_keys::hash),
+            account: OnceLock::new(),
             etag: Mutex::new(format!("\"{}\"", random_id())),
             pc,
             remote_offer: Mutex::new(remote_offer),
@@ -176,6 +179,16 @@ impl Session {
     /// stored in the database.
     pub fn token_hash(&self) -> Option<&str> {
         self.token_hash.as_deref()
+    }
+
+    /// Records the account whose viewer token opened the session (once).
+    pub fn set_account(&self, user_id: i64) {
+        let _ = self.account.set(user_id);
+    }
+
+    /// The account whose viewer token opened the session, if one did.
+    pub fn account(&self) -> Option<i64> {
+        self.account.get().copied()
     }
 
     pub fn remote_offer(&self) -> String {

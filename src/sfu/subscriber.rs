@@ -177,16 +177,18 @@ impl Sfu {
             video_track,
             layer,
         ));
-        let session = Arc::new(Session::new(
-            session_id.clone(),
-            stream_name,
-            SessionRole::Viewer,
-            token,
-            pc.clone(),
-            offer_sdp.to_owned(),
-            media_mids(&summary),
-        )
-        .placed(place));
+        let session = Arc::new(
+            Session::new(
+                session_id.clone(),
+                stream_name,
+                SessionRole::Viewer,
+                token,
+                pc.clone(),
+                offer_sdp.to_owned(),
+                media_mids(&summary),
+            )
+            .placed(place),
+        );
         stream.add_viewer(viewer);
         self.register_session(session.clone());
         self.watch_state(&pc, &session_id);

@@ -393,7 +393,7 @@ impl IpfsNode {
                 "fetch_timeout_ms must be above 0 when fetch_from_network is on".into(),
             ));
         }
-        std::fs::create_dir_all(&cfg.repo_dir)?;
+        crate::auth::secrets::create_private_dir(&cfg.repo_dir)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

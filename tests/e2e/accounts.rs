@@ -457,6 +457,53 @@ async fn every_field_is_validated_and_named() {
     env.stop().await;
 }
 
+/// Look-alike addresses: an address with an invisible or text-direction character, or mixing Latin with Cyrillic
+/// or Greek letters, is refused with a reason (422, field `email`); compatibility forms (fullwidth letters) are the
+/// plain address, so they cannot make a second account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_email_addresses_are_refused_or_folded_to_one_account() {
+    let mut env = Env::start("sqlite", "").await;
+    env.verified_login("ann@example.org", PASSWORD).await;
+    for (email, why) in [
+        ("a\u{200B}nn@example.org", "invisible"),
+        ("ann\u{202E}@example.org", "text-direction"),
+        ("\u{430}nn@example.org", "mixes scripts"),
+        ("\u{3B1}nn@example.org", "mixes scripts"),
+    ] {
+        for path in ["/api/v1/auth/signup", "/api/v1/auth/login"] {
+            let a = env
+                .post(path, json!({"email": email, "password": PASSWORD}), None)
+                .await;
+            assert_eq!(a.status, 422, "{path} {email:?}: {}", a.body);
+            assert_eq!(a.body["field"], "email", "{email:?}");
+            assert!(
+                a.body["detail"].as_str().is_some_and(|d| d.contains(why)),
+                "{email:?}: {}",
+                a.body
+            );
+        }
+    }
+    // The fullwidth form of an address with an account is that account: sign-up mails its owner, login works.
+    let a = env
+        .post(
+            "/api/v1/auth/signup",
+            json!({"email": "\u{FF41}nn@example.org", "password": PASSWORD}),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let mail = env.smtp.mail_to("ann@example.org").await;
+    assert!(
+        mail.body.contains("already has an account"),
+        "{}",
+        mail.body
+    );
+    env.login("\u{FF21}NN@example.org", PASSWORD).await;
+    let users = env.server.server.db.list_users(0, 10).await.unwrap();
+    assert_eq!(users.len(), 1, "one account");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_manage_users_and_read_the_audit_log() {
     for engine in ENGINES {

@@ -4,6 +4,7 @@
 mod abuse;
 mod account_env;
 mod account_floods;
+mod account_races;
 mod accounts;
 mod accounts_db;
 mod archive_arlocal;
@@ -14,8 +15,10 @@ mod arlocal;
 mod common;
 mod databases;
 mod db_queries;
+mod disabled_accounts;
 mod fake_bundler;
 mod fanout;
+mod fresh_start;
 mod http_limits;
 mod lifecycle;
 mod log_flood;

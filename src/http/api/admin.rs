@@ -1,6 +1,6 @@
 //! `/api/v1/admin/*`: users (list, change role, disable) and the audit log. Admins only; every change is itself
 //! audit-logged. An admin cannot demote or disable themselves, nor the last active admin (nobody could undo it
-//! over the API).
+//! over the API). Disabling an account ends its sessions, publishers and viewers at once.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -47,7 +47,8 @@ pub struct UserQuery {
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     pub role: Option<Role>,
-    /// true ends every session of the user and refuses logins.
+    /// true ends every session of the user, its streams' publishers and viewers, and refuses logins, publishing
+    /// and viewer tokens until it is false again.
     pub disabled: Option<bool>,
 }
 
@@ -135,7 +136,6 @@ pub async fn update_user(
 ) -> Result<Json<User>, HttpError> {
     let not_found = || HttpError::not_found(format!("no user {id:?}"));
     let id: i64 = id.parse().map_err(|_| not_found())?;
-    let user = state.db.user_by_id(id).await?.ok_or_else(not_found)?;
     let demotes = body.role.is_some_and(|r| r != Role::Admin) || body.disabled == Some(true);
     if demotes && id == admin.user.id {
         return Err(HttpError::new(
@@ -143,32 +143,37 @@ pub async fn update_user(
             "an admin cannot demote or disable their own account; another admin can",
         ));
     }
-    if demotes
-        && user.role == Role::Admin
-        && !user.is_disabled()
-        && state.db.count_active_with_role(Role::Admin).await? <= 1
-    {
-        return Err(HttpError::new(
-            axum::http::StatusCode::CONFLICT,
-            "this is the last active admin; make another admin first",
-        ));
-    }
-    if let Some(role) = body.role.filter(|r| *r != user.role) {
-        state.db.set_user_role(id, role).await?;
+    // One transaction checks that an active admin remains and writes, so two admins demoting each other at once
+    // cannot both succeed.
+    let change = state
+        .db
+        .change_user(id, body.role, body.disabled, true)
+        .await
+        .map_err(|e| match e {
+            crate::db::DbError::NotFound(_) => not_found(),
+            other => other.into(),
+        })?;
+    let (before, after) = (&change.before, &change.after);
+    if after.role != before.role {
         state
             .db
             .audit(
                 admin
                     .audit(actions::ADMIN_ROLE_CHANGED, ip)
                     .target(format!("user:{id}"))
-                    .detail("from", user.role.as_str())
-                    .detail("to", role.as_str()),
+                    .detail("from", before.role.as_str())
+                    .detail("to", after.role.as_str()),
             )
             .await?;
     }
-    if let Some(disabled) = body.disabled.filter(|d| *d != user.is_disabled()) {
-        state.db.set_user_disabled(id, disabled).await?;
-        let action = if disabled {
+    if after.is_disabled() != before.is_disabled() {
+        let action = if after.is_disabled() {
+            // Its publishers and viewers on this node end now; other nodes' within a check interval.
+            let ended =
+                crate::auth::key_watch::end_sessions_of_account(&state.sfu, &state.db, id).await?;
+            if ended > 0 {
+                tracing::info!(user = id, ended, "sessions of a disabled account ended");
+            }
             actions::ADMIN_USER_DISABLED
         } else {
             actions::ADMIN_USER_ENABLED
@@ -178,8 +183,7 @@ pub async fn update_user(
             .audit(admin.audit(action, ip).target(format!("user:{id}")))
             .await?;
     }
-    let user = state.db.user_by_id(id).await?.ok_or_else(not_found)?;
-    Ok(Json(User::from(&user)))
+    Ok(Json(User::from(after)))
 }
 
 /// The audit log, newest first.

@@ -24,6 +24,10 @@ use crate::http::error::{HttpError, Problem};
 use crate::http::security::ClientIp;
 use crate::sfu::session::SessionRole;
 
+/// Why a disabled account's streams get no viewer tokens.
+const DISABLED_OWNER: &str =
+    "the account owning this stream is disabled: its streams get no viewer tokens while it is";
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_streams, create_stream))
@@ -344,16 +348,12 @@ pub async fn create_stream(
     ApiJson(body): ApiJson<NewStream>,
 ) -> Result<Response, HttpError> {
     validate::stream_name("name", &body.name)?;
-    let limit = i64::from(state.config.auth.max_streams_per_user);
-    if !user.is_admin() && state.db.count_streams_of(user.user.id).await? >= limit {
-        return Err(HttpError::forbidden(format!(
-            "an account may own at most {limit} streams; delete one first"
-        )));
-    }
+    // Admins have no limit. The count and the insert are one transaction: parallel requests cannot pass it.
+    let limit = (!user.is_admin()).then(|| i64::from(state.config.auth.max_streams_per_user));
     let visibility = body.visibility.unwrap_or(Visibility::Public);
     let (row, key) = state
         .db
-        .create_owned_stream(&body.name, Some(user.user.id), visibility)
+        .create_owned_stream_within(&body.name, Some(user.user.id), visibility, limit)
         .await?;
     state
         .db
@@ -552,6 +552,7 @@ pub async fn rotate_key(
         (status = 201, description = "The token", body = ViewerToken),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The stream's owner is a disabled account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
@@ -565,6 +566,9 @@ pub async fn create_viewer_token(
     ApiJson(body): ApiJson<ViewerTokenRequest>,
 ) -> Result<Response, HttpError> {
     let row = managed(&state, &user, &name).await?;
+    if row.owner_disabled() {
+        return Err(HttpError::forbidden(DISABLED_OWNER));
+    }
     let (token, expires_at) = state
         .auth
         .viewer_token(&row, &user.user, body.ttl_seconds)?;
