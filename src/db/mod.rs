@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod broadcasts;
+pub mod bundles;
 pub mod jobs;
 pub mod streams;
 pub mod users;
@@ -48,6 +49,9 @@ pub enum DbError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// A chunk for a broadcast that may record nothing more (ended, or its stream turned private).
+    #[error("{0}")]
+    NotRecordable(String),
 }
 
 /// A migration that would run, or ran.
