@@ -38,8 +38,8 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// What ends a broadcast early: its stream turned private.
 struct BroadcastControl {
-    /// True once the broadcast may record nothing more.
-    stopped: watch::Sender<bool>,
+    /// When the broadcast was stopped (Unix ms): from then on it may record nothing more.
+    stopped: watch::Sender<Option<i64>>,
     /// Held through each commit (visibility check, IPFS add, chunk row): stopping takes it, so once the stop
     /// returns no commit is under way and none will start.
     commit: tokio::sync::Mutex<()>,
@@ -48,17 +48,27 @@ struct BroadcastControl {
 impl BroadcastControl {
     fn new() -> Arc<BroadcastControl> {
         Arc::new(BroadcastControl {
-            stopped: watch::channel(false).0,
+            stopped: watch::channel(None).0,
             commit: tokio::sync::Mutex::new(()),
         })
     }
 
     fn is_stopped(&self) -> bool {
+        self.stopped.borrow().is_some()
+    }
+
+    fn stopped_at(&self) -> Option<i64> {
         *self.stopped.borrow()
     }
 
     fn stop(&self) {
-        self.stopped.send_replace(true);
+        self.stopped.send_if_modified(|at| {
+            if at.is_some() {
+                return false;
+            }
+            *at = Some(crate::db::now_ms());
+            true
+        });
     }
 }
 
@@ -265,7 +275,7 @@ async fn run_broadcast(
     loop {
         let event = tokio::select! {
             event = rx.recv() => event,
-            _ = stopped.wait_for(|s| *s) => None,
+            _ = stopped.wait_for(|s| s.is_some()) => None,
         };
         let Some(event) = event else { break };
         let end = matches!(event, TapEvent::End);
@@ -289,7 +299,8 @@ async fn run_broadcast(
     }
     drop(commit_tx);
     let _ = committer.await;
-    match finish_broadcast(&inner, broadcast, None).await {
+    // A broadcast stopped because its stream turned private ended at the switch.
+    match finish_broadcast(&inner, broadcast, control.stopped_at()).await {
         Ok(root) => tracing::info!(stream = %stream, broadcast, root = %root, "broadcast finished"),
         Err(e) => {
             tracing::error!(stream = %stream, broadcast, error = %e, "cannot finish the broadcast; it is finished at the next start")
