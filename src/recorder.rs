@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::RecordingConfig;
-use crate::db::{Db, DbError};
 use crate::db::broadcasts::{ChunkKind, ChunkRow, NewChunk};
+use crate::db::{Db, DbError};
 use crate::media::hls::{PlaylistChunk, PlaylistKind, file_name, playlist};
 use crate::media::{Segment, SegmentKind, Segmenter, SegmenterConfig, TapEvent};
 use crate::resilience::backoff::Backoff;
@@ -359,7 +359,10 @@ async fn commit_segments(
         })
         .await;
         if !recordable {
-            tracing::info!(broadcast, "the stream turned private: its recording ends now");
+            tracing::info!(
+                broadcast,
+                "the stream turned private: its recording ends now"
+            );
             control.stop();
             break;
         }
@@ -449,7 +452,12 @@ async fn finish_broadcast(
         .map_err(|e| e.to_string())?;
     let root_text = root.to_string();
     match ended_at {
-        Some(at) => inner.db.finish_broadcast_at(broadcast, &root_text, at).await,
+        Some(at) => {
+            inner
+                .db
+                .finish_broadcast_at(broadcast, &root_text, at)
+                .await
+        }
         None => inner.db.finish_broadcast(broadcast, &root_text).await,
     }
     .map_err(|e| e.to_string())?;

@@ -275,7 +275,11 @@ async fn take_back_leases(inner: &Inner) {
     {
         Ok((0, 0)) => {}
         Ok((jobs, bundles)) => {
-            tracing::info!(jobs, bundles, "took back the archive leases of this node's previous run")
+            tracing::info!(
+                jobs,
+                bundles,
+                "took back the archive leases of this node's previous run"
+            )
         }
         Err(e) => tracing::warn!(error = %e, "cannot take back this node's archive leases"),
     }
@@ -675,7 +679,10 @@ async fn bundle_and_post(inner: &Arc<Inner>, jobs: Vec<Job>) {
     }
     let tree = DataTree::new(&data);
     let started = Instant::now();
-    let result = post_stored(inner, &tx_id, || inner.gateway.upload(&tx, &data, tree.as_ref())).await;
+    let result = post_stored(inner, &tx_id, || {
+        inner.gateway.upload(&tx, &data, tree.as_ref())
+    })
+    .await;
     metrics::histogram!("zipiq_archive_upload_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     finish_post(inner, &tx, &payer, data.len(), result).await;
@@ -688,10 +695,16 @@ async fn bundle_and_post(inner: &Arc<Inner>, jobs: Vec<Job>) {
 /// reward is paid, since the transaction id is the same.
 async fn resume_bundle(inner: &Arc<Inner>, bundle: StoredBundle) {
     let retry_bundle = async |reason: &str, delay: Option<Duration>| {
-        let delay = delay.unwrap_or_else(|| inner.backoff.delay(bundle.attempts.clamp(0, 60) as u32));
+        let delay =
+            delay.unwrap_or_else(|| inner.backoff.delay(bundle.attempts.clamp(0, 60) as u32));
         let _ = inner
             .db
-            .retry_bundle_later(&bundle.tx_id, &inner.worker, reason, delay.as_millis() as i64)
+            .retry_bundle_later(
+                &bundle.tx_id,
+                &inner.worker,
+                reason,
+                delay.as_millis() as i64,
+            )
             .await;
     };
     let tx = match serde_json::from_str::<TransactionJson>(&bundle.tx_json)
@@ -703,7 +716,11 @@ async fn resume_bundle(inner: &Arc<Inner>, bundle: StoredBundle) {
             // Stored by this code, so not expected; the transaction cannot be posted again, and since it was stored
             // before any post, the gateway may know it: keep it for an operator instead of paying again.
             tracing::error!(tx = %bundle.tx_id, error = %e, "a stored bundle transaction is unreadable");
-            retry_bundle(&format!("stored transaction unreadable: {e}"), Some(Duration::from_secs(3600))).await;
+            retry_bundle(
+                &format!("stored transaction unreadable: {e}"),
+                Some(Duration::from_secs(3600)),
+            )
+            .await;
             return;
         }
     };
@@ -720,7 +737,11 @@ async fn resume_bundle(inner: &Arc<Inner>, bundle: StoredBundle) {
             Some(Ok(parsed)) if parsed.id_b64url() == item.item_id => items.push(parsed),
             _ => {
                 tracing::error!(tx = %bundle.tx_id, job = item.job_id, "a stored bundle's item is missing or changed");
-                retry_bundle("a stored item is missing or changed", Some(Duration::from_secs(3600))).await;
+                retry_bundle(
+                    "a stored item is missing or changed",
+                    Some(Duration::from_secs(3600)),
+                )
+                .await;
                 return;
             }
         }
@@ -811,22 +832,31 @@ async fn finish_post(
             crate::resilience::failpoint::abort_if_set("abort-after-bundle-post");
             tracing::info!(tx = %tx_id, bytes, payer = %payer, "bundle posted");
             let receipt = serde_json::json!({ "bundle": tx_id, "payer": payer }).to_string();
-            match inner.db.mark_bundle_posted(&tx_id, &inner.worker, &receipt).await {
+            match inner
+                .db
+                .mark_bundle_posted(&tx_id, &inner.worker, &receipt)
+                .await
+            {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(tx = %tx_id, "bundle posted, but its lease was lost meanwhile"),
-                Err(e) => tracing::warn!(tx = %tx_id, error = %e, "recording a posted bundle failed; it is posted again later"),
+                Ok(false) => {
+                    tracing::warn!(tx = %tx_id, "bundle posted, but its lease was lost meanwhile")
+                }
+                Err(e) => {
+                    tracing::warn!(tx = %tx_id, error = %e, "recording a posted bundle failed; it is posted again later")
+                }
             }
         }
         Err(e) => {
             let transient = e.is_transient();
             gateway_failed(inner, transient);
             let reason = format!("posting bundle {tx_id}: {e}");
-            if !transient
-                && let Ok(TxStatus::NotFound) = inner.gateway.tx_status(&tx_id).await
-            {
+            if !transient && let Ok(TxStatus::NotFound) = inner.gateway.tx_status(&tx_id).await {
                 // Refused, and the gateway does not have it: it can never be mined, so it costs nothing.
                 tracing::warn!(tx = %tx_id, error = %e, "bundle refused; its items go into a new bundle");
-                let _ = inner.db.abandon_bundle(&tx_id, &inner.worker, &reason).await;
+                let _ = inner
+                    .db
+                    .abandon_bundle(&tx_id, &inner.worker, &reason)
+                    .await;
             } else {
                 let delay = inner.backoff.delay(0);
                 let _ = inner
@@ -1032,7 +1062,10 @@ mod tests {
         assert!(is_worker_of("edge-1", "edge-1-0badf00d"));
         assert!(!is_worker_of("edge", "edge-1-0badf00d"), "another node");
         assert!(!is_worker_of("edge-1", "edge-10-0badf00d"));
-        assert!(!is_worker_of("edge-1", "edge-1-0badf00"), "suffix too short");
+        assert!(
+            !is_worker_of("edge-1", "edge-1-0badf00"),
+            "suffix too short"
+        );
         assert!(!is_worker_of("edge-1", "edge-1-0badf00x"));
         assert!(!is_worker_of("edge-1", "edge-1"));
     }

@@ -193,7 +193,8 @@ impl Db {
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        let mut bundles: Vec<StoredBundle> = rows.iter().map(bundle_from).collect::<Result<_, _>>()?;
+        let mut bundles: Vec<StoredBundle> =
+            rows.iter().map(bundle_from).collect::<Result<_, _>>()?;
         bundles.sort_by_key(|b| b.created_at);
         Ok(bundles)
     }
@@ -402,9 +403,9 @@ impl Db {
         ] {
             // Table names cannot be bound: the two statements are spelled out.
             let holders = match table {
-                "archive_jobs" => {
-                    sqlx::query("SELECT DISTINCT claimed_by FROM archive_jobs WHERE claimed_by IS NOT NULL")
-                }
+                "archive_jobs" => sqlx::query(
+                    "SELECT DISTINCT claimed_by FROM archive_jobs WHERE claimed_by IS NOT NULL",
+                ),
                 _ => sqlx::query(
                     "SELECT DISTINCT claimed_by FROM archive_bundles WHERE claimed_by IS NOT NULL",
                 ),

@@ -213,12 +213,14 @@ async fn open_db(dir: &Path) -> Db {
 async fn mint(arlocal: &str) {
     let http = reqwest::Client::new();
     for file in ["test-only-a.json", "test-only-b.json"] {
-        let jwk = zipiq::archive::jwk::Jwk::from_json(
-            &std::fs::read(test_wallets().join(file)).unwrap(),
-        )
-        .unwrap();
+        let jwk =
+            zipiq::archive::jwk::Jwk::from_json(&std::fs::read(test_wallets().join(file)).unwrap())
+                .unwrap();
         let r = http
-            .get(format!("{arlocal}/mint/{}/100000000000000000", jwk.address()))
+            .get(format!(
+                "{arlocal}/mint/{}/100000000000000000",
+                jwk.address()
+            ))
             .send()
             .await
             .unwrap();
@@ -277,10 +279,7 @@ async fn paid_bundles(arlocal: &str) -> Vec<(String, Vec<String>)> {
             .unwrap_or_else(|| panic!("the gateway serves bundle {}", tx.id));
         let items = zipiq::archive::ans104::parse_bundle(data)
             .unwrap_or_else(|e| panic!("bundle {} parses: {e}", tx.id));
-        out.push((
-            tx.id.clone(),
-            items.iter().map(|i| i.id_b64url()).collect(),
-        ));
+        out.push((tx.id.clone(), items.iter().map(|i| i.id_b64url()).collect()));
     }
     out
 }
@@ -321,7 +320,11 @@ async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid
     };
     assert!(!status.success(), "aborted: {status:?}\n{log1}");
     let posted = paid_bundles(&arlocal.url).await;
-    assert_eq!(posted.len(), 1, "the gateway took one bundle before the abort: {posted:?}");
+    assert_eq!(
+        posted.len(),
+        1,
+        "the gateway took one bundle before the abort: {posted:?}"
+    );
     let db = open_db(dir.path()).await;
     assert!(
         db.jobs_of_broadcast(broadcast)
@@ -371,7 +374,11 @@ async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid
         );
         assert_eq!(job.bundle_tx.as_deref(), Some(txs[0].as_str()));
     }
-    assert_eq!(seen.len(), CHUNKS as usize + 1, "no other item was paid for");
+    assert_eq!(
+        seen.len(),
+        CHUNKS as usize + 1,
+        "no other item was paid for"
+    );
     assert!(
         bundles.iter().any(|(tx, _)| tx == &posted[0].0),
         "the first bundle is one of them"
@@ -405,7 +412,13 @@ async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid
             c.arweave_graphql,
             c.once
         );
-        assert_eq!(c.transactions.len(), 1, "chunk {}: {:?}", c.seq, c.transactions);
+        assert_eq!(
+            c.transactions.len(),
+            1,
+            "chunk {}: {:?}",
+            c.seq,
+            c.transactions
+        );
     }
 }
 
@@ -428,7 +441,9 @@ async fn a_restarted_node_takes_its_leases_back_and_ends_its_open_broadcast_at_i
                     ChunkKind::Media
                 },
                 // Any CID of this node's store would do; the recording's own first chunk is one.
-                cid: db.chunks_of(broadcast).await.unwrap()[seq as usize].cid.clone(),
+                cid: db.chunks_of(broadcast).await.unwrap()[seq as usize]
+                    .cid
+                    .clone(),
                 size: db.chunks_of(broadcast).await.unwrap()[seq as usize].size,
                 duration_ms: if seq == 0 { 0 } else { 3000 },
                 start_ms: (seq - 1).max(0) * 3000,
@@ -499,7 +514,10 @@ async fn a_restarted_node_takes_its_leases_back_and_ends_its_open_broadcast_at_i
         std::fs::read_to_string(dir.path().join("run2.log")).unwrap_or_default()
     );
     eprintln!("restart to every job confirmed: {took:?}");
-    assert!(b.root_cid.is_some(), "the open broadcast was finished at the restart");
+    assert!(
+        b.root_cid.is_some(),
+        "the open broadcast was finished at the restart"
+    );
     assert_eq!(
         b.ended_at,
         Some(b.started_at + 6000),

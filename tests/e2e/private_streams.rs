@@ -371,7 +371,8 @@ async fn a_stream_turned_private_while_live_stops_being_recorded_at_once() {
             .await
             .expect("the owner publishes"),
         );
-        let capture = crate::recording::looped(&crate::recording::fixture("h264-opus-360p.zqcap"), 6);
+        let capture =
+            crate::recording::looped(&crate::recording::fixture("h264-opus-360p.zqcap"), 6);
         let playing = {
             let publisher = publisher.clone();
             tokio::spawn(async move { crate::recording::play(&publisher, &capture).await })
@@ -414,9 +415,9 @@ async fn a_stream_turned_private_while_live_stops_being_recorded_at_once() {
             "{engine}: no chunk recorded after the switch"
         );
         let ended = db.broadcast(broadcast.id).await.unwrap().unwrap();
-        let ended_at = ended.ended_at.unwrap_or_else(|| {
-            panic!("{engine}: the broadcast ended at the switch")
-        });
+        let ended_at = ended
+            .ended_at
+            .unwrap_or_else(|| panic!("{engine}: the broadcast ended at the switch"));
         assert!(ended_at <= switched_at, "{engine}: ended by the switch");
         let root = ended
             .root_cid
@@ -433,7 +434,9 @@ async fn a_stream_turned_private_while_live_stops_being_recorded_at_once() {
         // Stored in IPFS: those chunks, the playlist and the directory, nothing else.
         let index = server
             .ipfs
-            .resolve(&zipiq::store::ContentPath::parse(&format!("/ipfs/{root}/index.m3u8")).unwrap())
+            .resolve(
+                &zipiq::store::ContentPath::parse(&format!("/ipfs/{root}/index.m3u8")).unwrap(),
+            )
             .await
             .expect("the directory has its playlist")
             .cid
@@ -455,7 +458,10 @@ async fn a_stream_turned_private_while_live_stops_being_recorded_at_once() {
         assert!(
             new_pins.iter().all(|c| allowed.contains(*c)),
             "{engine}: nothing stored after the switch: {:?}",
-            new_pins.iter().filter(|c| !allowed.contains(**c)).collect::<Vec<_>>()
+            new_pins
+                .iter()
+                .filter(|c| !allowed.contains(**c))
+                .collect::<Vec<_>>()
         );
         let media = chunks.iter().filter(|c| c.kind == ChunkKind::Media).count();
         let playlist = reqwest::get(format!("{}/ipfs/{root}/index.m3u8", env.server.base))

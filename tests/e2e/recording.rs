@@ -41,13 +41,7 @@ pub fn looped(capture: &Capture, times: u32) -> Capture {
         .records
         .last()
         .map_or(Duration::ZERO, |r| r.at + Duration::from_millis(40));
-    let count = |kind| {
-        capture
-            .records
-            .iter()
-            .filter(|r| r.kind == kind)
-            .count() as u32
-    };
+    let count = |kind| capture.records.iter().filter(|r| r.kind == kind).count() as u32;
     let (videos, audios) = (count(MediaKind::Video), count(MediaKind::Audio));
     let mut out = Capture {
         header: capture.header.clone(),
@@ -65,9 +59,9 @@ pub fn looped(capture: &Capture, times: u32) -> Capture {
             h.sequence_number = h
                 .sequence_number
                 .wrapping_add((packets.wrapping_mul(pass)) as u16);
-            h.timestamp = h
-                .timestamp
-                .wrapping_add((period.as_micros() as u64 * clock / 1_000_000 * u64::from(pass)) as u32);
+            h.timestamp = h.timestamp.wrapping_add(
+                (period.as_micros() as u64 * clock / 1_000_000 * u64::from(pass)) as u32,
+            );
             out.records.push(record);
         }
     }
