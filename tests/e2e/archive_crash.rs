@@ -242,9 +242,9 @@ async fn mine_until(arlocal: &str, timeout: Duration, mut done: impl AsyncFnMut(
     done().await
 }
 
-/// Every bundle transaction our wallets posted at the gateway (mined first, so GraphQL lists it), with the ids of
-/// the items it carries.
-async fn paid_bundles(arlocal: &str) -> Vec<(String, Vec<String>)> {
+/// The bundle transactions our wallets posted at the gateway (mined first, so GraphQL lists them) that carry any of
+/// `ours` (arlocal is shared with other tests using the same wallets), with the ids of the items each carries.
+async fn paid_bundles(arlocal: &str, ours: &HashSet<String>) -> Vec<(String, Vec<String>)> {
     let _ = reqwest::get(format!("{arlocal}/mine")).await;
     let gateway =
         zipiq::archive::gateway_client::GatewayClient::new(arlocal, Duration::from_secs(10))
@@ -258,28 +258,40 @@ async fn paid_bundles(arlocal: &str) -> Vec<(String, Vec<String>)> {
                 .to_owned()
         })
         .collect();
-    let page = gateway
-        .find_transactions(
-            &[zipiq::archive::gateway_client::TagFilter::new(
-                "Bundle-Format",
-                "binary",
-            )],
-            &owners,
-            100,
-            None,
-        )
-        .await
-        .expect("GraphQL answers");
     let mut out = Vec::new();
-    for tx in page.transactions.iter().filter(|t| t.bundled_in.is_none()) {
-        let data = gateway
-            .data(&tx.id, 64 << 20)
+    let mut after: Option<String> = None;
+    loop {
+        let page = gateway
+            .find_transactions(
+                &[zipiq::archive::gateway_client::TagFilter::new(
+                    "Bundle-Format",
+                    "binary",
+                )],
+                &owners,
+                100,
+                after.as_deref(),
+            )
             .await
-            .expect("bundle data")
-            .unwrap_or_else(|| panic!("the gateway serves bundle {}", tx.id));
-        let items = zipiq::archive::ans104::parse_bundle(data)
-            .unwrap_or_else(|e| panic!("bundle {} parses: {e}", tx.id));
-        out.push((tx.id.clone(), items.iter().map(|i| i.id_b64url()).collect()));
+            .expect("GraphQL answers");
+        for tx in page.transactions.iter().filter(|t| t.bundled_in.is_none()) {
+            let data = gateway
+                .data(&tx.id, 64 << 20)
+                .await
+                .expect("bundle data")
+                .unwrap_or_else(|| panic!("the gateway serves bundle {}", tx.id));
+            let items: Vec<String> = zipiq::archive::ans104::parse_bundle(data)
+                .unwrap_or_else(|e| panic!("bundle {} parses: {e}", tx.id))
+                .iter()
+                .map(|i| i.id_b64url())
+                .collect();
+            if items.iter().any(|i| ours.contains(i)) {
+                out.push((tx.id.clone(), items));
+            }
+        }
+        match page.transactions.last() {
+            Some(last) if page.has_next_page => after = Some(last.cursor.clone()),
+            _ => break,
+        }
     }
     out
 }
@@ -319,13 +331,20 @@ async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid
         panic!("the failpoint aborted the process:\n{log1}");
     };
     assert!(!status.success(), "aborted: {status:?}\n{log1}");
-    let posted = paid_bundles(&arlocal.url).await;
+    let db = open_db(dir.path()).await;
+    let ours: HashSet<String> = db
+        .jobs_of_broadcast(broadcast)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|j| j.item_id.clone())
+        .collect();
+    let posted = paid_bundles(&arlocal.url, &ours).await;
     assert_eq!(
         posted.len(),
         1,
         "the gateway took one bundle before the abort: {posted:?}"
     );
-    let db = open_db(dir.path()).await;
     assert!(
         db.jobs_of_broadcast(broadcast)
             .await
@@ -355,7 +374,8 @@ async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid
     );
 
     // One paid transaction per item: every item of every job is in exactly one bundle our wallets posted.
-    let bundles = paid_bundles(&arlocal.url).await;
+    let ours: HashSet<String> = jobs.iter().filter_map(|j| j.item_id.clone()).collect();
+    let bundles = paid_bundles(&arlocal.url, &ours).await;
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     for (tx, items) in &bundles {
         for item in items {
@@ -401,7 +421,47 @@ async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid
     )
     .await
     .unwrap();
+    // And it notices an item put in a second transaction the gateway has: paid twice.
+    let job0 = jobs
+        .iter()
+        .find(|j| j.chunk_id.is_some())
+        .expect("a chunk job");
+    let other = bundles
+        .iter()
+        .map(|(tx, _)| tx.clone())
+        .find(|tx| Some(tx.as_str()) != job0.bundle_tx.as_deref())
+        .expect("the items went into more than one bundle (the playlist waits for every chunk)");
+    sqlx::query(
+        "INSERT INTO archive_bundle_items (tx_id, position, job_id, item_id) VALUES ($1, 9999, $2, $3)",
+    )
+    .bind(&other)
+    .bind(job0.id)
+    .bind(job0.item_id.clone().unwrap())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let twice = zipiq::archive::verify::verify_broadcast(
+        &db,
+        &gateway,
+        &format!("http://{}", server.http_addr),
+        broadcast,
+    )
+    .await
+    .unwrap();
     server.shutdown().await;
+    let reported = twice
+        .iter()
+        .find(|c| c.item_id == job0.item_id)
+        .expect("the chunk is checked");
+    assert!(
+        reported
+            .once
+            .as_ref()
+            .is_err_and(|e| e.contains("posted in 2 transactions")),
+        "verify reports the item paid twice: {:?}",
+        reported.once
+    );
+    assert!(!reported.ok());
     for c in &checks {
         assert!(
             c.ok(),
