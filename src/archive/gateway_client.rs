@@ -258,6 +258,24 @@ impl GatewayClient {
             });
         }
         self.post_tx(&tx.to_json(None)).await?;
+        self.upload_chunks(tx, data, tree).await
+    }
+
+    /// Posts every chunk of `data` of a transaction the gateway already has (its header was accepted before: after a
+    /// crash, the data may be incomplete). Posting a chunk again is harmless.
+    pub async fn upload_chunks(
+        &self,
+        tx: &Transaction,
+        data: &[u8],
+        tree: Option<&DataTree>,
+    ) -> Result<(), GatewayError> {
+        if tx.data_root != tree.map(|t| t.data_root) || tx.data_size != data.len() as u64 {
+            return Err(GatewayError::Answer {
+                endpoint: "/chunk".to_owned(),
+                detail: "the transaction does not sign this data (data root or size differ)"
+                    .to_owned(),
+            });
+        }
         if let Some(tree) = tree {
             for index in 0..tree.chunks.len() {
                 if let Some(chunk) = chunk_upload(tree, data, index) {

@@ -1,17 +1,19 @@
 //! Proof that a broadcast is archived: for every chunk, the bytes served by IPFS hash to the recorded CID, the
 //! data item exists at the Arweave gateway (by id, and found by GraphQL on its tags among the items signed by our
-//! wallets), and the data the gateway serves hashes to the same CID. `zipiq verify` prints the table and exits
-//! non-zero on any miss.
+//! wallets), the data the gateway serves hashes to the same CID, and the item was paid for once: no two bundle
+//! transactions the gateway has carry it (gateway mode keeps every bundle transaction it made with its items).
+//! `zipiq verify` prints the table and exits non-zero on any miss.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::gateway_client::{GatewayClient, TagFilter};
+use super::gateway_client::{GatewayClient, TagFilter, TxStatus};
 use super::items::chunk_index;
 use crate::db::Db;
 use crate::db::broadcasts::ChunkKind;
+use crate::db::bundles::BundleState;
 use crate::store::unixfs::import_file;
 
 /// Largest chunk fetched for verification.
@@ -30,12 +32,43 @@ pub struct ChunkCheck {
     pub arweave_data: Result<(), String>,
     /// GraphQL finds the item by its tags among our wallets' items.
     pub arweave_graphql: Result<(), String>,
+    /// The bundle transactions this node put the item in (gateway mode; refused ones left out).
+    pub transactions: Vec<String>,
+    /// At most one of those transactions is known to the gateway: the item was paid for once.
+    pub once: Result<(), String>,
 }
 
 impl ChunkCheck {
     pub fn ok(&self) -> bool {
-        self.ipfs.is_ok() && self.arweave_data.is_ok() && self.arweave_graphql.is_ok()
+        self.ipfs.is_ok()
+            && self.arweave_data.is_ok()
+            && self.arweave_graphql.is_ok()
+            && self.once.is_ok()
     }
+}
+
+/// Whether an item put in `transactions` was posted (and paid for) more than once: every transaction but one must
+/// be unknown to the gateway (dropped before it was mined, then the item went into a new one).
+async fn posted_once(gateway: &GatewayClient, transactions: &[String]) -> Result<(), String> {
+    if transactions.len() < 2 {
+        return Ok(());
+    }
+    let mut known = Vec::new();
+    for tx in transactions {
+        match gateway.tx_status(tx).await {
+            Ok(TxStatus::NotFound) => {}
+            Ok(_) => known.push(tx.as_str()),
+            Err(e) => return Err(format!("status of transaction {tx}: {e}")),
+        }
+    }
+    if known.len() > 1 {
+        return Err(format!(
+            "posted in {} transactions: {}",
+            known.len(),
+            known.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// The CID zipIQ's importer (unixfs-v1-2025) gives `bytes`.
@@ -84,6 +117,10 @@ pub async fn verify_broadcast(
         .jobs_of_broadcast(broadcast)
         .await
         .map_err(|e| e.to_string())?;
+    let bundles = db
+        .transactions_of_broadcast(broadcast)
+        .await
+        .map_err(|e| e.to_string())?;
     let owners: Vec<String> = {
         let mut w: Vec<String> = jobs.iter().filter_map(|j| j.wallet.clone()).collect();
         w.sort();
@@ -97,10 +134,15 @@ pub async fn verify_broadcast(
     let base = ipfs_gateway.trim_end_matches('/');
     let mut out = Vec::with_capacity(chunks.len());
     for c in &chunks {
-        let item_id = jobs
+        let job = jobs.iter().find(|j| j.chunk_id == Some(c.id));
+        let item_id = job.and_then(|j| j.item_id.clone());
+        let mut transactions: Vec<String> = bundles
             .iter()
-            .find(|j| j.chunk_id == Some(c.id))
-            .and_then(|j| j.item_id.clone());
+            .filter(|t| Some(t.job_id) == job.map(|j| j.id) && t.state != BundleState::Abandoned)
+            .map(|t| t.tx_id.clone())
+            .collect();
+        transactions.dedup();
+        let once = posted_once(gateway, &transactions).await;
         let ipfs = match fetch(&http, &format!("{base}/ipfs/{}", c.cid)).await {
             Ok(bytes) if cid_of(&bytes) == c.cid => Ok(()),
             Ok(bytes) => Err(format!(
@@ -156,6 +198,8 @@ pub async fn verify_broadcast(
             ipfs,
             arweave_data,
             arweave_graphql,
+            transactions,
+            once,
         });
     }
     Ok(out)
@@ -170,15 +214,16 @@ pub fn table(checks: &[ChunkCheck]) -> String {
             "MISS".to_owned()
         }
     };
-    let mut out = String::from("seq\tkind\tipfs\tarweave-data\tgraphql\titem\tcid\n");
+    let mut out = String::from("seq\tkind\tipfs\tarweave-data\tgraphql\tonce\titem\tcid\n");
     for c in checks {
         out.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             c.seq,
             c.kind,
             mark(&c.ipfs),
             mark(&c.arweave_data),
             mark(&c.arweave_graphql),
+            mark(&c.once),
             c.item_id.as_deref().unwrap_or("-"),
             c.cid
         ));
@@ -186,6 +231,7 @@ pub fn table(checks: &[ChunkCheck]) -> String {
             ("ipfs", &c.ipfs),
             ("arweave data", &c.arweave_data),
             ("graphql", &c.arweave_graphql),
+            ("paid once", &c.once),
         ] {
             if let Err(e) = r {
                 out.push_str(&format!("\t{what}: {e}\n"));

@@ -17,13 +17,14 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 
 use super::ans104::{self, DataItem};
-use super::arweave_tx::TransactionBuilder;
+use super::arweave_tx::{Transaction, TransactionBuilder, TransactionJson};
 use super::bundler_client::{BundlerClient, UploadOutcome};
 use super::gateway_client::{GatewayClient, TxStatus};
 use super::items;
 use super::merkle::DataTree;
 use super::wallets::{WalletPool, WalletStatus};
 use crate::config::{ArchiveConfig, ArchiveMode};
+use crate::db::bundles::{NewBundle, StoredBundle};
 use crate::db::jobs::{Job, JobKind, JobState, QueueStatus};
 use crate::db::{Db, now_ms};
 use crate::resilience::backoff::Backoff;
@@ -55,7 +56,22 @@ struct Inner {
     bundler_breaker: Breaker,
     gateway_breaker: Breaker,
     worker: String,
+    /// The node's name: every worker of this node, in this run or an earlier one, is named after it.
+    node: String,
     backoff: Backoff,
+}
+
+/// A worker's name in the queue's leases: the node's name and a random suffix for this run.
+fn worker_name(node: &str) -> String {
+    format!("{node}-{:08x}", rand::random::<u32>())
+}
+
+/// Whether `holder` (a lease's `claimed_by`) names a worker of `node`, from any run.
+fn is_worker_of(node: &str, holder: &str) -> bool {
+    holder
+        .strip_prefix(node)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|suffix| suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The archiver (cheap to clone).
@@ -116,7 +132,8 @@ impl Archiver {
                     config.breaker_failures,
                     open_for,
                 ),
-                worker: format!("{node}-{:08x}", rand::random::<u32>()),
+                worker: worker_name(node),
+                node: node.to_owned(),
                 backoff: Backoff {
                     base: Duration::from_millis(config.retry_base_ms.max(1)),
                     max: Duration::from_millis(
@@ -215,6 +232,7 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 }
 
 async fn run_workers(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    take_back_leases(&inner).await;
     let idle = Duration::from_millis(inner.config.poll_ms.max(50));
     // Per-item work in flight (signing, uploading, confirming): a finished job frees its slot for the next claim at
     // once, so one slow upload never holds the others back.
@@ -244,6 +262,27 @@ async fn run_workers(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     })
     .await;
     running.abort_all();
+}
+
+/// At start: the leases an earlier run of this node left (a crash or kill -9 while it held jobs or a bundle) are
+/// this node's to take back now, instead of waiting out `archive.lease_ms`. Node names are unique in a cluster.
+async fn take_back_leases(inner: &Inner) {
+    let node = inner.node.clone();
+    match inner
+        .db
+        .release_leases_of(|holder| is_worker_of(&node, holder), &inner.worker)
+        .await
+    {
+        Ok((0, 0)) => {}
+        Ok((jobs, bundles)) => {
+            tracing::info!(
+                jobs,
+                bundles,
+                "took back the archive leases of this node's previous run"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot take back this node's archive leases"),
+    }
 }
 
 /// Claims due jobs for the free slots and starts them (signing and, in bundler mode, uploading and confirming);
@@ -277,6 +316,16 @@ async fn pass(inner: &Arc<Inner>, running: &mut JoinSet<()>) -> usize {
         }
     }
     if inner.config.mode == ArchiveMode::Gateway {
+        // Stored bundles not known to be accepted (a crash or a failed post) go first, the same transactions.
+        match inner.db.claim_bundles(&inner.worker, 4, lease).await {
+            Ok(bundles) => {
+                for bundle in bundles {
+                    handled += 1;
+                    resume_bundle(inner, bundle).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming stored bundles failed"),
+        }
         let batch = inner.config.bundle_max_items.max(1) as i64;
         match inner
             .db
@@ -532,7 +581,9 @@ async fn upload_to_bundler(inner: &Arc<Inner>, job: Job) {
     }
 }
 
-/// Gateway mode: bundles signed items into one transaction and posts it (data through /chunk).
+/// Gateway mode: bundles signed items into one transaction, stores the signed transaction with its items, then
+/// posts it (data through /chunk). Stored first so that a crash after the gateway accepted it posts the same
+/// transaction again at the next start, instead of a new one paying a second reward for the same items.
 async fn bundle_and_post(inner: &Arc<Inner>, jobs: Vec<Job>) {
     let mut items: Vec<DataItem> = Vec::new();
     let mut included: Vec<Job> = Vec::new();
@@ -564,72 +615,266 @@ async fn bundle_and_post(inner: &Arc<Inner>, jobs: Vec<Job>) {
         return;
     }
     let data = ans104::bundle(&items);
-    let Some(permit) = inner.gateway_breaker.try_acquire(Instant::now()) else {
+    let retry_all = async |reason: &str, delay: Option<Duration>, count: bool| {
         for job in &included {
-            retry(
-                inner,
-                job,
-                "gateway circuit breaker open",
-                Some(Duration::from_millis(inner.config.breaker_open_ms)),
-                false,
-            )
-            .await;
+            retry(inner, job, reason, delay, count).await;
         }
+    };
+    let Some(permit) = inner.gateway_breaker.try_acquire(Instant::now()) else {
+        retry_all(
+            "gateway circuit breaker open",
+            Some(Duration::from_millis(inner.config.breaker_open_ms)),
+            false,
+        )
+        .await;
         return;
     };
-    // Posting a large bundle can outlast the lease: keep the leases of its jobs while it runs, or another worker
-    // could claim the same items and post (and pay for) them a second time.
-    let result = {
-        let post = post_bundle(inner, &data);
-        tokio::pin!(post);
-        let every = Duration::from_millis((inner.config.lease_ms / 3).max(100));
-        let mut keep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                r = &mut post => break r,
-                _ = keep.tick() => {
-                    for job in &included {
-                        if let Err(e) = inner.db.extend_lease(job.id, &inner.worker, inner.config.lease_ms as i64).await {
-                            tracing::warn!(job = job.id, error = %e, "extending an archive job's lease failed");
-                        }
-                    }
-                }
-            }
+    let (tx, payer) = match sign_bundle(inner, &data).await {
+        Ok(signed) => signed,
+        Err((transient, reason)) => {
+            gateway_failed(inner, transient);
+            retry_all(&reason, None, true).await;
+            return;
         }
     };
-    match result {
-        Ok((tx_id, payer)) => {
-            inner.gateway_breaker.success();
-            tracing::info!(tx = %tx_id, items = included.len(), bytes = data.len(), payer = %payer, "bundle posted");
-            for job in &included {
-                let receipt = serde_json::json!({ "bundle": tx_id, "payer": payer }).to_string();
-                let _ = inner
-                    .db
-                    .mark_uploaded(job.id, &inner.worker, Some(&tx_id), Some(&receipt))
-                    .await;
-            }
+    let tx_id = tx.id_b64url();
+    let tx_json = match serde_json::to_string(&tx.to_json(None)) {
+        Ok(j) => j,
+        Err(e) => {
+            retry_all(&format!("transaction JSON: {e}"), None, true).await;
+            return;
         }
-        Err((transient, reason)) => {
-            if transient {
-                inner.gateway_breaker.failure(Instant::now());
-                failure("transient");
-            } else {
-                inner.gateway_breaker.neutral();
-                failure("gateway_refused");
-            }
+    };
+    let listed: Vec<(i64, String)> = included
+        .iter()
+        .zip(&items)
+        .map(|(job, item)| (job.id, item.id_b64url()))
+        .collect();
+    let bundle = NewBundle {
+        tx_id: &tx_id,
+        wallet: &payer,
+        tx_json: &tx_json,
+        reward: tx.reward,
+        data_size: data.len() as i64,
+        items: &listed,
+    };
+    match inner
+        .db
+        .store_bundle(&bundle, &inner.worker, inner.config.lease_ms as i64)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            // A lease was lost: another worker may be bundling these items. Post nothing.
+            tracing::warn!(tx = %tx_id, "an archive job's lease was lost before its bundle was stored; not posted");
             for job in &included {
-                retry(inner, job, &reason, None, true).await;
+                let _ = inner.db.release_job(job.id, &inner.worker).await;
+            }
+            return;
+        }
+        Err(e) => {
+            retry_all(&format!("storing the bundle: {e}"), None, false).await;
+            return;
+        }
+    }
+    let tree = DataTree::new(&data);
+    let started = Instant::now();
+    let result = post_stored(inner, &tx_id, || {
+        inner.gateway.upload(&tx, &data, tree.as_ref())
+    })
+    .await;
+    metrics::histogram!("zipiq_archive_upload_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    finish_post(inner, &tx, &payer, data.len(), result).await;
+    let _ = permit;
+}
+
+/// Gateway mode after a restart (or a failed post): posts a stored bundle transaction again, the same one. The
+/// gateway is asked first: when it already has the transaction only the data chunks are posted again (the header is
+/// known; the data may be incomplete); when it does not, the whole transaction is posted. Either way no second
+/// reward is paid, since the transaction id is the same.
+async fn resume_bundle(inner: &Arc<Inner>, bundle: StoredBundle) {
+    let retry_bundle = async |reason: &str, delay: Option<Duration>| {
+        let delay =
+            delay.unwrap_or_else(|| inner.backoff.delay(bundle.attempts.clamp(0, 60) as u32));
+        let _ = inner
+            .db
+            .retry_bundle_later(
+                &bundle.tx_id,
+                &inner.worker,
+                reason,
+                delay.as_millis() as i64,
+            )
+            .await;
+    };
+    let tx = match serde_json::from_str::<TransactionJson>(&bundle.tx_json)
+        .map_err(|e| e.to_string())
+        .and_then(|j| Transaction::from_json(&j).map_err(|e| e.to_string()))
+    {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Stored by this code, so not expected; the transaction cannot be posted again, and since it was stored
+            // before any post, the gateway may know it: keep it for an operator instead of paying again.
+            tracing::error!(tx = %bundle.tx_id, error = %e, "a stored bundle transaction is unreadable");
+            retry_bundle(
+                &format!("stored transaction unreadable: {e}"),
+                Some(Duration::from_secs(3600)),
+            )
+            .await;
+            return;
+        }
+    };
+    let stored = match inner.db.bundle_items(&bundle.tx_id).await {
+        Ok(items) => items,
+        Err(e) => {
+            retry_bundle(&e.to_string(), None).await;
+            return;
+        }
+    };
+    let mut items = Vec::with_capacity(stored.len());
+    for item in stored {
+        match item.signed_item.map(DataItem::parse) {
+            Some(Ok(parsed)) if parsed.id_b64url() == item.item_id => items.push(parsed),
+            _ => {
+                tracing::error!(tx = %bundle.tx_id, job = item.job_id, "a stored bundle's item is missing or changed");
+                retry_bundle(
+                    "a stored item is missing or changed",
+                    Some(Duration::from_secs(3600)),
+                )
+                .await;
+                return;
             }
         }
     }
+    let data = ans104::bundle(&items);
+    let Some(permit) = inner.gateway_breaker.try_acquire(Instant::now()) else {
+        retry_bundle(
+            "gateway circuit breaker open",
+            Some(Duration::from_millis(inner.config.breaker_open_ms)),
+        )
+        .await;
+        return;
+    };
+    let known = match inner.gateway.tx_status(&bundle.tx_id).await {
+        Ok(status) => status != TxStatus::NotFound,
+        Err(e) => {
+            gateway_failed(inner, e.is_transient());
+            retry_bundle(&format!("status: {e}"), None).await;
+            return;
+        }
+    };
+    tracing::info!(tx = %bundle.tx_id, known, items = items.len(), "posting a stored bundle transaction again");
+    let tree = DataTree::new(&data);
+    let result = post_stored(inner, &bundle.tx_id, || async {
+        if known {
+            inner.gateway.upload_chunks(&tx, &data, tree.as_ref()).await
+        } else {
+            inner.gateway.upload(&tx, &data, tree.as_ref()).await
+        }
+    })
+    .await;
+    finish_post(inner, &tx, &bundle.wallet, data.len(), result).await;
     let _ = permit;
+}
+
+fn gateway_failed(inner: &Inner, transient: bool) {
+    if transient {
+        inner.gateway_breaker.failure(Instant::now());
+        failure("transient");
+    } else {
+        inner.gateway_breaker.neutral();
+        failure("gateway_refused");
+    }
+}
+
+/// Runs `post` (the upload of stored bundle `tx_id`) while keeping the bundle's lease: posting a large bundle can
+/// outlast a lease, and the bundle must not be posted by two workers at once.
+async fn post_stored<F, Fut>(
+    inner: &Arc<Inner>,
+    tx_id: &str,
+    post: F,
+) -> Result<(), super::gateway_client::GatewayError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), super::gateway_client::GatewayError>>,
+{
+    let post = post();
+    tokio::pin!(post);
+    let every = Duration::from_millis((inner.config.lease_ms / 3).max(100));
+    let mut keep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            r = &mut post => return r,
+            _ = keep.tick() => {
+                if let Err(e) = inner.db.extend_bundle_lease(tx_id, &inner.worker, inner.config.lease_ms as i64).await {
+                    tracing::warn!(tx = %tx_id, error = %e, "extending a bundle's lease failed");
+                }
+            }
+        }
+    }
+}
+
+/// Records the outcome of posting a stored bundle: accepted, its jobs are uploaded; refused and unknown to the
+/// gateway, it is abandoned (it can never be mined) and its items wait for a new bundle; otherwise it is posted
+/// again later, the same transaction.
+async fn finish_post(
+    inner: &Arc<Inner>,
+    tx: &Transaction,
+    payer: &str,
+    bytes: usize,
+    result: Result<(), super::gateway_client::GatewayError>,
+) {
+    let tx_id = tx.id_b64url();
+    match result {
+        Ok(()) => {
+            inner.gateway_breaker.success();
+            // Crash tests abort here: the gateway has the transaction, the database does not know it yet.
+            crate::resilience::failpoint::abort_if_set("abort-after-bundle-post");
+            tracing::info!(tx = %tx_id, bytes, payer = %payer, "bundle posted");
+            let receipt = serde_json::json!({ "bundle": tx_id, "payer": payer }).to_string();
+            match inner
+                .db
+                .mark_bundle_posted(&tx_id, &inner.worker, &receipt)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(tx = %tx_id, "bundle posted, but its lease was lost meanwhile")
+                }
+                Err(e) => {
+                    tracing::warn!(tx = %tx_id, error = %e, "recording a posted bundle failed; it is posted again later")
+                }
+            }
+        }
+        Err(e) => {
+            let transient = e.is_transient();
+            gateway_failed(inner, transient);
+            let reason = format!("posting bundle {tx_id}: {e}");
+            if !transient && let Ok(TxStatus::NotFound) = inner.gateway.tx_status(&tx_id).await {
+                // Refused, and the gateway does not have it: it can never be mined, so it costs nothing.
+                tracing::warn!(tx = %tx_id, error = %e, "bundle refused; its items go into a new bundle");
+                let _ = inner
+                    .db
+                    .abandon_bundle(&tx_id, &inner.worker, &reason)
+                    .await;
+            } else {
+                let delay = inner.backoff.delay(0);
+                let _ = inner
+                    .db
+                    .retry_bundle_later(&tx_id, &inner.worker, &reason, delay.as_millis() as i64)
+                    .await;
+            }
+        }
+    }
     metrics::gauge!("zipiq_breaker_state", "endpoint" => "gateway")
         .set(inner.gateway_breaker.state(Instant::now()).as_metric());
 }
 
-/// Signs a bundle transaction with a wallet that can pay for it and uploads it. Error: (transient, reason).
-async fn post_bundle(inner: &Arc<Inner>, data: &Bytes) -> Result<(String, String), (bool, String)> {
-    let started = Instant::now();
+/// Signs a bundle transaction for `data` with a wallet that can pay for it. Error: (transient, reason).
+async fn sign_bundle(
+    inner: &Arc<Inner>,
+    data: &Bytes,
+) -> Result<(Transaction, String), (bool, String)> {
     let price = inner
         .gateway
         .price(data.len() as u64)
@@ -659,10 +904,8 @@ async fn post_bundle(inner: &Arc<Inner>, data: &Bytes) -> Result<(String, String
             .map_err(|e| (e.is_transient(), format!("anchor: {e}")))?;
         let anchor = super::b64url::decode(&anchor).map_err(|e| (false, format!("anchor: {e}")))?;
         let tree = DataTree::new(data);
-        let data_for_sign = data.clone();
         let wallet_for_sign = wallet.clone();
         let tx = tokio::task::spawn_blocking(move || {
-            let _ = &data_for_sign;
             TransactionBuilder::new()
                 .data(tree.as_ref())
                 .last_tx(anchor)
@@ -675,15 +918,7 @@ async fn post_bundle(inner: &Arc<Inner>, data: &Bytes) -> Result<(String, String
         .await
         .map_err(|e| (false, e.to_string()))?
         .map_err(|e| (false, format!("signing the transaction: {e}")))?;
-        let tree = DataTree::new(data);
-        inner
-            .gateway
-            .upload(&tx, data, tree.as_ref())
-            .await
-            .map_err(|e| (e.is_transient(), format!("upload: {e}")))?;
-        metrics::histogram!("zipiq_archive_upload_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        return Ok((tx.id_b64url(), wallet.address.clone()));
+        return Ok((tx, wallet.address.clone()));
     }
 }
 
@@ -707,6 +942,7 @@ async fn confirm(inner: &Arc<Inner>, job: Job) {
                 if age >= inner.config.repost_after_ms as i64 {
                     tracing::warn!(job = job.id, tx = %tx, "bundle transaction dropped: the item goes into a new bundle");
                     failure("dropped");
+                    let _ = inner.db.mark_bundle_dropped(tx).await;
                     let _ = inner
                         .db
                         .mark_repost(job.id, &inner.worker, &format!("transaction {tx} dropped"))
@@ -812,5 +1048,25 @@ async fn poll_balances(inner: &Inner) {
             }
             Err(e) => tracing::debug!(wallet = %address, error = %e, "balance not read"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_recognises_the_workers_of_its_earlier_runs_only() {
+        let name = worker_name("edge-1");
+        assert!(is_worker_of("edge-1", &name));
+        assert!(is_worker_of("edge-1", "edge-1-0badf00d"));
+        assert!(!is_worker_of("edge", "edge-1-0badf00d"), "another node");
+        assert!(!is_worker_of("edge-1", "edge-10-0badf00d"));
+        assert!(
+            !is_worker_of("edge-1", "edge-1-0badf00"),
+            "suffix too short"
+        );
+        assert!(!is_worker_of("edge-1", "edge-1-0badf00x"));
+        assert!(!is_worker_of("edge-1", "edge-1"));
     }
 }

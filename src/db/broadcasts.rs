@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::streams::Visibility;
 use super::{Db, DbError, now_ms};
 
 /// Init segment or media segment.
@@ -125,6 +126,8 @@ impl Db {
 
     /// Records a chunk and enqueues its archive job in one transaction. Returns (chunk id, job id).
     /// Idempotent on (broadcast, seq): recording the same chunk twice returns the first one's ids.
+    /// Refused ([`DbError::NotRecordable`]) when the broadcast has ended or its stream is private, checked in the same
+    /// transaction: nothing is queued for the archive once a stream turned private, whichever node records it.
     pub async fn insert_chunk(&self, chunk: &NewChunk) -> Result<(i64, i64), DbError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
@@ -139,6 +142,34 @@ impl Db {
         if let Some(row) = existing {
             tx.rollback().await?;
             return Ok((row.try_get("chunk_id")?, row.try_get("job_id")?));
+        }
+        let state = sqlx::query(
+            "SELECT b.ended_at AS ended_at, s.visibility AS visibility FROM broadcasts b \
+             JOIN streams s ON s.id = b.stream_id WHERE b.id = $1",
+        )
+        .bind(chunk.broadcast_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let refusal = match &state {
+            None => Some(format!("no broadcast {}", chunk.broadcast_id)),
+            Some(row) => {
+                let ended: Option<i64> = row.try_get("ended_at")?;
+                let visibility: String = row.try_get("visibility")?;
+                if ended.is_some() {
+                    Some(format!("broadcast {} has ended", chunk.broadcast_id))
+                } else if visibility == Visibility::Private.as_str() {
+                    Some(format!(
+                        "the stream of broadcast {} is private",
+                        chunk.broadcast_id
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(refusal) = refusal {
+            tx.rollback().await?;
+            return Err(DbError::NotRecordable(refusal));
         }
         let row = sqlx::query(
             "INSERT INTO chunks (broadcast_id, seq, kind, cid, size, duration_ms, start_ms, end_ms, created_at) \
@@ -170,16 +201,27 @@ impl Db {
         Ok((chunk_id, job_id))
     }
 
-    /// Ends a broadcast with its directory's root CID and enqueues the directory's archive job, in one
+    /// Ends a broadcast now with its directory's root CID and enqueues the directory's archive job, in one
     /// transaction. Ending twice keeps the first root.
     pub async fn finish_broadcast(&self, id: i64, root_cid: &str) -> Result<(), DbError> {
+        self.finish_broadcast_at(id, root_cid, now_ms()).await
+    }
+
+    /// [`Db::finish_broadcast`] with the time it ended (a broadcast finished after a crash ended with its last
+    /// chunk, not at the restart).
+    pub async fn finish_broadcast_at(
+        &self,
+        id: i64,
+        root_cid: &str,
+        ended_at: i64,
+    ) -> Result<(), DbError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE broadcasts SET ended_at = COALESCE(ended_at, $1), root_cid = COALESCE(root_cid, $2) \
              WHERE id = $3",
         )
-        .bind(now)
+        .bind(ended_at)
         .bind(root_cid)
         .bind(id)
         .execute(&mut *tx)
@@ -253,6 +295,40 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(broadcast_from).collect()
+    }
+
+    /// When the media of a broadcast left open ended, as far as its chunks tell: the end of its last chunk
+    /// (`started_at` + its `end_ms`), never after that chunk was committed (media time can run ahead of the clock
+    /// across a publisher's reconnect) nor before the broadcast started. `started_at` when it has no chunk.
+    pub async fn recorded_end(&self, broadcast: &BroadcastRow) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT MAX(end_ms) AS end_ms, MAX(created_at) AS committed FROM chunks WHERE broadcast_id = $1",
+        )
+        .bind(broadcast.id)
+        .fetch_one(self.pool())
+        .await?;
+        let end_ms: Option<i64> = row.try_get("end_ms")?;
+        let committed: Option<i64> = row.try_get("committed")?;
+        Ok(match (end_ms, committed) {
+            (Some(end), Some(committed)) => broadcast
+                .started_at
+                .saturating_add(end.max(0))
+                .min(committed)
+                .max(broadcast.started_at),
+            _ => broadcast.started_at,
+        })
+    }
+
+    /// Whether the stream `stream_id` may be recorded now (it exists and is not private).
+    pub async fn stream_recordable(&self, stream_id: i64) -> Result<bool, DbError> {
+        let row = sqlx::query("SELECT visibility FROM streams WHERE id = $1")
+            .bind(stream_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<String, _>("visibility")? != Visibility::Private.as_str(),
+            None => false,
+        })
     }
 
     /// A broadcast's chunks in order.

@@ -139,7 +139,9 @@ pub struct QueueStatus {
 }
 
 impl Db {
-    /// Claims up to `limit` due jobs in `states` for `worker` for `lease_ms`, oldest due first.
+    /// Claims up to `limit` due jobs in `states` for `worker` for `lease_ms`, oldest due first. A signed job that
+    /// belongs to a stored bundle transaction is never claimed here: it is posted with that bundle (see
+    /// [`crate::db::bundles`]).
     pub async fn claim_jobs(
         &self,
         worker: &str,
@@ -156,6 +158,7 @@ impl Db {
             DbKind::Postgres => sqlx::query(concat!(
                 "UPDATE archive_jobs SET claimed_by = $1, lease_until = $2, updated_at = $3 WHERE id IN (\
                    SELECT id FROM archive_jobs WHERE position(',' || state || ',' in $4) > 0 \
+                   AND (state <> 'signed' OR bundle_tx IS NULL) \
                    AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                    ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING ",
                 job_columns!()
@@ -163,6 +166,7 @@ impl Db {
             DbKind::Sqlite => sqlx::query(concat!(
                 "UPDATE archive_jobs SET claimed_by = $1, lease_until = $2, updated_at = $3 WHERE id IN (\
                    SELECT id FROM archive_jobs WHERE instr($4, ',' || state || ',') > 0 \
+                   AND (state <> 'signed' OR bundle_tx IS NULL) \
                    AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                    ORDER BY next_attempt_at, id LIMIT $5) RETURNING ",
                 job_columns!()
@@ -397,7 +401,7 @@ impl Db {
     }
 }
 
-fn truncate(s: &str) -> String {
+pub(super) fn truncate(s: &str) -> String {
     let mut end = s.len().min(2000);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -561,6 +565,14 @@ impl Db {
         let now = now_ms();
         let mut n = 0;
         for id in jobs {
+            sqlx::query(
+                "UPDATE archive_bundles SET state = 'dropped', updated_at = $1 WHERE state = 'posted' \
+                 AND tx_id = (SELECT bundle_tx FROM archive_jobs WHERE id = $2)",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
             let done = sqlx::query(
                 "UPDATE archive_jobs SET state = 'signed', bundle_tx = NULL, uploaded_at = NULL, confirmed_at = NULL, \
                  last_error = 'requeued: missing at the gateway', claimed_by = NULL, lease_until = NULL, \

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod broadcasts;
+pub mod bundles;
 pub mod jobs;
 pub mod prune;
 pub mod streams;
@@ -52,6 +53,9 @@ pub enum DbError {
     /// An account already has as many of something as it may (the API answers 403).
     #[error("{0}")]
     Limit(String),
+    /// A chunk for a broadcast that may record nothing more (ended, or its stream turned private).
+    #[error("{0}")]
+    NotRecordable(String),
 }
 
 /// A migration that would run, or ran.

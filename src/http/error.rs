@@ -180,6 +180,7 @@ impl From<DbError> for HttpError {
             DbError::NotFound(m) => HttpError::not_found(m),
             DbError::Conflict(m) => HttpError::new(StatusCode::CONFLICT, m),
             DbError::Limit(m) => HttpError::forbidden(m),
+            DbError::NotRecordable(m) => HttpError::new(StatusCode::CONFLICT, m),
             other => {
                 tracing::error!(error = %other, "database error");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")

@@ -203,6 +203,14 @@ impl Sfu {
             .clone()
     }
 
+    /// `stream` turned private: the recorder ends its broadcast now (a private stream is never recorded) and stops
+    /// taking its packets. Returns once nothing more of it is being stored (a bounded wait).
+    pub async fn stream_turned_private(&self, stream: &str) {
+        if let Some(hook) = self.recording_hook() {
+            hook.stream_turned_private(stream).await;
+        }
+    }
+
     /// Ends the open broadcast of `stream`: `End` to the recorder (waiting a bounded time for room), then the
     /// hook is told.
     async fn end_broadcast(&self, stream: &Stream) {

@@ -21,6 +21,9 @@ pub trait RecordingHook: Send + Sync {
     fn broadcast_started(&self, stream: &str) -> Option<mpsc::Sender<TapEvent>>;
     /// The broadcast of `stream` ended (after the `End` event was sent on its channel).
     fn broadcast_ended(&self, stream: &str);
+    /// `stream` turned private: its broadcast ends now and nothing more of it is recorded. The future resolves once
+    /// no commit is under way (a bounded wait).
+    fn stream_turned_private(&self, stream: &str) -> futures::future::BoxFuture<'static, ()>;
 }
 
 /// One source's end of the tap.

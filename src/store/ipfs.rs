@@ -638,6 +638,17 @@ impl IpfsNode {
         }
     }
 
+    /// Every recursively pinned root: what this node stores for good (each added file, directory or pinned DAG).
+    pub async fn pinned(&self) -> Result<Vec<Cid>> {
+        self.ipfs
+            .list_pins(Some(PinMode::Recursive))
+            .await
+            .map_ok(|(cid, _)| cid)
+            .try_collect()
+            .await
+            .map_err(StoreError::node)
+    }
+
     /// Queues an announcement of every recursively pinned root, directories first (provider records live in
     /// memory, so the lead calls this after every start). Returns how many were queued.
     pub async fn reprovide_all(&self) -> Result<usize> {

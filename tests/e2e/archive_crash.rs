@@ -2,6 +2,11 @@
 //! them to a (verifying, slow) Bundlr-protocol bundler and is killed with SIGKILL twice while uploads are in flight.
 //! After the last restart every chunk and the playlist are archived exactly once: one signed item per job, the same
 //! bytes every time it was (re)sent, nothing lost and nothing signed twice.
+//!
+//! In gateway mode (arlocal) the process aborts right after the gateway accepted a bundle transaction, before the
+//! jobs learn it (a failpoint): the restart posts that same transaction again, and every item is in exactly one paid
+//! transaction. With a lease of ten minutes, a restarted node takes its own leases back at once, and a broadcast it
+//! left open ends at its last chunk's end, not at the restart.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,6 +16,7 @@ use std::time::Duration;
 use zipiq::Server;
 use zipiq::config::Config;
 use zipiq::db::Db;
+use zipiq::db::broadcasts::{ChunkKind, NewChunk};
 use zipiq::db::jobs::JobState;
 
 use crate::archive_bundler::{record_random_broadcast, test_wallets};
@@ -23,7 +29,7 @@ fn config_text(dir: &Path, archive: &str) -> String {
     format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [media]\nudp_listen = \"127.0.0.1:0\"\n\
-         [database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"info\"\n\
+         [database]\nurl = \"sqlite://{}\"\n[log]\nlevel = \"info\"\n[server]\nnode_name = \"crash-node\"\n\
          [auth]\njwt_key_file = \"{}\"\n\
          [ipfs]\nrepo_dir = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nannounce = false\n\
          [archive]\n{archive}\nwallets_dir = \"{}\"\n",
@@ -47,8 +53,18 @@ async fn record(dir: &Path) -> i64 {
 }
 
 fn spawn(config: &Path, log: &Path) -> std::process::Child {
+    spawn_with(config, log, None)
+}
+
+/// `zipiq serve` with the failpoint `failpoint` set (see `zipiq::resilience::failpoint`).
+fn spawn_with(config: &Path, log: &Path, failpoint: Option<&str>) -> std::process::Child {
     let log = std::fs::File::create(log).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_zipiq"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_zipiq"));
+    command.env_remove("ZIPIQ_FAILPOINT");
+    if let Some(point) = failpoint {
+        command.env("ZIPIQ_FAILPOINT", point);
+    }
+    command
         .arg("serve")
         .arg("--config")
         .arg(config)
@@ -181,5 +197,390 @@ async fn killed_during_uploads_twice_then_every_chunk_is_archived_exactly_once()
         "{} POSTs of {} items ({resent} re-sent after the crashes)",
         ledger.received.len(),
         received.len()
+    );
+}
+
+async fn open_db(dir: &Path) -> Db {
+    Db::connect(&zipiq::config::DatabaseConfig {
+        url: format!("sqlite://{}", dir.join("zipiq.db").display()),
+        max_connections: 2,
+        acquire_timeout_ms: 5000,
+    })
+    .await
+    .unwrap()
+}
+
+async fn mint(arlocal: &str) {
+    let http = reqwest::Client::new();
+    for file in ["test-only-a.json", "test-only-b.json"] {
+        let jwk =
+            zipiq::archive::jwk::Jwk::from_json(&std::fs::read(test_wallets().join(file)).unwrap())
+                .unwrap();
+        let r = http
+            .get(format!(
+                "{arlocal}/mint/{}/100000000000000000",
+                jwk.address()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+/// Mines a block every 300 ms until `done` (or `timeout`).
+async fn mine_until(arlocal: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if done().await {
+            return true;
+        }
+        let _ = http.get(format!("{arlocal}/mine")).send().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    done().await
+}
+
+/// The bundle transactions our wallets posted at the gateway (mined first, so GraphQL lists them) that carry any of
+/// `ours` (arlocal is shared with other tests using the same wallets), with the ids of the items each carries.
+async fn paid_bundles(arlocal: &str, ours: &HashSet<String>) -> Vec<(String, Vec<String>)> {
+    let _ = reqwest::get(format!("{arlocal}/mine")).await;
+    let gateway =
+        zipiq::archive::gateway_client::GatewayClient::new(arlocal, Duration::from_secs(10))
+            .unwrap();
+    let owners: Vec<String> = ["test-only-a.json", "test-only-b.json"]
+        .iter()
+        .map(|f| {
+            zipiq::archive::jwk::Jwk::from_json(&std::fs::read(test_wallets().join(f)).unwrap())
+                .unwrap()
+                .address()
+                .to_owned()
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = gateway
+            .find_transactions(
+                &[zipiq::archive::gateway_client::TagFilter::new(
+                    "Bundle-Format",
+                    "binary",
+                )],
+                &owners,
+                100,
+                after.as_deref(),
+            )
+            .await
+            .expect("GraphQL answers");
+        for tx in page.transactions.iter().filter(|t| t.bundled_in.is_none()) {
+            let data = gateway
+                .data(&tx.id, 64 << 20)
+                .await
+                .expect("bundle data")
+                .unwrap_or_else(|| panic!("the gateway serves bundle {}", tx.id));
+            let items: Vec<String> = zipiq::archive::ans104::parse_bundle(data)
+                .unwrap_or_else(|e| panic!("bundle {} parses: {e}", tx.id))
+                .iter()
+                .map(|i| i.id_b64url())
+                .collect();
+            if items.iter().any(|i| ours.contains(i)) {
+                out.push((tx.id.clone(), items));
+            }
+        }
+        match page.transactions.last() {
+            Some(last) if page.has_next_page => after = Some(last.cursor.clone()),
+            _ => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid_once() {
+    let arlocal = crate::arlocal::start();
+    mint(&arlocal.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broadcast = record(dir.path()).await;
+    // A short lease: what is tested here is the re-post of the stored transaction, not taking leases back.
+    let archive = format!(
+        "mode = \"gateway\"\ngateway_url = \"{}\"\nconfirmations = 1\npoll_ms = 100\nlease_ms = 2000\n\
+         retry_base_ms = 100\nretry_max_ms = 1000\nrepost_after_ms = 600000\nbundle_max_items = 50\n",
+        arlocal.url
+    );
+    let config = dir.path().join("zipiq.toml");
+    std::fs::write(&config, config_text(dir.path(), &archive)).unwrap();
+
+    // Run 1 aborts right after the gateway accepted its first bundle: the jobs are still `signed`.
+    let mut child = spawn_with(
+        &config,
+        &dir.path().join("run1.log"),
+        Some("abort-after-bundle-post"),
+    );
+    let mut status = None;
+    for _ in 0..600 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log1 = std::fs::read_to_string(dir.path().join("run1.log")).unwrap_or_default();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the failpoint aborted the process:\n{log1}");
+    };
+    assert!(!status.success(), "aborted: {status:?}\n{log1}");
+    let db = open_db(dir.path()).await;
+    let ours: HashSet<String> = db
+        .jobs_of_broadcast(broadcast)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|j| j.item_id.clone())
+        .collect();
+    let posted = paid_bundles(&arlocal.url, &ours).await;
+    assert_eq!(
+        posted.len(),
+        1,
+        "the gateway took one bundle before the abort: {posted:?}"
+    );
+    assert!(
+        db.jobs_of_broadcast(broadcast)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.state != JobState::Uploaded && j.state != JobState::Confirmed),
+        "the database did not learn of the accepted bundle"
+    );
+
+    // Run 2: the stored transaction is posted again, the same one; the rest follows in new bundles.
+    let mut child = spawn(&config, &dir.path().join("run2.log"));
+    let confirmed = mine_until(&arlocal.url, Duration::from_secs(120), async || {
+        let jobs = db.jobs_of_broadcast(broadcast).await.unwrap();
+        jobs.len() == CHUNKS as usize + 1 && jobs.iter().all(|j| j.state == JobState::Confirmed)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let jobs = db.jobs_of_broadcast(broadcast).await.unwrap();
+    assert!(
+        confirmed,
+        "every job confirmed after the restart: {:?}\n{}",
+        jobs.iter()
+            .map(|j| (j.id, j.state, j.last_error.clone()))
+            .collect::<Vec<_>>(),
+        std::fs::read_to_string(dir.path().join("run2.log")).unwrap_or_default()
+    );
+
+    // One paid transaction per item: every item of every job is in exactly one bundle our wallets posted.
+    let ours: HashSet<String> = jobs.iter().filter_map(|j| j.item_id.clone()).collect();
+    let bundles = paid_bundles(&arlocal.url, &ours).await;
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for (tx, items) in &bundles {
+        for item in items {
+            seen.entry(item.clone()).or_default().push(tx.clone());
+        }
+    }
+    for job in &jobs {
+        let item = job.item_id.clone().expect("signed");
+        let txs = seen.get(&item).cloned().unwrap_or_default();
+        assert_eq!(
+            txs.len(),
+            1,
+            "job {} item {item} is in {} paid transactions: {txs:?}",
+            job.id,
+            txs.len()
+        );
+        assert_eq!(job.bundle_tx.as_deref(), Some(txs[0].as_str()));
+    }
+    assert_eq!(
+        seen.len(),
+        CHUNKS as usize + 1,
+        "no other item was paid for"
+    );
+    assert!(
+        bundles.iter().any(|(tx, _)| tx == &posted[0].0),
+        "the first bundle is one of them"
+    );
+    // `zipiq verify` agrees: every chunk archived, each in one transaction.
+    let gateway =
+        zipiq::archive::gateway_client::GatewayClient::new(&arlocal.url, Duration::from_secs(10))
+            .unwrap();
+    let record_config = Config::from_layers(
+        Some(("c.toml".into(), config_text(dir.path(), "mode = \"off\""))),
+        Vec::new(),
+    )
+    .unwrap();
+    let (server, _) = Server::start(record_config).await.expect("server starts");
+    let checks = zipiq::archive::verify::verify_broadcast(
+        &db,
+        &gateway,
+        &format!("http://{}", server.http_addr),
+        broadcast,
+    )
+    .await
+    .unwrap();
+    // And it notices an item put in a second transaction the gateway has: paid twice.
+    let job0 = jobs
+        .iter()
+        .find(|j| j.chunk_id.is_some())
+        .expect("a chunk job");
+    let other = bundles
+        .iter()
+        .map(|(tx, _)| tx.clone())
+        .find(|tx| Some(tx.as_str()) != job0.bundle_tx.as_deref())
+        .expect("the items went into more than one bundle (the playlist waits for every chunk)");
+    sqlx::query(
+        "INSERT INTO archive_bundle_items (tx_id, position, job_id, item_id) VALUES ($1, 9999, $2, $3)",
+    )
+    .bind(&other)
+    .bind(job0.id)
+    .bind(job0.item_id.clone().unwrap())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let twice = zipiq::archive::verify::verify_broadcast(
+        &db,
+        &gateway,
+        &format!("http://{}", server.http_addr),
+        broadcast,
+    )
+    .await
+    .unwrap();
+    server.shutdown().await;
+    let reported = twice
+        .iter()
+        .find(|c| c.item_id == job0.item_id)
+        .expect("the chunk is checked");
+    assert!(
+        reported
+            .once
+            .as_ref()
+            .is_err_and(|e| e.contains("posted in 2 transactions")),
+        "verify reports the item paid twice: {:?}",
+        reported.once
+    );
+    assert!(!reported.ok());
+    for c in &checks {
+        assert!(
+            c.ok(),
+            "chunk {}: {:?} {:?} {:?} {:?}",
+            c.seq,
+            c.ipfs,
+            c.arweave_data,
+            c.arweave_graphql,
+            c.once
+        );
+        assert_eq!(
+            c.transactions.len(),
+            1,
+            "chunk {}: {:?}",
+            c.seq,
+            c.transactions
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_takes_its_leases_back_and_ends_its_open_broadcast_at_its_last_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let broadcast = record(dir.path()).await;
+    // A broadcast this node left open (a crash mid-broadcast): three media chunks ending 6 s into it, a minute ago.
+    let open = {
+        let db = open_db(dir.path()).await;
+        let stream = db.find_stream("live").await.unwrap().unwrap();
+        let b = db.create_broadcast(stream.id, "crash-node").await.unwrap();
+        for seq in 0..3i64 {
+            db.insert_chunk(&NewChunk {
+                broadcast_id: b,
+                seq,
+                kind: if seq == 0 {
+                    ChunkKind::Init
+                } else {
+                    ChunkKind::Media
+                },
+                // Any CID of this node's store would do; the recording's own first chunk is one.
+                cid: db.chunks_of(broadcast).await.unwrap()[seq as usize]
+                    .cid
+                    .clone(),
+                size: db.chunks_of(broadcast).await.unwrap()[seq as usize].size,
+                duration_ms: if seq == 0 { 0 } else { 3000 },
+                start_ms: (seq - 1).max(0) * 3000,
+                end_ms: seq * 3000,
+            })
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE broadcasts SET started_at = started_at - 60000 WHERE id = $1")
+            .bind(b)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        db.close().await;
+        b
+    };
+
+    let bundler = fake_bundler::start().await;
+    bundler.ledger().delay = Duration::from_millis(300);
+    // Leases of ten minutes: without taking them back, the jobs in flight at the kill would wait that long.
+    let archive = format!(
+        "mode = \"bundler\"\nbundler_url = \"{url}\"\ngateway_url = \"{url}\"\nconcurrency = 3\n\
+         request_timeout_ms = 5000\nlease_ms = 600000\nretry_base_ms = 50\nretry_max_ms = 400\npoll_ms = 50",
+        url = bundler.url()
+    );
+    let config = dir.path().join("zipiq.toml");
+    std::fs::write(&config, config_text(dir.path(), &archive)).unwrap();
+    let mut child = spawn(&config, &dir.path().join("run1.log"));
+    let reached = eventually(Duration::from_secs(60), || {
+        let l = bundler.ledger();
+        l.posts.len() >= 2 && l.received.len() > l.posts.len()
+    })
+    .await;
+    assert!(reached, "uploads began");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let db = open_db(dir.path()).await;
+    let leased = db
+        .jobs_of_broadcast(broadcast)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|j| j.lease_until.is_some_and(|t| t > zipiq::db::now_ms()))
+        .count();
+    assert!(leased > 0, "the kill left jobs leased");
+    let started = std::time::Instant::now();
+    let restarted_at = zipiq::db::now_ms();
+    let mut child = spawn(&config, &dir.path().join("run2.log"));
+    let done = eventually(Duration::from_secs(30), || {
+        let jobs = futures::executor::block_on(db.jobs_of_broadcast(broadcast)).unwrap();
+        jobs.len() == CHUNKS as usize + 1 && jobs.iter().all(|j| j.state == JobState::Confirmed)
+    })
+    .await;
+    let took = started.elapsed();
+    let b = db.broadcast(open).await.unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        done,
+        "every job confirmed well within the 10-minute lease: {:?}\n{}",
+        db.jobs_of_broadcast(broadcast)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| (j.id, j.state, j.claimed_by.clone(), j.lease_until))
+            .collect::<Vec<_>>(),
+        std::fs::read_to_string(dir.path().join("run2.log")).unwrap_or_default()
+    );
+    eprintln!("restart to every job confirmed: {took:?}");
+    assert!(
+        b.root_cid.is_some(),
+        "the open broadcast was finished at the restart"
+    );
+    assert_eq!(
+        b.ended_at,
+        Some(b.started_at + 6000),
+        "it ended at its last chunk's end (restart at {restarted_at})"
     );
 }

@@ -1,5 +1,5 @@
 //! The database layer on SQLite and on PostgreSQL: migrations, streams and keys, and the outbox rule (a chunk and
-//! its archive job in one transaction).
+//! its archive job in one transaction), stored bundle transactions and their leases.
 
 use zipiq::auth::stream_keys;
 use zipiq::db::DbError;
@@ -125,6 +125,139 @@ async fn chunk_and_archive_job_are_written_together_and_idempotently() {
             t.db.finish_broadcast(9999, "x").await,
             Err(DbError::NotFound(_))
         ));
+        t.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn stored_bundles_own_their_jobs_and_a_node_takes_its_leases_back_on_both_engines() {
+    use zipiq::db::bundles::{BundleState, NewBundle};
+    use zipiq::db::jobs::JobState;
+
+    for t in both().await {
+        let db = &t.db;
+        let (stream, _) = db.create_stream("live").await.unwrap();
+        let b = db.create_broadcast(stream.id, "n1").await.unwrap();
+        for seq in 0..3 {
+            db.insert_chunk(&NewChunk {
+                broadcast_id: b,
+                seq,
+                kind: ChunkKind::Media,
+                cid: format!("bafkrei{seq:04}"),
+                size: 10,
+                duration_ms: 2000,
+                start_ms: seq * 2000,
+                end_ms: seq * 2000 + 2000,
+            })
+            .await
+            .unwrap();
+        }
+        let (w, w2, other) = ("n1-0000000a", "n1-0000000b", "n2-00000001");
+        let jobs = db
+            .claim_jobs(w, &[JobState::Pending], 10, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 3, "{}", t.name);
+        for (i, j) in jobs.iter().enumerate() {
+            assert!(
+                db.store_signed_item(j.id, w, &format!("item{i}"), &[i as u8; 4], "W")
+                    .await
+                    .unwrap()
+            );
+        }
+        let items = vec![
+            (jobs[0].id, "item0".to_owned()),
+            (jobs[1].id, "item1".to_owned()),
+        ];
+        let bundle = NewBundle {
+            tx_id: "tx1",
+            wallet: "W",
+            tx_json: "{}",
+            reward: 12345678901234567890,
+            data_size: 8,
+            items: &items,
+        };
+        assert!(
+            db.store_bundle(&bundle, w, 60_000).await.unwrap(),
+            "{}",
+            t.name
+        );
+        // The jobs belong to tx1 now: not stored again, never claimed for another bundle.
+        assert!(
+            !db.store_bundle(
+                &NewBundle {
+                    tx_id: "tx1b",
+                    ..bundle.clone()
+                },
+                w,
+                60_000
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(db.bundles(10).await.unwrap().len(), 1, "{}", t.name);
+        assert!(db.release_job(jobs[2].id, w).await.unwrap());
+        let signed = db
+            .claim_jobs(other, &[JobState::Signed], 10, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            signed.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![jobs[2].id],
+            "{}: only the job outside the bundle",
+            t.name
+        );
+        // tx1 is leased to w; another run of node n1 takes that lease back, not n2's.
+        assert!(db.claim_bundles(w2, 4, 60_000).await.unwrap().is_empty());
+        let released = db
+            .release_leases_of(|h| h.starts_with("n1-"), w2)
+            .await
+            .unwrap();
+        assert_eq!(released, (0, 1), "{}", t.name);
+        let claimed = db.claim_bundles(w2, 4, 60_000).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{}", t.name);
+        assert_eq!(claimed[0].tx_id, "tx1");
+        assert_eq!(claimed[0].state, BundleState::Signed);
+        let stored = db.bundle_items("tx1").await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|i| i.item_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["item0", "item1"]
+        );
+        assert_eq!(stored[1].signed_item.as_deref(), Some(&[1u8; 4][..]));
+        assert!(
+            !db.mark_bundle_posted("tx1", w, "{}").await.unwrap(),
+            "not w's any more"
+        );
+        assert!(db.mark_bundle_posted("tx1", w2, "{}").await.unwrap());
+        for j in &jobs[..2] {
+            let j = db.job(j.id).await.unwrap().unwrap();
+            assert_eq!(j.state, JobState::Uploaded, "{}", t.name);
+            assert_eq!(j.bundle_tx.as_deref(), Some("tx1"));
+        }
+        // A bundle refused and unknown to the gateway gives its job back for a new bundle.
+        let items = vec![(jobs[2].id, "item2".to_owned())];
+        let bundle = NewBundle {
+            tx_id: "tx2",
+            items: &items,
+            ..bundle
+        };
+        assert!(db.store_bundle(&bundle, other, 60_000).await.unwrap());
+        assert!(db.abandon_bundle("tx2", other, "400").await.unwrap());
+        let again = db
+            .claim_jobs("n3-00000001", &[JobState::Signed], 10, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{}", t.name);
+        assert_eq!(again[0].bundle_tx, None);
+        let txs = db.transactions_of_broadcast(b).await.unwrap();
+        assert_eq!(txs.len(), 3, "{}: {txs:?}", t.name);
+        assert!(
+            txs.iter()
+                .any(|x| x.tx_id == "tx2" && x.state == BundleState::Abandoned)
+        );
         t.drop_db().await;
     }
 }

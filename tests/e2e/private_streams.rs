@@ -1,7 +1,8 @@
 //! Streams owned by accounts, with real WebRTC peers (zipiq::client) on SQLite and PostgreSQL: a private stream's
 //! WHEP refuses viewers without a viewer token (401), with a bad one (401) or one for another stream (403), and
 //! plays to a good one; revoking viewer tokens ends them; a rotated stream key disconnects the publisher at once
-//! and refuses its next attempt with the old key, as OBS makes it.
+//! and refuses its next attempt with the old key, as OBS makes it. A stream turned private while live stops being
+//! recorded at once: its broadcast ends with what was public, and nothing after the switch is stored or queued.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,6 +327,166 @@ async fn a_key_rotated_outside_this_server_stops_its_publisher_at_the_next_check
         );
         assert!(!server.sfu.has_sessions("live"));
         publisher.drop_connection().await;
+        env.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_turned_private_while_live_stops_being_recorded_at_once() {
+    use std::collections::HashSet;
+    use zipiq::db::broadcasts::ChunkKind;
+
+    for engine in ENGINES {
+        let mut env = Env::start(engine, "[recording]\nsegment_target_ms = 1000\n").await;
+        let login = env.verified_login("ivy@example.org", PASSWORD).await;
+        let token = login.str("access_token");
+        let created = env
+            .post(
+                "/api/v1/streams",
+                json!({"name": "show", "visibility": "public"}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{engine}: {}", created.body);
+        let key = created.str("key");
+        let server = &env.server.server;
+        let db = server.db.clone();
+        let stream = db.find_stream("show").await.unwrap().unwrap();
+        let pinned_before: HashSet<String> = server
+            .ipfs
+            .pinned()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+
+        // A real H.264 + Opus capture (a keyframe every second), 24 s of it, from a real WebRTC publisher.
+        let publisher = Arc::new(
+            WhipClient::connect(
+                &env.server.whip("show"),
+                Some(&key),
+                PublishOptions::default(),
+            )
+            .await
+            .expect("the owner publishes"),
+        );
+        let capture =
+            crate::recording::looped(&crate::recording::fixture("h264-opus-360p.zqcap"), 6);
+        let playing = {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { crate::recording::play(&publisher, &capture).await })
+        };
+        // Some chunks are recorded while the stream is public.
+        let mut broadcast = None;
+        for _ in 0..300 {
+            if let Some(b) = db
+                .broadcasts_of_stream(stream.id, 5, None)
+                .await
+                .unwrap()
+                .first()
+                && db.chunks_of(b.id).await.unwrap().len() >= 3
+            {
+                broadcast = Some(b.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let broadcast = broadcast.unwrap_or_else(|| panic!("{engine}: chunks are recorded"));
+
+        let switched = env
+            .patch(
+                "/api/v1/streams/show",
+                json!({"visibility": "private"}),
+                &token,
+            )
+            .await;
+        assert_eq!(switched.status, 200, "{engine}: {}", switched.body);
+        let switched_at = zipiq::db::now_ms();
+        let chunks = db.chunks_of(broadcast.id).await.unwrap();
+        let recorded = chunks.len();
+        assert!(recorded >= 3);
+
+        // The publisher goes on (a private stream stays live for its viewers) for several more segments.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            server.sfu.is_live("show"),
+            "{engine}: the publisher is still live"
+        );
+        assert_eq!(
+            db.chunks_of(broadcast.id).await.unwrap().len(),
+            recorded,
+            "{engine}: no chunk recorded after the switch"
+        );
+        let ended = db.broadcast(broadcast.id).await.unwrap().unwrap();
+        let ended_at = ended
+            .ended_at
+            .unwrap_or_else(|| panic!("{engine}: the broadcast ended at the switch"));
+        assert!(ended_at <= switched_at, "{engine}: ended by the switch");
+        let root = ended
+            .root_cid
+            .clone()
+            .unwrap_or_else(|| panic!("{engine}: the broadcast has its root CID"));
+        assert_eq!(
+            db.broadcasts_of_stream(stream.id, 5, None)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{engine}: no new broadcast while private"
+        );
+        // Queued for the archive: the chunks recorded while public and the directory, nothing else.
+        let jobs = db.jobs_of_broadcast(broadcast.id).await.unwrap();
+        assert_eq!(jobs.len(), recorded + 1, "{engine}: {jobs:?}");
+        // Stored in IPFS: those chunks, the playlist and the directory, nothing else.
+        let index = server
+            .ipfs
+            .resolve(
+                &zipiq::store::ContentPath::parse(&format!("/ipfs/{root}/index.m3u8")).unwrap(),
+            )
+            .await
+            .expect("the directory has its playlist")
+            .cid
+            .to_string();
+        let allowed: HashSet<String> = chunks
+            .iter()
+            .map(|c| c.cid.clone())
+            .chain([root.clone(), index])
+            .collect();
+        let pinned_after: HashSet<String> = server
+            .ipfs
+            .pinned()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let new_pins: HashSet<&String> = pinned_after.difference(&pinned_before).collect();
+        assert!(
+            new_pins.iter().all(|c| allowed.contains(*c)),
+            "{engine}: nothing stored after the switch: {:?}",
+            new_pins
+                .iter()
+                .filter(|c| !allowed.contains(**c))
+                .collect::<Vec<_>>()
+        );
+        let media = chunks.iter().filter(|c| c.kind == ChunkKind::Media).count();
+        let playlist = reqwest::get(format!("{}/ipfs/{root}/index.m3u8", env.server.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            playlist.matches(".m4s").count(),
+            media,
+            "{engine}: the root CID covers what was public: {playlist}"
+        );
+
+        playing.abort();
+        if let Ok(publisher) = Arc::try_unwrap(publisher) {
+            let _ = publisher.close().await;
+        }
         env.stop().await;
     }
 }

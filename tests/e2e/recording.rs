@@ -34,6 +34,40 @@ pub async fn play(publisher: &WhipClient, capture: &Capture) {
     }
 }
 
+/// `capture` played `times` times in a row as one publish: arrival times, sequence numbers and RTP timestamps go on
+/// from one pass to the next (a longer broadcast from a short fixture).
+pub fn looped(capture: &Capture, times: u32) -> Capture {
+    let period = capture
+        .records
+        .last()
+        .map_or(Duration::ZERO, |r| r.at + Duration::from_millis(40));
+    let count = |kind| capture.records.iter().filter(|r| r.kind == kind).count() as u32;
+    let (videos, audios) = (count(MediaKind::Video), count(MediaKind::Audio));
+    let mut out = Capture {
+        header: capture.header.clone(),
+        records: Vec::with_capacity(capture.records.len() * times as usize),
+    };
+    for pass in 0..times {
+        for r in &capture.records {
+            let (packets, clock) = match r.kind {
+                MediaKind::Video => (videos, 90_000u64),
+                MediaKind::Audio => (audios, 48_000u64),
+            };
+            let mut record = r.clone();
+            record.at += period * pass;
+            let h = &mut record.packet.header;
+            h.sequence_number = h
+                .sequence_number
+                .wrapping_add((packets.wrapping_mul(pass)) as u16);
+            h.timestamp = h.timestamp.wrapping_add(
+                (period.as_micros() as u64 * clock / 1_000_000 * u64::from(pass)) as u32,
+            );
+            out.records.push(record);
+        }
+    }
+    out
+}
+
 /// The raw CIDv1 of bytes up to 1 MiB, computed here independently of the node: base32 of
 /// [0x01 (CIDv1), 0x55 (raw), 0x12 (sha2-256), 0x20 (32 bytes), digest].
 pub fn raw_cid(bytes: &[u8]) -> String {

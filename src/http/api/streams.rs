@@ -2,7 +2,8 @@
 //! visibility, delete, rotate the key, viewer tokens) and the broadcasts and chunks recorded from them.
 //!
 //! Owners manage their streams, admins every stream. A rotated key ends the live publisher at once (it must come
-//! back with the new key); a stream turned private ends its viewers (they come back with viewer tokens).
+//! back with the new key); a stream turned private ends its viewers (they come back with viewer tokens) and its
+//! broadcast's recording.
 //! Broadcasts of a private stream are listed only to its owner and admins.
 
 use axum::Json;
@@ -392,7 +393,8 @@ pub async fn get_stream(
     Ok(Json(to_api(&state, &row)))
 }
 
-/// Rename a stream or change who may watch it. Turning a stream private ends its current viewers.
+/// Rename a stream or change who may watch it. Turning a stream private ends its current viewers and the recording
+/// of its live broadcast (which keeps only what was recorded while it was public).
 #[utoipa::path(
     patch, path = "/api/v1/streams/{name}", tag = "streams",
     security(("bearer" = [])),
@@ -448,6 +450,9 @@ pub async fn update_stream(
                 Some(SessionRole::Viewer),
                 "the stream became private",
             );
+            // The live broadcast's recording ends too: from this answer on nothing more of it is stored in IPFS,
+            // announced or queued for Arweave (a private stream is never recorded).
+            state.sfu.stream_turned_private(&current_name).await;
         }
         state
             .db
