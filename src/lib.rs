@@ -124,6 +124,15 @@ impl Server {
             .with_context(|| format!("binding the admin listener {}", config.admin.listen))?;
         let http_addr = http_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let admin_token = http::admin_listener::load_token(
+            &config.admin,
+            std::env::var_os(auth::secrets::CREDENTIALS_DIRECTORY)
+                .map(std::path::PathBuf::from)
+                .as_deref(),
+        )
+        .context("reading the admin token")?;
+        let admin_guard =
+            http::admin_listener::AdminGuard::new(admin_addr, &config.admin, admin_token);
         let config = with_bound_public_url(config, http_addr);
         let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
         let state = AppState {
@@ -152,7 +161,10 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
-        let admin = admin_router(state_for_admin(&db, &archiver));
+        tracing::info!(admin = %admin_addr, token = admin_guard.has_token(), "admin listener: Origin refused, Host checked, POST bodies JSON");
+        let admin = admin_router(state_for_admin(&db, &archiver)).layer(
+            axum::middleware::from_fn_with_state(admin_guard, http::admin_listener::guard),
+        );
         let mut rx = stop_rx.clone();
         let admin_task = tokio::spawn(async move {
             let served = axum::serve(admin_listener, admin)
@@ -257,7 +269,8 @@ fn state_for_admin(db: &Db, archiver: &archive::worker::Archiver) -> AdminState 
     }
 }
 
-/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive.
+/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive. Every
+/// request first passes `http::admin_listener::guard` (no Origin, its own Host, the token when set, JSON POSTs).
 fn admin_router(state: AdminState) -> Router {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;

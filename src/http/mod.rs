@@ -2,6 +2,7 @@
 //! OpenAPI document) and the web pages, with CORS, body limits, browser safety headers and a request id on every
 //! request.
 
+pub mod admin_listener;
 pub mod api;
 pub mod broadcasts;
 pub mod error;
