@@ -248,12 +248,13 @@ pub struct GatewayConfig {
 pub struct HostPort {
     pub host: String,
     pub port: u16,
+    /// The default port of the origin's scheme (80 or 443): what a `Host` without a port means.
+    pub scheme_port: u16,
 }
 
 impl HostPort {
-    /// Whether a request's `Host` value (`host[:port]`) names this host and port; a `Host` without a port means
-    /// `default_port`.
-    pub fn matches_host_header(&self, value: &str, default_port: u16) -> bool {
+    /// Whether a request's `Host` value (`host[:port]`) names this host and port.
+    pub fn matches_host_header(&self, value: &str) -> bool {
         let Ok(authority) = value.trim().parse::<axum::http::uri::Authority>() else {
             return false;
         };
@@ -261,7 +262,7 @@ impl HostPort {
             return false;
         }
         authority.host().eq_ignore_ascii_case(&self.host)
-            && authority.port_u16().unwrap_or(default_port) == self.port
+            && authority.port_u16().unwrap_or(self.scheme_port) == self.port
     }
 }
 
@@ -301,6 +302,7 @@ impl GatewayConfig {
         Ok(Some(HostPort {
             host: authority.host().to_ascii_lowercase(),
             port: authority.port_u16().unwrap_or(port),
+            scheme_port: port,
         }))
     }
 
@@ -710,7 +712,8 @@ mod tests {
             gw("https://IPFS.example.org/"),
             Ok(Some(HostPort {
                 host: "ipfs.example.org".into(),
-                port: 443
+                port: 443,
+                scheme_port: 443
             }))
         );
         assert_eq!(
@@ -727,11 +730,14 @@ mod tests {
             assert!(gw(bad).is_err(), "{bad}");
         }
         let origin = gw("https://ipfs.example.org").unwrap().unwrap();
-        assert!(origin.matches_host_header("ipfs.example.org", 443));
-        assert!(origin.matches_host_header("IPFS.example.org:443", 80));
-        assert!(!origin.matches_host_header("ipfs.example.org:8443", 443));
-        assert!(!origin.matches_host_header("ipfs.example.org", 80));
-        assert!(!origin.matches_host_header("evil.example", 443));
+        assert!(origin.matches_host_header("ipfs.example.org"));
+        assert!(origin.matches_host_header("IPFS.example.org:443"));
+        assert!(!origin.matches_host_header("ipfs.example.org:8443"));
+        assert!(!origin.matches_host_header("evil.example"));
+        assert!(!origin.matches_host_header("user@ipfs.example.org"));
+        let other_port = gw("https://ipfs.example.org:8443").unwrap().unwrap();
+        assert!(other_port.matches_host_header("ipfs.example.org:8443"));
+        assert!(!other_port.matches_host_header("ipfs.example.org"));
 
         let same = vec![
             (

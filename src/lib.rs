@@ -59,6 +59,14 @@ impl Server {
     /// Opens the database (migrating it), binds every listener and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<(Server, Option<FirstStream>)> {
         let config = Arc::new(config);
+        // Read before anything starts: a configured token that cannot be read stops the start.
+        let admin_token = http::admin_listener::load_token(
+            &config.admin,
+            std::env::var_os(auth::secrets::CREDENTIALS_DIRECTORY)
+                .map(std::path::PathBuf::from)
+                .as_deref(),
+        )
+        .context("reading the admin token")?;
         // The metrics recorder goes in before anything counts, or the first packets, requests and segments would
         // be counted by no one.
         if telemetry::prometheus().is_none() {
@@ -124,13 +132,6 @@ impl Server {
             .with_context(|| format!("binding the admin listener {}", config.admin.listen))?;
         let http_addr = http_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
-        let admin_token = http::admin_listener::load_token(
-            &config.admin,
-            std::env::var_os(auth::secrets::CREDENTIALS_DIRECTORY)
-                .map(std::path::PathBuf::from)
-                .as_deref(),
-        )
-        .context("reading the admin token")?;
         let admin_guard =
             http::admin_listener::AdminGuard::new(admin_addr, &config.admin, admin_token);
         let config = with_bound_public_url(config, http_addr);

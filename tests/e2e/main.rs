@@ -4,6 +4,7 @@
 mod account_env;
 mod accounts;
 mod accounts_db;
+mod admin_listener;
 mod archive_arlocal;
 mod archive_bundler;
 mod archive_crash;
@@ -14,6 +15,7 @@ mod databases;
 mod db_queries;
 mod fake_bundler;
 mod fanout;
+mod gateway_safety;
 mod lifecycle;
 mod obs_interop;
 mod operations;

@@ -126,13 +126,15 @@ pub struct Broadcast {
     pub node: String,
     /// This server's HLS playlist of the broadcast.
     pub playlist: String,
-    /// Once ended: the playlist inside the IPFS directory, which plays from any IPFS gateway.
+    /// Once ended: the playlist inside the IPFS directory, which plays from any IPFS gateway. On this server's
+    /// gateway: relative (`/ipfs/...`), or on its own origin when `gateway.public_url` is set.
     pub ipfs_playlist: Option<String>,
     pub chunks: Vec<Chunk>,
 }
 
 impl Broadcast {
-    fn new(stream: &str, b: &BroadcastRow, chunks: &[ChunkRow]) -> Broadcast {
+    /// `gateway` is the origin of links to content ("" for this origin).
+    fn new(stream: &str, b: &BroadcastRow, chunks: &[ChunkRow], gateway: &str) -> Broadcast {
         Broadcast {
             id: b.id,
             stream_id: b.stream_id,
@@ -141,7 +143,10 @@ impl Broadcast {
             root_cid: b.root_cid.clone(),
             node: b.node.clone(),
             playlist: format!("/streams/{stream}/broadcasts/{}/index.m3u8", b.id),
-            ipfs_playlist: b.root_cid.as_ref().map(|r| format!("/ipfs/{r}/index.m3u8")),
+            ipfs_playlist: b
+                .root_cid
+                .as_ref()
+                .map(|r| format!("{gateway}/ipfs/{r}/index.m3u8")),
             chunks: chunks.iter().map(Chunk::from).collect(),
         }
     }
@@ -641,7 +646,12 @@ pub async fn list_broadcasts(
     let mut broadcasts = Vec::new();
     for b in state.db.broadcasts_of_stream(row.id, limit).await? {
         let chunks = state.db.chunks_of(b.id).await?;
-        broadcasts.push(Broadcast::new(&row.name, &b, &chunks));
+        broadcasts.push(Broadcast::new(
+            &row.name,
+            &b,
+            &chunks,
+            state.config.gateway.link_base(),
+        ));
     }
     Ok(Json(BroadcastList {
         stream: row.name,
