@@ -47,24 +47,28 @@ async fn store_blocks(server: &zipiq::Server, blocks: &[(Cid, Vec<u8>)]) {
     server.ipfs.import_car(&bytes[..]).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trustless_answers_carry_a_status_before_their_body() {
-    let server = start_server("").await;
-    let http = client();
-    let base = &server.base;
-
+/// A block of a codec whose links zipIQ cannot read, and dag-pb bytes that are no protobuf at all, both stored.
+async fn odd_blocks(server: &zipiq::Server) -> ((Cid, Vec<u8>), (Cid, Vec<u8>)) {
     let git = b"tree 0\0".to_vec();
     let git_cid = block::cid_v1(GIT_RAW, &git);
-    // dag-pb bytes that are no protobuf at all.
     let broken = vec![0xff, 0xff, 0xff, 0x0f, 0x42];
     let broken_cid = block::cid_v1(DAG_PB, &broken);
     store_blocks(
-        &server.server,
+        server,
         &[(git_cid, git.clone()), (broken_cid, broken.clone())],
     )
     .await;
+    ((git_cid, git), (broken_cid, broken))
+}
 
-    // A CAR of a block whose links zipIQ cannot read: a status and a reason, not a connection closed mid-answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_car_whose_links_cannot_be_followed_is_refused_before_streaming() {
+    let server = start_server("").await;
+    let http = client();
+    let base = &server.base;
+    let ((git_cid, git), (broken_cid, _)) = odd_blocks(&server.server).await;
+
+    // A status and a reason, not a connection closed mid-answer.
     let car = http
         .get(format!("{base}/ipfs/{git_cid}?format=car"))
         .send()
@@ -73,7 +77,15 @@ async fn trustless_answers_carry_a_status_before_their_body() {
     assert_eq!(car.status(), 501, "{:?}", car.headers());
     let reason = car.text().await.expect("a whole body, not a cut connection");
     assert!(reason.contains("0x78"), "{reason}");
-    // The block alone is fine.
+    // The same for a node that does not decode.
+    let car = http
+        .get(format!("{base}/ipfs/{broken_cid}?format=car"))
+        .send()
+        .await
+        .unwrap();
+    assert!(car.status().is_server_error(), "{}", car.status());
+    assert!(!car.text().await.expect("a whole body").is_empty());
+    // The block alone needs no links.
     let scoped = http
         .get(format!("{base}/ipfs/{git_cid}?format=car&dag-scope=block"))
         .send()
@@ -82,12 +94,21 @@ async fn trustless_answers_carry_a_status_before_their_body() {
     assert_eq!(scoped.status(), 200);
     let body = scoped.bytes().await.unwrap();
     let mut reader = CarReader::new(body.as_ref()).await.unwrap();
-    assert_eq!(reader.next_block().await.unwrap(), Some((git_cid, Bytes::from(git.clone()))));
+    assert_eq!(
+        reader.next_block().await.unwrap(),
+        Some((git_cid, Bytes::from(git)))
+    );
+    server.stop().await;
+}
 
-    // A raw block is its bytes as they are, whether or not they decode as their codec says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_block_is_served_as_it_is_even_when_it_does_not_decode() {
+    let server = start_server("").await;
+    let http = client();
+    let ((git_cid, git), (broken_cid, broken)) = odd_blocks(&server.server).await;
     for (cid, data) in [(&broken_cid, &broken), (&git_cid, &git)] {
         let raw = http
-            .get(format!("{base}/ipfs/{cid}?format=raw"))
+            .get(format!("{}/ipfs/{cid}?format=raw", server.base))
             .send()
             .await
             .unwrap();
@@ -95,40 +116,47 @@ async fn trustless_answers_carry_a_status_before_their_body() {
         assert_eq!(header(&raw, "content-type"), "application/vnd.ipld.raw");
         assert_eq!(raw.bytes().await.unwrap().as_ref(), data.as_slice());
     }
-    // A CAR that would have to follow the broken node's links is refused before streaming too.
-    let car = http
-        .get(format!("{base}/ipfs/{broken_cid}?format=car"))
-        .send()
-        .await
-        .unwrap();
-    assert!(car.status().is_server_error(), "{}", car.status());
-    assert!(!car.text().await.unwrap().is_empty());
+    server.stop().await;
+}
 
-    // HEAD of a CAR: the same headers as GET, which streams a body of unknown length, so no Content-Length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_of_a_car_claims_no_length_as_get_streams_one() {
+    let server = start_server("").await;
+    let http = client();
     let file = server
         .server
         .ipfs
         .add(Bytes::from(vec![7u8; 300_000]))
         .await
         .unwrap();
-    let get = http
-        .get(format!("{base}/ipfs/{file}?format=car"))
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{}/ipfs/{file}?format=car", server.base);
+    let get = http.get(&url).send().await.unwrap();
     assert_eq!(get.status(), 200);
-    let get_length = get.headers().get("content-length").cloned();
-    assert!(!get.bytes().await.unwrap().is_empty());
-    let head = http
-        .head(format!("{base}/ipfs/{file}?format=car"))
-        .send()
+    assert!(get.headers().get("content-length").is_none());
+    let get_type = header(&get, "content-type");
+    assert!(get.bytes().await.unwrap().len() > 300_000);
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(
+        head.headers().get("content-length").is_none(),
+        "{:?}",
+        head.headers()
+    );
+    assert_eq!(header(&head, "content-type"), get_type);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_none_match_star_matches_only_content_that_exists() {
+    let server = start_server("").await;
+    let http = client();
+    let base = &server.base;
+    let file = server
+        .server
+        .ipfs
+        .add(Bytes::from_static(b"present"))
         .await
         .unwrap();
-    assert_eq!(head.status(), 200);
-    assert_eq!(head.headers().get("content-length"), get_length.as_ref());
-    assert!(head.headers().get("content-length").is_none(), "{:?}", head.headers());
-
-    // If-None-Match: * matches any current representation: 304 for content that exists, 404 for content that does not.
     let absent = block::cid_v1(RAW, b"stored nowhere");
     for format in ["", "?format=raw", "?format=car"] {
         let missing = http
