@@ -196,24 +196,34 @@ pub async fn guard(
             "the body is not JSON (send {} or nothing)".into(),
         );
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Builds the refusal, if any, of a request's head.
-fn refusal(guard: &AdminGuard, method: &Method, headers: &axum::http::HeaderMap, authority: Option<&str>) -> Option<Response> {
+fn refusal(
+    guard: &AdminGuard,
+    method: &Method,
+    headers: &axum::http::HeaderMap,
+    authority: Option<&str>,
+) -> Option<Response> {
     if headers.contains_key(header::ORIGIN) {
         return Some(refuse(
             StatusCode::FORBIDDEN,
-            "the admin listener refuses requests with an Origin header: browsers may not call it".into(),
+            "the admin listener refuses requests with an Origin header: browsers may not call it"
+                .into(),
         ));
     }
     // The Host header, and the authority of an absolute-form request line: each must name this listener.
-    let host = headers.get(header::HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let host = headers
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let names: Vec<&str> = host.into_iter().chain(authority).collect();
     if names.is_empty() {
         return Some(refuse(
             StatusCode::FORBIDDEN,
-            "the request has no Host: the admin listener answers requests naming its address only".into(),
+            "the request has no Host: the admin listener answers requests naming its address only"
+                .into(),
         ));
     }
     if let Some(wrong) = names.iter().find(|name| !guard.host_allowed(name)) {
@@ -307,11 +317,7 @@ mod tests {
         ] {
             assert!(!loopback.host_allowed(refused), "{refused}");
         }
-        let any = AdminGuard::new(
-            "0.0.0.0:9090".parse().unwrap(),
-            &config(&[], ""),
-            None,
-        );
+        let any = AdminGuard::new("0.0.0.0:9090".parse().unwrap(), &config(&[], ""), None);
         assert!(any.host_allowed("10.1.2.3:9090"));
         assert!(any.host_allowed("[fe80::1]:9090"));
         assert!(!any.host_allowed("rebound.example:9090"));
@@ -345,7 +351,10 @@ mod tests {
         std::fs::write(&file, "file-token-0123456789\n").unwrap();
         let configured = config(&[], file.to_str().unwrap());
         let token = load_token(&configured, None).unwrap();
-        assert_eq!(token.as_deref().map(String::as_str), Some("file-token-0123456789"));
+        assert_eq!(
+            token.as_deref().map(String::as_str),
+            Some("file-token-0123456789")
+        );
 
         let creds = dir.path().join("creds");
         std::fs::create_dir(&creds).unwrap();
@@ -353,16 +362,25 @@ mod tests {
         assert!(load_token(&configured, Some(&creds)).unwrap().is_some());
         std::fs::write(creds.join(TOKEN_CREDENTIAL), "credential-token-0123\n").unwrap();
         let token = load_token(&configured, Some(&creds)).unwrap();
-        assert_eq!(token.as_deref().map(String::as_str), Some("credential-token-0123"));
+        assert_eq!(
+            token.as_deref().map(String::as_str),
+            Some("credential-token-0123")
+        );
         // An empty credential (as the installer creates it): no token.
         std::fs::write(creds.join(TOKEN_CREDENTIAL), "").unwrap();
         assert!(load_token(&configured, Some(&creds)).unwrap().is_none());
 
         assert!(load_token(&config(&[], ""), None).unwrap().is_none());
         std::fs::write(&file, "\n").unwrap();
-        assert!(matches!(load_token(&configured, None), Err(TokenError::Empty { .. })));
+        assert!(matches!(
+            load_token(&configured, None),
+            Err(TokenError::Empty { .. })
+        ));
         std::fs::write(&file, "short").unwrap();
-        assert!(matches!(load_token(&configured, None), Err(TokenError::Short { .. })));
+        assert!(matches!(
+            load_token(&configured, None),
+            Err(TokenError::Short { .. })
+        ));
         let missing = config(&[], dir.path().join("nope").to_str().unwrap());
         assert!(load_token(&missing, None).is_err());
     }

@@ -29,8 +29,14 @@ pub fn page_csp(gateway: Option<&str>) -> String {
     match gateway.filter(|g| !g.is_empty()) {
         None => PAGE_CSP.to_owned(),
         Some(gateway) => PAGE_CSP
-            .replace("media-src 'self' blob:", &format!("media-src 'self' blob: {gateway}"))
-            .replace("connect-src 'self'", &format!("connect-src 'self' {gateway}")),
+            .replace(
+                "media-src 'self' blob:",
+                &format!("media-src 'self' blob: {gateway}"),
+            )
+            .replace(
+                "connect-src 'self'",
+                &format!("connect-src 'self' {gateway}"),
+            ),
     }
 }
 
@@ -149,8 +155,14 @@ mod tests {
         assert_eq!(page_csp(None), PAGE_CSP);
         assert_eq!(page_csp(Some("")), PAGE_CSP);
         let csp = page_csp(Some("https://ipfs.example.org"));
-        assert!(csp.contains("connect-src 'self' https://ipfs.example.org;"), "{csp}");
-        assert!(csp.contains("media-src 'self' blob: https://ipfs.example.org;"), "{csp}");
+        assert!(
+            csp.contains("connect-src 'self' https://ipfs.example.org;"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("media-src 'self' blob: https://ipfs.example.org;"),
+            "{csp}"
+        );
         assert!(csp.contains("script-src 'self';"), "{csp}");
     }
 

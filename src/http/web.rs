@@ -149,8 +149,13 @@ mod tests {
     fn the_replay_page_names_the_gateway_origin() {
         assert!(replay_html("").contains("<meta name=\"zipiq-gateway\" content=\"\">"));
         let page = replay_html("https://ipfs.example.org");
-        assert!(page.contains("<meta name=\"zipiq-gateway\" content=\"https://ipfs.example.org\">"));
-        assert!(replay_html("https://x\"><script>").contains("content=\"https://x&quot;&gt;&lt;script&gt;\""));
+        assert!(
+            page.contains("<meta name=\"zipiq-gateway\" content=\"https://ipfs.example.org\">")
+        );
+        assert!(
+            replay_html("https://x\"><script>")
+                .contains("content=\"https://x&quot;&gt;&lt;script&gt;\"")
+        );
     }
 
     /// The pages must run under the strict CSP: no inline script, no inline event handler, no inline style.

@@ -53,10 +53,17 @@ async fn the_admin_listener_refuses_browsers_foreign_hosts_and_form_posts() {
         .await;
         assert_eq!(status, 403, "{origin}");
         assert_eq!(kind, "application/problem+json");
-        assert!(body["detail"].as_str().unwrap_or("").contains("Origin"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap_or("").contains("Origin"),
+            "{body}"
+        );
     }
     // DNS rebinding: a page of rebind.example, whose name now resolves to 127.0.0.1, reads the archive same-origin.
-    for host in [format!("rebind.example:{port}"), "127.0.0.1".to_owned(), format!("127.0.0.1:{}", port + 1)] {
+    for host in [
+        format!("rebind.example:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("127.0.0.1:{}", port + 1),
+    ] {
         let (status, _, body) = problem(
             http.get(format!("{admin}/archive"))
                 .header("host", &host)
@@ -66,7 +73,10 @@ async fn the_admin_listener_refuses_browsers_foreign_hosts_and_form_posts() {
         )
         .await;
         assert_eq!(status, 403, "{host}");
-        assert!(body["detail"].as_str().unwrap_or("").contains("Host"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap_or("").contains("Host"),
+            "{body}"
+        );
     }
 
     // The form a hostile page would post, and a POST without a type: 415.
@@ -82,7 +92,10 @@ async fn the_admin_listener_refuses_browsers_foreign_hosts_and_form_posts() {
         }
         let response = request.send().await.unwrap();
         assert_eq!(
-            response.headers().get("accept").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("accept")
+                .and_then(|v| v.to_str().ok()),
             Some("application/json")
         );
         let (status, problem_type, _) = problem(response).await;
@@ -191,7 +204,11 @@ async fn an_admin_token_file_makes_the_token_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_admin_token_file_that_is_missing_or_short_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, content) in [("missing", None), ("short", Some("abc\n")), ("empty", Some("\n"))] {
+    for (name, content) in [
+        ("missing", None),
+        ("short", Some("abc\n")),
+        ("empty", Some("\n")),
+    ] {
         let path = dir.path().join(name);
         if let Some(content) = content {
             std::fs::write(&path, content).unwrap();

@@ -75,7 +75,10 @@ async fn a_car_whose_links_cannot_be_followed_is_refused_before_streaming() {
         .await
         .unwrap();
     assert_eq!(car.status(), 501, "{:?}", car.headers());
-    let reason = car.text().await.expect("a whole body, not a cut connection");
+    let reason = car
+        .text()
+        .await
+        .expect("a whole body, not a cut connection");
     assert!(reason.contains("0x78"), "{reason}");
     // The same for a node that does not decode.
     let car = http
@@ -218,13 +221,25 @@ async fn identity_cids_are_refused() {
 
 /// A directory of active documents (and a harmless one) added to the server's node.
 async fn active_files(server: &zipiq::Server) -> (Cid, Cid) {
-    let html = Bytes::from_static(b"<!doctype html><script>parent.postMessage(localStorage.length,'*')</script>");
+    let html = Bytes::from_static(
+        b"<!doctype html><script>parent.postMessage(localStorage.length,'*')</script>",
+    );
     let mut entries = Vec::new();
     for (name, bytes) in [
         ("page.html", html.clone()),
         ("index.html", html.clone()),
-        ("a.svg", Bytes::from_static(b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>1</script></svg>")),
-        ("feed.xml", Bytes::from_static(b"<x xmlns:h=\"http://www.w3.org/1999/xhtml\"><h:script>1</h:script></x>")),
+        (
+            "a.svg",
+            Bytes::from_static(
+                b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>1</script></svg>",
+            ),
+        ),
+        (
+            "feed.xml",
+            Bytes::from_static(
+                b"<x xmlns:h=\"http://www.w3.org/1999/xhtml\"><h:script>1</h:script></x>",
+            ),
+        ),
         ("app.js", Bytes::from_static(b"fetch('/api/v1/me')")),
         ("live.mpd", Bytes::from_static(b"<MPD/>")),
         ("notes.txt", Bytes::from_static(b"plain")),
@@ -248,7 +263,11 @@ async fn documents_and_scripts_from_ipfs_never_run_on_the_pages_origin() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{name}");
-        assert_eq!(header(&response, "content-type"), "text/plain; charset=utf-8", "{name:?}");
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/plain; charset=utf-8",
+            "{name:?}"
+        );
         assert_eq!(header(&response, "x-content-type-options"), "nosniff");
         assert_eq!(header(&response, "content-security-policy"), "sandbox");
     }
@@ -276,7 +295,12 @@ async fn a_separate_gateway_origin_serves_active_types_and_takes_the_replay_link
     let url = format!("{}/ipfs/{dir}/page.html", server.base);
 
     // On the gateway's origin (by Host), the document keeps its type, still sandboxed.
-    let there = http.get(&url).header("host", "ipfs.test").send().await.unwrap();
+    let there = http
+        .get(&url)
+        .header("host", "ipfs.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(there.status(), 200);
     assert_eq!(header(&there, "content-type"), "text/html; charset=utf-8");
     assert_eq!(header(&there, "content-security-policy"), "sandbox");
@@ -340,7 +364,10 @@ async fn a_separate_gateway_origin_serves_active_types_and_takes_the_replay_link
         .unwrap();
     let csp = header(&replay, "content-security-policy");
     assert!(csp.contains("connect-src 'self' http://ipfs.test"), "{csp}");
-    assert!(csp.contains("media-src 'self' blob: http://ipfs.test"), "{csp}");
+    assert!(
+        csp.contains("media-src 'self' blob: http://ipfs.test"),
+        "{csp}"
+    );
     assert!(
         replay
             .text()
