@@ -62,15 +62,17 @@ pub fn router(node: Arc<IpfsNode>, origin: Option<HostPort>) -> Router {
         })
 }
 
-/// Whether a request came to the separate gateway origin (by its `Host`).
-fn on_gateway_origin(origin: Option<&HostPort>, headers: &HeaderMap) -> bool {
+/// Whether a request came to the separate gateway origin: by its `Host`, or (HTTP/2, absolute-form) by the
+/// authority of its URI.
+fn on_gateway_origin(origin: Option<&HostPort>, headers: &HeaderMap, uri: &Uri) -> bool {
     let Some(origin) = origin else {
         return false;
     };
-    headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|host| origin.matches_host_header(host))
+    let host = match headers.get(header::HOST) {
+        Some(value) => value.to_str().ok(),
+        None => uri.authority().map(|a| a.as_str()),
+    };
+    host.is_some_and(|host| origin.matches_host_header(host))
 }
 
 /// Middleware for the whole HTTP application when the gateway has its own origin: on that origin only `/ipfs/` is
@@ -80,7 +82,7 @@ pub async fn only_content_on_gateway_origin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if on_gateway_origin(Some(&origin), request.headers())
+    if on_gateway_origin(Some(&origin), request.headers(), request.uri())
         && !request.uri().path().starts_with("/ipfs/")
     {
         return error_response(
@@ -597,7 +599,7 @@ async fn serve(
         Format::Raw => serve_raw(node, &path, &resolved, &query, &headers, head_only),
         Format::Car => serve_car(node, &path, &resolved, &query, &headers),
         Format::Unixfs => {
-            let active_allowed = on_gateway_origin(gateway.origin.as_deref(), &headers);
+            let active_allowed = on_gateway_origin(gateway.origin.as_deref(), &headers, &uri);
             let request = FileRequest {
                 query: &query,
                 headers: &headers,
@@ -1081,6 +1083,44 @@ mod tests {
             Ok(Format::Car)
         );
         assert!(format_from_accept(Some("application/vnd.ipld.car; version=2")).is_err());
+    }
+
+    #[test]
+    fn documents_scripts_and_xml_are_active_media_are_not() {
+        for active in [
+            "text/html; charset=utf-8",
+            "TEXT/HTML",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "application/xml",
+            "text/xml",
+            "application/dash+xml",
+            "application/atom+xml",
+            "text/javascript; charset=utf-8",
+            "application/javascript",
+            "text/xsl",
+        ] {
+            assert!(is_active_type(active), "{active}");
+        }
+        for inert in [
+            "video/mp4",
+            "video/iso.segment",
+            "application/vnd.apple.mpegurl",
+            "text/plain; charset=utf-8",
+            "text/css; charset=utf-8",
+            "application/json",
+            "image/png",
+            "application/octet-stream",
+            RAW_TYPE,
+        ] {
+            assert!(!is_active_type(inert), "{inert}");
+        }
+        for name in [
+            "a.html", "a.htm", "a.svg", "a.xml", "a.js", "a.mjs", "a.mpd",
+        ] {
+            let known = content_type_for_name(name).unwrap_or("");
+            assert!(is_active_type(known), "{name}: {known}");
+        }
     }
 
     #[test]
