@@ -162,7 +162,11 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
-        tracing::info!(admin = %admin_addr, token = admin_guard.has_token(), "admin listener: Origin refused, Host checked, POST bodies JSON");
+        tracing::info!(
+            admin = %admin_addr,
+            token = admin_guard.has_token(),
+            "admin listener: Origin refused, Host checked, POST bodies JSON"
+        );
         let admin = admin_router(state_for_admin(&db, &archiver)).layer(
             axum::middleware::from_fn_with_state(admin_guard, http::admin_listener::guard),
         );

@@ -47,12 +47,19 @@ async function replay(server, browser, broadcast) {
   const state = await page.evaluate(() => window.zipiqReplay);
   assert.equal(state.error, null, `hls.js played without error: ${state.error}`);
   assert.ok(state.framesDecoded >= 30, `decoded frames: ${state.framesDecoded}`);
-  const size = await page.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
+  const size = await page.evaluate(() => {
+    const video = document.getElementById('video');
+    return [video.videoWidth, video.videoHeight];
+  });
   assert.ok(size[0] > 0 && size[1] > 0, `frame size ${size}`);
   return { page, state };
 }
 
-const recordingEnv = { ZIPIQ_MEDIA__GRACE_PERIOD_MS: '500', ZIPIQ_RECORDING__SEGMENT_TARGET_MS: '1000', ZIPIQ_ARCHIVE__MODE: 'off' };
+const recordingEnv = {
+  ZIPIQ_MEDIA__GRACE_PERIOD_MS: '500',
+  ZIPIQ_RECORDING__SEGMENT_TARGET_MS: '1000',
+  ZIPIQ_ARCHIVE__MODE: 'off',
+};
 
 test('a finished broadcast replays in the browser from its root CID with hls.js', async (t) => {
   const server = await startZipiq({ env: recordingEnv });

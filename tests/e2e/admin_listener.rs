@@ -218,7 +218,8 @@ async fn a_configured_admin_token_file_that_is_missing_or_short_stops_the_start(
         let text = format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\
              [media]\nudp_listen = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}\"\n\
-             [auth]\njwt_key_file = \"{}\"\n[ipfs]\nrepo_dir = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nannounce = false\n\
+             [auth]\njwt_key_file = \"{}\"\n\
+             [ipfs]\nrepo_dir = \"{}\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nannounce = false\n\
              [archive]\nmode = \"off\"\nwallets_dir = \"{}\"\n[streams]\ndefault_stream = \"\"\n",
             path.display(),
             base.join("z.db").display(),
