@@ -42,6 +42,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub gateway: GatewayConfig,
     pub streams: StreamsConfig,
     pub auth: AuthConfig,
     pub smtp: SmtpConfig,
@@ -258,6 +259,85 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub public_url: String,
+}
+
+/// A web origin's host (lowercase; IPv6 in brackets) and port (the scheme's default when the URL names none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+    /// The default port of the origin's scheme (80 or 443): what a `Host` without a port means.
+    pub scheme_port: u16,
+}
+
+impl HostPort {
+    /// Whether a request's `Host` value (`host[:port]`) names this host and port.
+    pub fn matches_host_header(&self, value: &str) -> bool {
+        let Ok(authority) = value.trim().parse::<axum::http::uri::Authority>() else {
+            return false;
+        };
+        if value.contains('@') {
+            return false;
+        }
+        authority.host().eq_ignore_ascii_case(&self.host)
+            && authority.port_u16().unwrap_or(self.scheme_port) == self.port
+    }
+}
+
+impl GatewayConfig {
+    /// The separate origin of the gateway (`public_url`), or None when the gateway shares the pages' origin.
+    pub fn origin(&self) -> Result<Option<HostPort>, String> {
+        let url = self.public_url.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|e| format!("gateway.public_url {url:?} is not a URL: {e}"))?;
+        let port = match uri.scheme_str() {
+            Some("http") => 80,
+            Some("https") => 443,
+            _ => {
+                return Err(format!(
+                    "gateway.public_url {url:?} must start with http:// or https://"
+                ));
+            }
+        };
+        let Some(authority) = uri.authority() else {
+            return Err(format!("gateway.public_url {url:?} names no host"));
+        };
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return Err(format!(
+                "gateway.public_url {url:?} must be scheme://host[:port], without user information"
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "gateway.public_url {url:?} must be an origin (scheme://host[:port]) with no path or query: \
+                 content is served at /ipfs/ on it"
+            ));
+        }
+        Ok(Some(HostPort {
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(port),
+            scheme_port: port,
+        }))
+    }
+
+    /// The origin links to content start with (`https://gw.example.org`), or "" when the gateway shares the
+    /// pages' origin (links are then `/ipfs/...`, relative to it).
+    pub fn link_base(&self) -> &str {
+        self.public_url.trim().trim_end_matches('/')
+    }
 }
 
 /// `[streams]`
@@ -475,6 +555,31 @@ impl Config {
                 self.smtp.from
             )));
         }
+        let gateway = self.gateway.origin().map_err(ConfigError::Invalid)?;
+        if let Some(gateway) = &gateway
+            && !self.http.public_url.trim().is_empty()
+        {
+            let pages = GatewayConfig {
+                public_url: self.http.public_url.clone(),
+            };
+            if pages.origin().ok().flatten().as_ref() == Some(gateway) {
+                return Err(ConfigError::Invalid(
+                    "gateway.public_url must be another origin than http.public_url (empty: the same origin)"
+                        .into(),
+                ));
+            }
+        }
+        for host in &self.admin.allowed_hosts {
+            let host = host.trim();
+            if host.is_empty()
+                || host.contains('@')
+                || host.parse::<axum::http::uri::Authority>().is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "admin.allowed_hosts: {host:?} is not a host or host:port"
+                )));
+            }
+        }
         for server in &self.media.ice_servers {
             if server.urls.is_empty() {
                 return Err(ConfigError::Invalid(
@@ -645,6 +750,69 @@ mod tests {
         let env = vec![("ZIPIQ_MEDIA__MAX_SESSIONS".to_owned(), "lots".to_owned())];
         let err = Config::from_layers(None, env).unwrap_err();
         assert!(err.to_string().contains("max_sessions") || err.to_string().contains("invalid"));
+    }
+
+    #[test]
+    fn gateway_origin_is_parsed_and_checked() {
+        let gw = |url: &str| {
+            GatewayConfig {
+                public_url: url.to_owned(),
+            }
+            .origin()
+        };
+        assert_eq!(gw(""), Ok(None));
+        assert_eq!(
+            gw("https://IPFS.example.org/"),
+            Ok(Some(HostPort {
+                host: "ipfs.example.org".into(),
+                port: 443,
+                scheme_port: 443
+            }))
+        );
+        assert_eq!(
+            gw("http://[::1]:8081").map(|o| o.map(|o| (o.host, o.port))),
+            Ok(Some(("[::1]".into(), 8081)))
+        );
+        for bad in [
+            "ipfs.example.org",
+            "ftp://ipfs.example.org",
+            "https://ipfs.example.org/gw",
+            "https://ipfs.example.org/?x=1",
+            "https://user@ipfs.example.org",
+        ] {
+            assert!(gw(bad).is_err(), "{bad}");
+        }
+        let origin = gw("https://ipfs.example.org").unwrap().unwrap();
+        assert!(origin.matches_host_header("ipfs.example.org"));
+        assert!(origin.matches_host_header("IPFS.example.org:443"));
+        assert!(!origin.matches_host_header("ipfs.example.org:8443"));
+        assert!(!origin.matches_host_header("evil.example"));
+        assert!(!origin.matches_host_header("user@ipfs.example.org"));
+        let other_port = gw("https://ipfs.example.org:8443").unwrap().unwrap();
+        assert!(other_port.matches_host_header("ipfs.example.org:8443"));
+        assert!(!other_port.matches_host_header("ipfs.example.org"));
+
+        let same = vec![
+            (
+                "ZIPIQ_GATEWAY__PUBLIC_URL".to_owned(),
+                "https://zipiq.example.org".to_owned(),
+            ),
+            (
+                "ZIPIQ_HTTP__PUBLIC_URL".to_owned(),
+                "https://zipiq.example.org".to_owned(),
+            ),
+        ];
+        let err = Config::from_layers(None, same).unwrap_err();
+        assert!(err.to_string().contains("another origin"), "{err}");
+        let err = Config::from_layers(
+            None,
+            vec![(
+                "ZIPIQ_ADMIN__ALLOWED_HOSTS".to_owned(),
+                "[\"a b\"]".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("allowed_hosts"), "{err}");
     }
 
     #[test]

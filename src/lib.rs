@@ -61,6 +61,14 @@ impl Server {
     /// Opens the database (migrating it), binds every listener and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<(Server, Option<FirstStream>)> {
         let config = Arc::new(config);
+        // Read before anything starts: a configured token that cannot be read stops the start.
+        let admin_token = http::admin_listener::load_token(
+            &config.admin,
+            std::env::var_os(auth::secrets::CREDENTIALS_DIRECTORY)
+                .map(std::path::PathBuf::from)
+                .as_deref(),
+        )
+        .context("reading the admin token")?;
         // The metrics recorder goes in before anything counts, or the first packets, requests and segments would
         // be counted by no one.
         if telemetry::prometheus().is_none() {
@@ -126,6 +134,8 @@ impl Server {
             .with_context(|| format!("binding the admin listener {}", config.admin.listen))?;
         let http_addr = http_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let admin_guard =
+            http::admin_listener::AdminGuard::new(admin_addr, &config.admin, admin_token);
         let config = with_bound_public_url(config, http_addr);
         let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
         let state = AppState {
@@ -148,7 +158,14 @@ impl Server {
             limits,
             stop_rx.clone(),
         ));
-        let admin = admin_router(state_for_admin(&db, &archiver));
+        tracing::info!(
+            admin = %admin_addr,
+            token = admin_guard.has_token(),
+            "admin listener: Origin refused, Host checked, POST bodies JSON"
+        );
+        let admin = admin_router(state_for_admin(&db, &archiver)).layer(
+            axum::middleware::from_fn_with_state(admin_guard, http::admin_listener::guard),
+        );
         let admin_task = tokio::spawn(http::serve::serve(
             "admin",
             admin_listener,
@@ -284,7 +301,8 @@ fn state_for_admin(db: &Db, archiver: &archive::worker::Archiver) -> AdminState 
     }
 }
 
-/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive.
+/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive. Every
+/// request first passes `http::admin_listener::guard` (no Origin, its own Host, the token when set, JSON POSTs).
 fn admin_router(state: AdminState) -> Router {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;

@@ -25,6 +25,18 @@ pub fn apply(old: &Config, new: &Config) -> Vec<String> {
         ),
         ("database.url", old.database.url != new.database.url),
         ("admin.listen", old.admin.listen != new.admin.listen),
+        (
+            "admin.token_file",
+            old.admin.token_file != new.admin.token_file,
+        ),
+        (
+            "admin.allowed_hosts",
+            old.admin.allowed_hosts != new.admin.allowed_hosts,
+        ),
+        (
+            "gateway.public_url",
+            old.gateway.public_url != new.gateway.public_url,
+        ),
         ("log.format", old.log.format != new.log.format),
         (
             "http.trusted_proxies",

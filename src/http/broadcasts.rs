@@ -1,5 +1,6 @@
 //! Past and live broadcasts as HLS: `GET /streams/{stream}/broadcasts/{id}/index.m3u8` (a playlist of
-//! `/ipfs/{cid}` segments: a sliding window while live, VOD with `EXT-X-ENDLIST` once ended). The JSON listing,
+//! `/ipfs/{cid}` segments, on the gateway's own origin when `gateway.public_url` is set: a sliding window while
+//! live, VOD with `EXT-X-ENDLIST` once ended). The JSON listing,
 //! `GET /api/v1/streams/{stream}/broadcasts`, is part of the REST API (`http::api::streams`).
 
 use axum::Router;
@@ -59,12 +60,13 @@ async fn hls_playlist(
         let media = i64::try_from(window.max(1)).unwrap_or(i64::MAX);
         state.db.chunks_tail(id, media).await?
     };
+    let gateway = state.config.gateway.link_base();
     let items: Vec<PlaylistChunk> = chunks
         .iter()
         .map(|c| PlaylistChunk {
             seq: c.seq,
             init: c.kind == ChunkKind::Init,
-            uri: format!("/ipfs/{}", c.cid),
+            uri: format!("{gateway}/ipfs/{}", c.cid),
             duration_ms: c.duration_ms,
         })
         .collect();

@@ -5,8 +5,10 @@
 //! Everything in a request is untrusted: the path, query and headers go through pure parsers that return errors,
 //! never panic. Content this node lacks is 404 at once unless the node may fetch from the network (then bounded by
 //! its timeout). Content is public and immutable: every answer carries `Access-Control-Allow-Origin: *`, and
-//! successful ones an immutable `Cache-Control`. Content from elsewhere is served under a `sandbox` CSP so that a
-//! HTML file on IPFS cannot run script with zipIQ's origin.
+//! successful ones an immutable `Cache-Control`. Content from elsewhere is served under a `sandbox` CSP, and on the
+//! pages' origin active types (HTML, script, SVG, XML) are served as `text/plain`: a file on IPFS must never run
+//! script with zipIQ's origin. They keep their types only on a separate gateway origin (`gateway.public_url`),
+//! which serves nothing else. Identity CIDs (content inside the CID, stored nowhere) are refused.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 
+use crate::config::HostPort;
 use crate::store::content_path::{self, ContentPath};
-use crate::store::{Cid, DagScope, EntryKind, IpfsNode, Resolved, StoreError};
+use crate::store::{Cid, DagScope, EntryKind, IpfsNode, Resolved, StoreError, block};
 
 /// `Cache-Control` of every successful answer: content addressed by CID never changes.
 pub const IMMUTABLE: &str = "public, max-age=29030400, immutable";
@@ -34,15 +37,83 @@ const X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
 const EXPOSED_HEADERS: &str =
     "Content-Range, Content-Length, Content-Type, ETag, X-Ipfs-Path, X-Ipfs-Roots";
 
-/// The gateway routes, with the node as state. Merge it into the application router (`Router::merge`) outside any
-/// CORS layer of the rest of the API: it sets its own CORS headers.
-pub fn router(node: Arc<IpfsNode>) -> Router {
+/// Media type active content is served as where it may not be active.
+pub const INERT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// What the gateway handlers reach: the node, and the separate gateway origin if there is one.
+#[derive(Clone)]
+struct Gateway {
+    node: Arc<IpfsNode>,
+    origin: Option<Arc<HostPort>>,
+}
+
+/// The gateway routes. `origin` is the separate gateway origin (`gateway.public_url`), None when the gateway shares
+/// the pages' origin. Merge it into the application router (`Router::merge`) outside any CORS layer of the rest of
+/// the API: it sets its own CORS headers.
+pub fn router(node: Arc<IpfsNode>, origin: Option<HostPort>) -> Router {
     let method_router = || get(serve).head(serve).options(preflight);
     Router::new()
         .route("/ipfs/{cid}", method_router())
         .route("/ipfs/{cid}/", method_router())
         .route("/ipfs/{cid}/{*path}", method_router())
-        .with_state(node)
+        .with_state(Gateway {
+            node,
+            origin: origin.map(Arc::new),
+        })
+}
+
+/// Whether a request came to the separate gateway origin: by its `Host`, or (HTTP/2, absolute-form) by the
+/// authority of its URI.
+fn on_gateway_origin(origin: Option<&HostPort>, headers: &HeaderMap, uri: &Uri) -> bool {
+    let Some(origin) = origin else {
+        return false;
+    };
+    let host = match headers.get(header::HOST) {
+        Some(value) => value.to_str().ok(),
+        None => uri.authority().map(|a| a.as_str()),
+    };
+    host.is_some_and(|host| origin.matches_host_header(host))
+}
+
+/// Middleware for the whole HTTP application when the gateway has its own origin: on that origin only `/ipfs/` is
+/// served (pages or the API there would share an origin with active content from IPFS).
+pub async fn only_content_on_gateway_origin(
+    axum::extract::State(origin): axum::extract::State<Arc<HostPort>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if on_gateway_origin(Some(&origin), request.headers(), request.uri())
+        && !request.uri().path().starts_with("/ipfs/")
+    {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "this is the IPFS gateway's origin: it serves /ipfs/ only",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether a media type can run script or render as a document with the origin it is served from: HTML, XHTML,
+/// SVG, any XML (an XML document may hold XHTML with script) and script itself.
+pub fn is_active_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/html"
+            | "text/xml"
+            | "application/xml"
+            | "text/xsl"
+            | "text/javascript"
+            | "text/ecmascript"
+            | "application/javascript"
+            | "application/x-javascript"
+            | "application/ecmascript"
+    ) || essence.ends_with("+xml")
 }
 
 /// What representation a request asks for.
@@ -330,7 +401,15 @@ fn error_response(status: StatusCode, reason: &str) -> Response {
 }
 
 fn store_error_response(error: &StoreError) -> Response {
-    let status = match error {
+    let status = store_error_status(error);
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), error = %error, "gateway request failed");
+    }
+    error_response(status, &error.to_string())
+}
+
+fn store_error_status(error: &StoreError) -> StatusCode {
+    match error {
         StoreError::NotFound(_)
         | StoreError::NoSuchPath { .. }
         | StoreError::IncompleteDag { .. } => StatusCode::NOT_FOUND,
@@ -338,11 +417,7 @@ fn store_error_response(error: &StoreError) -> Response {
         StoreError::FetchFailed { .. } | StoreError::Malformed { .. } => StatusCode::BAD_GATEWAY,
         StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(error = %error, "gateway request failed");
     }
-    error_response(status, &error.to_string())
 }
 
 /// Headers every successful gateway answer carries.
@@ -392,11 +467,26 @@ fn disposition(kind: &str, filename: &str) -> String {
     )
 }
 
+/// Whether `If-None-Match` matches `etag` of content that exists (`*` included).
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| if_none_match(v, etag))
+}
+
+/// Whether `If-None-Match` names `etag` itself, for answering before knowing whether the content exists: `*` means
+/// "any current representation", so it can only match once the content has been found.
+fn names_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|tag| *tag != "*")
+                .any(|tag| if_none_match(tag, etag))
+        })
 }
 
 fn not_modified_response(path: &ContentPath, etag: &str) -> Response {
@@ -436,17 +526,30 @@ fn scope_name(scope: DagScope) -> &'static str {
     }
 }
 
+/// The refusal of an identity CID: its content is in the CID itself, so anyone could have this origin serve
+/// anything they like.
+fn identity_refused(cid: &Cid) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        &format!("{cid} is an identity CID (its content is inside it): not served here"),
+    )
+}
+
 /// The gateway handler for every method and route.
 async fn serve(
-    State(node): State<Arc<IpfsNode>>,
+    State(gateway): State<Gateway>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let node = &gateway.node;
     let path = match ContentPath::parse(uri.path()) {
         Ok(path) => path,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    if block::inline_data(&path.root).is_some() {
+        return identity_refused(&path.root);
+    }
     let query = match GatewayQuery::parse(uri.query()) {
         Ok(query) => query,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -475,31 +578,46 @@ async fn serve(
                 scope_name(query.dag_scope)
             )),
         };
-        if (format != Format::Unixfs || !path.trailing_slash) && not_modified(&headers, &etag) {
+        if (format != Format::Unixfs || !path.trailing_slash) && names_etag(&headers, &etag) {
             return not_modified_response(&path, &etag);
         }
     }
 
-    let resolved = match node.resolve(&path).await {
+    // Raw blocks and CARs carry blocks as they are: their terminal block need not decode.
+    let resolved = match format {
+        Format::Unixfs => node.resolve(&path).await,
+        Format::Raw | Format::Car => node.resolve_block(&path).await,
+    };
+    let resolved = match resolved {
         Ok(resolved) => resolved,
         Err(e) => return store_error_response(&e),
     };
+    if block::inline_data(&resolved.cid).is_some() {
+        return identity_refused(&resolved.cid);
+    }
     match format {
-        Format::Raw => serve_raw(&node, &path, &resolved, &query, &headers, head_only),
-        Format::Car => serve_car(&node, &path, &resolved, &query, &headers, head_only),
+        Format::Raw => serve_raw(node, &path, &resolved, &query, &headers, head_only),
+        Format::Car => serve_car(node, &path, &resolved, &query, &headers),
         Format::Unixfs => {
-            serve_unixfs(
-                &node,
-                &path,
-                resolved,
-                &query,
-                &headers,
-                uri.query(),
+            let active_allowed = on_gateway_origin(gateway.origin.as_deref(), &headers, &uri);
+            let request = FileRequest {
+                query: &query,
+                headers: &headers,
                 head_only,
-            )
-            .await
+                active_allowed,
+            };
+            serve_unixfs(node, &path, resolved, &request, uri.query()).await
         }
     }
+}
+
+/// What serving a file depends on besides the file.
+struct FileRequest<'a> {
+    query: &'a GatewayQuery,
+    headers: &'a HeaderMap,
+    head_only: bool,
+    /// Whether active types (HTML, script, SVG, XML) may keep their media types: on the separate gateway origin.
+    active_allowed: bool,
 }
 
 fn serve_raw(
@@ -547,7 +665,6 @@ fn serve_car(
     resolved: &Resolved,
     query: &GatewayQuery,
     headers: &HeaderMap,
-    head_only: bool,
 ) -> Response {
     let etag = quoted(&format!(
         "{}.car.{}",
@@ -557,14 +674,17 @@ fn serve_car(
     if not_modified(headers, &etag) {
         return not_modified_response(path, &etag);
     }
-    let body = if head_only {
-        Body::empty()
-    } else {
-        Body::from_stream(
-            node.car_stream(resolved, query.dag_scope)
-                .map_err(std::io::Error::other),
-        )
+    // Checked before the status goes out: a terminal block whose links cannot be followed is a 5xx with its reason.
+    let stream = match node.car_stream(resolved, query.dag_scope) {
+        Ok(stream) => stream,
+        Err(e) => return store_error_response(&e),
     };
+    let root = path.to_uri_path();
+    // The same (lazy) body for HEAD: axum drops it, and its unknown length means no `Content-Length`, as for GET.
+    let body = Body::from_stream(stream.map_err(move |e| {
+        tracing::warn!(path = %root, error = %e, "CAR answer cut short: a block could not be read");
+        std::io::Error::other(e)
+    }));
     let mut response = (StatusCode::OK, body).into_response();
     let out = response.headers_mut();
     common_headers(out, path, Some(resolved));
@@ -665,15 +785,13 @@ async fn serve_unixfs(
     node: &IpfsNode,
     path: &ContentPath,
     resolved: Resolved,
-    query: &GatewayQuery,
-    headers: &HeaderMap,
+    request: &FileRequest<'_>,
     raw_query: Option<&str>,
-    head_only: bool,
 ) -> Response {
     match &resolved.kind {
         EntryKind::File { .. } => {
             let name = path.segments.last().map(String::as_str);
-            serve_file(node, path, &resolved, name, query, headers, head_only).await
+            serve_file(node, path, &resolved, name, request).await
         }
         EntryKind::Directory => {
             if !path.trailing_slash {
@@ -695,19 +813,10 @@ async fn serve_unixfs(
             index_path.trailing_slash = false;
             match node.resolve(&index_path).await {
                 Ok(index) if matches!(index.kind, EntryKind::File { .. }) => {
-                    serve_file(
-                        node,
-                        path,
-                        &index,
-                        Some("index.html"),
-                        query,
-                        headers,
-                        head_only,
-                    )
-                    .await
+                    serve_file(node, path, &index, Some("index.html"), request).await
                 }
                 Ok(_) | Err(StoreError::NoSuchPath { .. }) => {
-                    serve_listing(node, path, &resolved, headers, head_only).await
+                    serve_listing(node, path, &resolved, request.headers, request.head_only).await
                 }
                 Err(e) => store_error_response(&e),
             }
@@ -727,10 +836,14 @@ async fn serve_file(
     path: &ContentPath,
     file: &Resolved,
     name: Option<&str>,
-    query: &GatewayQuery,
-    headers: &HeaderMap,
-    head_only: bool,
+    request: &FileRequest<'_>,
 ) -> Response {
+    let FileRequest {
+        query,
+        headers,
+        head_only,
+        active_allowed,
+    } = *request;
     let EntryKind::File { size } = file.kind else {
         return error_response(StatusCode::INTERNAL_SERVER_ERROR, "not a file");
     };
@@ -755,6 +868,12 @@ async fn serve_file(
             }
             sniff_content_type(&first)
         }
+    };
+    // On the pages' origin, a document or script from IPFS is shown as text, never run.
+    let content_type = if !active_allowed && is_active_type(content_type) {
+        INERT_TYPE
+    } else {
+        content_type
     };
     let disposition = match (&query.filename, query.download) {
         (Some(filename), download) => Some(disposition(
@@ -967,6 +1086,44 @@ mod tests {
     }
 
     #[test]
+    fn documents_scripts_and_xml_are_active_media_are_not() {
+        for active in [
+            "text/html; charset=utf-8",
+            "TEXT/HTML",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "application/xml",
+            "text/xml",
+            "application/dash+xml",
+            "application/atom+xml",
+            "text/javascript; charset=utf-8",
+            "application/javascript",
+            "text/xsl",
+        ] {
+            assert!(is_active_type(active), "{active}");
+        }
+        for inert in [
+            "video/mp4",
+            "video/iso.segment",
+            "application/vnd.apple.mpegurl",
+            "text/plain; charset=utf-8",
+            "text/css; charset=utf-8",
+            "application/json",
+            "image/png",
+            "application/octet-stream",
+            RAW_TYPE,
+        ] {
+            assert!(!is_active_type(inert), "{inert}");
+        }
+        for name in [
+            "a.html", "a.htm", "a.svg", "a.xml", "a.js", "a.mjs", "a.mpd",
+        ] {
+            let known = content_type_for_name(name).unwrap_or("");
+            assert!(is_active_type(known), "{name}: {known}");
+        }
+    }
+
+    #[test]
     fn media_types_follow_extensions_then_magic_bytes() {
         assert_eq!(
             content_type_for_name("index.m3u8"),
@@ -1034,7 +1191,7 @@ mod tests {
                 .await
                 .expect("bind");
             let base = format!("http://{}", listener.local_addr().expect("addr"));
-            let app = router(node.clone());
+            let app = router(node.clone(), None);
             let server = tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             });

@@ -2,6 +2,7 @@
 //! OpenAPI document) and the web pages, with CORS, body limits, browser safety headers and a request id on every
 //! request.
 
+pub mod admin_listener;
 pub mod api;
 pub mod body;
 pub mod broadcasts;
@@ -256,8 +257,15 @@ pub fn router(state: AppState) -> Router {
         .route("/whep/{stream}/{session}/layer", post(whep::choose_layer));
     let max_body = state.config.http.max_body_bytes;
     let (api, _openapi) = api::router(&state.config);
-    let gateway = gateway::router(state.ipfs.clone());
-    Router::new()
+    // Checked by config validation; an origin that does not parse here leaves the gateway on the pages' origin.
+    let gateway_origin = state.config.gateway.origin().ok().flatten();
+    let gateway = gateway::router(state.ipfs.clone(), gateway_origin.clone());
+    let page_policy = security::PagePolicy::new(
+        gateway_origin
+            .is_some()
+            .then(|| state.config.gateway.link_base()),
+    );
+    let app = Router::new()
         .merge(endpoints)
         .merge(sessions)
         .merge(health::router())
@@ -277,7 +285,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(problem_answers))
         .layer(cors(&state.config))
         .layer(axum::middleware::from_fn(accept_post_on_options))
-        .layer(axum::middleware::from_fn(security::safety_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            page_policy,
+            security::safety_headers,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request
@@ -289,8 +300,15 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         // The IPFS gateway sets its own CORS headers (public, immutable content for any origin).
-        .merge(gateway.route_layer(axum::middleware::from_fn(http_metrics)))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .merge(gateway.route_layer(axum::middleware::from_fn(http_metrics)));
+    let app = match gateway_origin {
+        Some(origin) => app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(origin),
+            gateway::only_content_on_gateway_origin,
+        )),
+        None => app,
+    };
+    app.layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
 }
 

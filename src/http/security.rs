@@ -23,6 +23,36 @@ pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'se
 /// The policy of every other answer (JSON, SDP, problems): nothing may run, load or frame it.
 pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
+/// The pages' policy when the IPFS gateway has an origin of its own (`gateway`, e.g. `https://ipfs.example.org`):
+/// [`PAGE_CSP`] with that origin added to `connect-src` and `media-src`, so replays may load from it.
+pub fn page_csp(gateway: Option<&str>) -> String {
+    match gateway.filter(|g| !g.is_empty()) {
+        None => PAGE_CSP.to_owned(),
+        Some(gateway) => PAGE_CSP
+            .replace(
+                "media-src 'self' blob:",
+                &format!("media-src 'self' blob: {gateway}"),
+            )
+            .replace(
+                "connect-src 'self'",
+                &format!("connect-src 'self' {gateway}"),
+            ),
+    }
+}
+
+/// The `Content-Security-Policy` of HTML pages, built once from the configuration.
+#[derive(Clone)]
+pub struct PagePolicy(pub HeaderValue);
+
+impl PagePolicy {
+    pub fn new(gateway: Option<&str>) -> PagePolicy {
+        PagePolicy(
+            HeaderValue::from_str(&page_csp(gateway))
+                .unwrap_or_else(|_| HeaderValue::from_static(PAGE_CSP)),
+        )
+    }
+}
+
 fn set_if_absent(response: &mut Response, name: HeaderName, value: &'static str) {
     if !response.headers().contains_key(&name) {
         response
@@ -33,6 +63,7 @@ fn set_if_absent(response: &mut Response, name: HeaderName, value: &'static str)
 
 /// Middleware adding the safety headers to every answer.
 pub async fn safety_headers(
+    axum::extract::State(policy): axum::extract::State<PagePolicy>,
     request: Request<axum::body::Body>,
     next: axum::middleware::Next,
 ) -> Response {
@@ -42,11 +73,18 @@ pub async fn safety_headers(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    set_if_absent(
-        &mut response,
-        header::CONTENT_SECURITY_POLICY,
-        if html { PAGE_CSP } else { API_CSP },
-    );
+    if html {
+        if !response
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY)
+        {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, policy.0);
+        }
+    } else {
+        set_if_absent(&mut response, header::CONTENT_SECURITY_POLICY, API_CSP);
+    }
     set_if_absent(&mut response, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set_if_absent(&mut response, header::REFERRER_POLICY, "no-referrer");
     set_if_absent(&mut response, header::X_FRAME_OPTIONS, "DENY");
@@ -110,6 +148,22 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_gateway_origin_joins_the_pages_connect_and_media_sources() {
+        assert_eq!(page_csp(None), PAGE_CSP);
+        assert_eq!(page_csp(Some("")), PAGE_CSP);
+        let csp = page_csp(Some("https://ipfs.example.org"));
+        assert!(
+            csp.contains("connect-src 'self' https://ipfs.example.org;"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("media-src 'self' blob: https://ipfs.example.org;"),
+            "{csp}"
+        );
+        assert!(csp.contains("script-src 'self';"), "{csp}");
     }
 
     #[test]

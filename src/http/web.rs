@@ -6,7 +6,7 @@
 //! the pages call the API with bearer tokens.
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -80,7 +80,7 @@ pub fn router() -> Router<AppState> {
         .route("/account/verify", get(|| async { html(VERIFY_HTML) }))
         .route("/account/forgot", get(|| async { html(FORGOT_HTML) }))
         .route("/account/reset", get(|| async { html(RESET_HTML) }))
-        .route("/replay/{cid}", get(|| async { html(REPLAY_HTML) }))
+        .route("/replay/{cid}", get(replay_page))
         .route("/assets/{name}", get(serve_asset))
 }
 
@@ -93,6 +93,38 @@ fn html(body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The replay page, told where the gateway is (`gateway.public_url`, or nothing for this origin).
+async fn replay_page(State(state): State<AppState>) -> Response {
+    let page = replay_html(state.config.gateway.link_base());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// [`REPLAY_HTML`] with the gateway's origin in its `zipiq-gateway` meta element.
+fn replay_html(gateway: &str) -> String {
+    let escaped: String = gateway
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    REPLAY_HTML.replacen(
+        "<meta name=\"zipiq-gateway\" content=\"\">",
+        &format!("<meta name=\"zipiq-gateway\" content=\"{escaped}\">"),
+        1,
+    )
 }
 
 async fn serve_asset(Path(name): Path<String>) -> Response {
@@ -112,6 +144,19 @@ async fn serve_asset(Path(name): Path<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replay_page_names_the_gateway_origin() {
+        assert!(replay_html("").contains("<meta name=\"zipiq-gateway\" content=\"\">"));
+        let page = replay_html("https://ipfs.example.org");
+        assert!(
+            page.contains("<meta name=\"zipiq-gateway\" content=\"https://ipfs.example.org\">")
+        );
+        assert!(
+            replay_html("https://x\"><script>")
+                .contains("content=\"https://x&quot;&gt;&lt;script&gt;\"")
+        );
+    }
 
     /// The pages must run under the strict CSP: no inline script, no inline event handler, no inline style.
     #[test]

@@ -14,6 +14,8 @@ pub const RAW: u64 = 0x55;
 pub const DAG_PB: u64 = 0x70;
 /// Multicodec of dag-cbor (the CAR header; DAGs zipIQ only passes through).
 pub const DAG_CBOR: u64 = 0x71;
+/// Multicodec of dag-json (DAGs zipIQ only passes through).
+pub const DAG_JSON: u64 = 0x0129;
 /// Multihash code of sha2-256.
 pub const SHA2_256: u64 = 0x12;
 /// Multihash code of the identity "hash" (the digest is the data itself).

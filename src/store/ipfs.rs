@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::store::block::{self, DAG_PB, RAW};
+use crate::store::block::{self, DAG_CBOR, DAG_JSON, DAG_PB, RAW};
 use crate::store::car::{self, CarReader};
 use crate::store::content_path::ContentPath;
 use crate::store::hamt;
@@ -159,8 +159,8 @@ fn links_of(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>> {
             .into_iter()
             .map(|l| l.cid)
             .collect()),
-        _ => {
-            // dag-cbor, dag-json: rust-ipfs's codecs find the links.
+        DAG_CBOR | DAG_JSON => {
+            // rust-ipfs's codecs find the links.
             let mut links = Vec::new();
             rust_ipfs::Block::new_unchecked(*cid, data.clone())
                 .references(&mut links)
@@ -170,6 +170,10 @@ fn links_of(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>> {
                 })?;
             Ok(links)
         }
+        codec => Err(StoreError::Unsupported(format!(
+            "{cid} uses codec 0x{codec:x}, whose links zipIQ cannot read (dag-scope=block or ?format=raw serve its \
+             block as it is)"
+        ))),
     }
 }
 
@@ -692,6 +696,17 @@ impl IpfsNode {
 
     /// Resolves `/ipfs/{root}/{segments...}` through UnixFS directories (flat or HAMT-sharded).
     pub async fn resolve(&self, path: &ContentPath) -> Result<Resolved> {
+        self.resolve_with(path, true).await
+    }
+
+    /// Like [`resolve`](Self::resolve), for answers that carry blocks as they are (`?format=raw`, CAR): a terminal
+    /// block that does not decode is not an error but [`EntryKind::Other`], since its bytes are still what its CID
+    /// names. The directories on the way must still decode.
+    pub async fn resolve_block(&self, path: &ContentPath) -> Result<Resolved> {
+        self.resolve_with(path, false).await
+    }
+
+    async fn resolve_with(&self, path: &ContentPath, strict: bool) -> Result<Resolved> {
         let mut cid = path.root;
         let mut data = self.source.get(&cid).await?;
         let mut path_blocks = Vec::with_capacity(path.segments.len());
@@ -716,7 +731,13 @@ impl IpfsNode {
             }
             data = self.source.get(&cid).await?;
         }
-        let kind = classify(&cid, &data)?;
+        let kind = match classify(&cid, &data) {
+            Ok(kind) => kind,
+            Err(StoreError::Malformed { reason, .. }) if !strict => {
+                EntryKind::Other(format!("block that does not decode ({reason})"))
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Resolved {
             root: path.root,
             cid,
@@ -874,11 +895,16 @@ impl IpfsNode {
     /// A CAR v1 of a resolved path, as a stream of byte chunks: the header (root: the path's root CID), the blocks
     /// traversed to reach the terminal CID, then the terminal DAG in depth-first pre-order without duplicates,
     /// limited by `scope`.
+    ///
+    /// Fails before anything is streamed when the terminal block's links cannot be read and `scope` needs them
+    /// (a codec zipIQ cannot read: [`StoreError::Unsupported`]; a block that does not decode:
+    /// [`StoreError::Malformed`]), so that an HTTP answer can still carry a status. A block deeper in the DAG that
+    /// fails ends the stream with that error.
     pub fn car_stream(
         &self,
         resolved: &Resolved,
         scope: DagScope,
-    ) -> BoxStream<'static, Result<Bytes>> {
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
         let mut queue = VecDeque::new();
         queue.push_back(Bytes::from(car::encode_header(&[resolved.root])));
         let descend = match (&resolved.kind, scope) {
@@ -887,6 +913,15 @@ impl IpfsNode {
             (EntryKind::Directory, DagScope::Entity) => Descend::Shards,
             _ => Descend::No,
         };
+        match descend {
+            Descend::All => {
+                links_of(&resolved.cid, &resolved.block)?;
+            }
+            Descend::Shards => {
+                shard_links(&resolved.cid, &resolved.block)?;
+            }
+            Descend::No => {}
+        }
         let state = CarExport {
             source: self.source.clone(),
             out: queue,
@@ -895,11 +930,11 @@ impl IpfsNode {
             seen: HashSet::new(),
             descend,
         };
-        stream::try_unfold(state, |mut state| async move {
+        Ok(stream::try_unfold(state, |mut state| async move {
             let next = state.next_chunk().await?;
             Ok(next.map(|chunk| (chunk, state)))
         })
-        .boxed()
+        .boxed())
     }
 
     /// Writes the whole DAG of `root` as a CAR v1 to `writer`.
@@ -910,7 +945,7 @@ impl IpfsNode {
             trailing_slash: false,
         };
         let resolved = self.resolve(&path).await?;
-        let mut chunks = self.car_stream(&resolved, DagScope::All);
+        let mut chunks = self.car_stream(&resolved, DagScope::All)?;
         while let Some(chunk) = chunks.next().await {
             writer.write_all(&chunk?).await?;
         }

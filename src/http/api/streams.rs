@@ -131,7 +131,8 @@ pub struct Broadcast {
     pub node: String,
     /// This server's HLS playlist of the broadcast.
     pub playlist: String,
-    /// Once ended: the playlist inside the IPFS directory, which plays from any IPFS gateway.
+    /// Once ended: the playlist inside the IPFS directory, which plays from any IPFS gateway. On this server's
+    /// gateway: relative (`/ipfs/...`), or on its own origin when `gateway.public_url` is set.
     pub ipfs_playlist: Option<String>,
     /// How many chunks the broadcast has.
     pub chunk_count: i64,
@@ -148,7 +149,14 @@ const CHUNK_PAGE_DEFAULT: i64 = 500;
 const CHUNK_PAGE_MAX: i64 = 1000;
 
 impl Broadcast {
-    fn new(stream: &str, b: &BroadcastRow, chunks: &[ChunkRow], chunk_count: i64) -> Broadcast {
+    /// `gateway` is the origin of links to content ("" for this origin).
+    fn new(
+        stream: &str,
+        b: &BroadcastRow,
+        chunks: &[ChunkRow],
+        chunk_count: i64,
+        gateway: &str,
+    ) -> Broadcast {
         Broadcast {
             id: b.id,
             stream_id: b.stream_id,
@@ -157,7 +165,10 @@ impl Broadcast {
             root_cid: b.root_cid.clone(),
             node: b.node.clone(),
             playlist: format!("/streams/{stream}/broadcasts/{}/index.m3u8", b.id),
-            ipfs_playlist: b.root_cid.as_ref().map(|r| format!("/ipfs/{r}/index.m3u8")),
+            ipfs_playlist: b
+                .root_cid
+                .as_ref()
+                .map(|r| format!("{gateway}/ipfs/{r}/index.m3u8")),
             chunk_count,
             chunks: chunks.iter().map(Chunk::from).collect(),
             chunks_truncated: (chunks.len() as i64) < chunk_count,
@@ -684,7 +695,13 @@ pub async fn list_broadcasts(
     {
         let chunks = state.db.chunks_page(b.id, i64::MIN, INLINE_CHUNKS).await?;
         let count = state.db.chunk_count(b.id).await?;
-        broadcasts.push(Broadcast::new(&row.name, &b, &chunks, count));
+        broadcasts.push(Broadcast::new(
+            &row.name,
+            &b,
+            &chunks,
+            count,
+            state.config.gateway.link_base(),
+        ));
     }
     Ok(Json(BroadcastList {
         stream: row.name,

@@ -1,14 +1,18 @@
 // Replays a finished broadcast from its root CID: /replay/<cid> plays /ipfs/<cid>/index.m3u8 (the VOD playlist
 // inside the broadcast's IPFS directory) from this server's gateway with hls.js, or natively where the browser
-// plays HLS itself. The same path plays from any IPFS gateway.
+// plays HLS itself. The gateway is on this origin, or on its own (gateway.public_url, given in the page's
+// zipiq-gateway meta). The same path plays from any IPFS gateway.
 "use strict";
 (() => {
   const cid = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
   const video = document.getElementById("video");
   const status = document.getElementById("status");
-  const src = "/ipfs/" + encodeURIComponent(cid) + "/index.m3u8";
+  const meta = document.querySelector('meta[name="zipiq-gateway"]');
+  const gateway = meta ? meta.content.replace(/\/+$/, "") : "";
+  const path = "/ipfs/" + encodeURIComponent(cid) + "/index.m3u8";
+  const src = gateway + path;
   document.getElementById("cid").textContent = cid;
-  document.getElementById("anywhere").textContent = "https://<gateway>" + src;
+  document.getElementById("anywhere").textContent = "https://<gateway>" + path;
   const state = { framesDecoded: 0, error: null, playing: false };
   window.zipiqReplay = state;
 
