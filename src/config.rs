@@ -201,6 +201,7 @@ pub struct MediaConfig {
     pub public_ips: Vec<String>,
     pub ice_lite: bool,
     pub include_loopback: bool,
+    pub interfaces: Vec<String>,
     pub ipv6: bool,
     pub ice_servers: Vec<IceServer>,
     pub max_sessions: usize,

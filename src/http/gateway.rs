@@ -135,7 +135,12 @@ pub struct GatewayQuery {
     pub entity_bytes: bool,
     pub filename: Option<String>,
     pub download: bool,
+    /// The first entry of a directory listing's page (`?start=N`, 0-based).
+    pub listing_start: usize,
 }
+
+/// Entries per page of a directory listing.
+pub const LISTING_PAGE: usize = 1000;
 
 /// Why a request cannot be served as asked (each is a 4xx/501 with this text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +153,8 @@ pub enum RequestError {
     UnsupportedCarVersion(String),
     #[error("query parameter {0} is not valid percent-encoding")]
     BadEncoding(&'static str),
+    #[error("start must be a whole number of entries, not {0:?}")]
+    InvalidStart(String),
 }
 
 fn percent_decode_query(raw: &str) -> Option<String> {
@@ -215,6 +222,11 @@ impl GatewayQuery {
                     );
                 }
                 "download" => parsed.download = value == "true",
+                "start" => {
+                    parsed.listing_start = value.parse().map_err(|_| {
+                        RequestError::InvalidStart(value.chars().take(40).collect())
+                    })?;
+                }
                 _ => {}
             }
         }
@@ -816,7 +828,7 @@ async fn serve_unixfs(
                     serve_file(node, path, &index, Some("index.html"), request).await
                 }
                 Ok(_) | Err(StoreError::NoSuchPath { .. }) => {
-                    serve_listing(node, path, &resolved, request.headers, request.head_only).await
+                    serve_listing(node, path, &resolved, request).await
                 }
                 Err(e) => store_error_response(&e),
             }
@@ -926,28 +938,39 @@ fn html_escape(text: &str) -> String {
     out
 }
 
-/// A small HTML listing of a directory without `index.html` (no script, links absolute).
+/// A small HTML listing of a directory without `index.html` (no script, links absolute), [`LISTING_PAGE`] entries
+/// per page from `?start=N`, with a link to the next page.
 async fn serve_listing(
     node: &IpfsNode,
     path: &ContentPath,
     dir: &Resolved,
-    headers: &HeaderMap,
-    head_only: bool,
+    request: &FileRequest<'_>,
 ) -> Response {
-    let etag = quoted(&format!("DirIndex-{}", dir.cid));
-    if not_modified(headers, &etag) {
+    let start = request.query.listing_start;
+    let etag = quoted(&format!("DirIndex-{}-{start}", dir.cid));
+    if not_modified(request.headers, &etag) {
         return not_modified_response(path, &etag);
     }
-    let entries = match node.list_directory(dir).await {
-        Ok(entries) => entries,
+    let (entries, more) = match node.list_directory_page(dir, start, LISTING_PAGE).await {
+        Ok(page) => page,
         Err(e) => return store_error_response(&e),
     };
+    let head_only = request.head_only;
     let base = path.to_uri_path();
     let title = html_escape(&base);
+    let shown = if entries.is_empty() {
+        format!("no entries from {start}")
+    } else {
+        format!(
+            "entries {} to {}{}",
+            start + 1,
+            start + entries.len(),
+            if more { " (more follow)" } else { "" }
+        )
+    };
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>\n\
-         <h1>{title}</h1>\n<p>{count} entries &middot; <code>{cid}</code></p>\n<table>\n",
-        count = entries.len(),
+         <h1>{title}</h1>\n<p>{shown} &middot; <code>{cid}</code></p>\n<table>\n",
         cid = dir.cid
     );
     if !path.segments.is_empty() {
@@ -968,7 +991,15 @@ async fn serve_listing(
             cid = entry.cid,
         ));
     }
-    html.push_str("</table>\n</body></html>\n");
+    html.push_str("</table>\n");
+    if more {
+        html.push_str(&format!(
+            "<p><a href=\"{}?start={}\">next page</a></p>\n",
+            html_escape(&base),
+            start + entries.len()
+        ));
+    }
+    html.push_str("</body></html>\n");
     let length = html.len();
     let body = if head_only {
         Body::empty()
@@ -990,6 +1021,19 @@ async fn serve_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_page_start_is_a_whole_number() {
+        let q = GatewayQuery::parse(Some("start=2000&x=1")).expect("parses");
+        assert_eq!(q.listing_start, 2000);
+        assert_eq!(GatewayQuery::parse(None).expect("parses").listing_start, 0);
+        for bad in ["start=-1", "start=abc", "start=99999999999999999999999"] {
+            assert!(matches!(
+                GatewayQuery::parse(Some(bad)),
+                Err(RequestError::InvalidStart(_))
+            ));
+        }
+    }
 
     #[test]
     fn single_ranges_are_clamped_and_checked() {

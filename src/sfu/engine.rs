@@ -19,7 +19,6 @@ use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
-use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::certificate::RTCCertificate;
@@ -30,6 +29,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use webrtc::rtp_transceiver::{PayloadType, RTCPFeedback};
 use webrtc::sdp::extmap;
 
+use super::host_addresses::HostAddresses;
 use crate::config::MediaConfig;
 
 /// Errors while setting up the engine or a peer connection.
@@ -46,6 +46,8 @@ pub enum EngineError {
     Certificate(String),
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    Addresses(String),
 }
 
 /// Which side of NACK a peer connection plays.
@@ -88,6 +90,7 @@ pub struct ViewerCodecs {
 pub struct Engine {
     udp_mux: Arc<UDPMuxDefault>,
     local_addr: std::net::SocketAddr,
+    addresses: HostAddresses,
     certificate: RTCCertificate,
     config: MediaConfig,
 }
@@ -213,6 +216,13 @@ impl Engine {
                 addr: config.udp_listen,
                 source,
             })?;
+        let addresses =
+            HostAddresses::from_system(config, local_addr.ip()).map_err(EngineError::Addresses)?;
+        tracing::info!(
+            offered = ?addresses.offered(),
+            gathered_on = %addresses.gather(),
+            "media host candidates"
+        );
         let udp_mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
         let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| EngineError::Certificate(e.to_string()))?;
@@ -220,9 +230,15 @@ impl Engine {
         Ok(Engine {
             udp_mux,
             local_addr,
+            addresses,
             certificate,
             config: config.clone(),
         })
+    }
+
+    /// The addresses announced for the media socket.
+    pub fn addresses(&self) -> &HostAddresses {
+        &self.addresses
     }
 
     /// The address the media socket is bound to (its port is the one in every candidate).
@@ -234,21 +250,16 @@ impl Engine {
         let mut s = SettingEngine::default();
         s.set_udp_network(UDPNetwork::Muxed(self.udp_mux.clone()));
         s.set_lite(self.config.ice_lite);
-        let bound_ip = self.local_addr.ip();
-        s.set_include_loopback_candidate(self.config.include_loopback || bound_ip.is_loopback());
-        if !bound_ip.is_unspecified() {
-            // Bound to one address: that address is the only one peers can reach us on.
-            s.set_ip_filter(Box::new(move |ip| ip == bound_ip));
-        }
+        // One host candidate, on one address: the others are announced in the answer (see `host_addresses`).
+        let gather = self.addresses.gather();
+        s.set_include_loopback_candidate(gather.is_loopback());
+        s.set_ip_filter(Box::new(move |ip| ip == gather));
         s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
         let mut networks = vec![NetworkType::Udp4];
         if self.config.ipv6 {
             networks.push(NetworkType::Udp6);
         }
         s.set_network_types(networks);
-        if !self.config.public_ips.is_empty() {
-            s.set_nat_1to1_ips(self.config.public_ips.clone(), RTCIceCandidateType::Host);
-        }
         // AEAD-AES-GCM first: one pass of AES-GCM costs several times less per packet than AES-CM + HMAC-SHA1.
         s.set_srtp_protection_profiles(vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,

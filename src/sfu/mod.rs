@@ -9,6 +9,7 @@ pub mod admission;
 pub mod downtrack;
 pub mod engine;
 pub mod forward;
+pub mod host_addresses;
 pub mod keyframe;
 pub mod keyframe_request;
 pub mod media_threads;
@@ -575,8 +576,9 @@ impl Sfu {
             ));
         };
         let target = session.clone();
+        let addresses = self.inner.engine.addresses().clone();
         self.on_session_thread(session, async move {
-            restart_ice_here(&target, &ufrag, &pwd).await
+            restart_ice_here(&target, &ufrag, &pwd, &addresses).await
         })
         .await
     }
@@ -605,7 +607,12 @@ impl Sfu {
 }
 
 /// The ICE restart itself, on the session's media thread.
-async fn restart_ice_here(session: &Session, ufrag: &str, pwd: &str) -> Result<String, SfuError> {
+async fn restart_ice_here(
+    session: &Session,
+    ufrag: &str,
+    pwd: &str,
+    addresses: &host_addresses::HostAddresses,
+) -> Result<String, SfuError> {
     let _guard = session.restart_lock.lock().await;
     let old_offer = session.remote_offer();
     let new_offer = replace_ice_credentials(&old_offer, ufrag, pwd);
@@ -634,7 +641,7 @@ async fn restart_ice_here(session: &Session, ufrag: &str, pwd: &str) -> Result<S
         .await
         .ok_or_else(|| SfuError::Internal("no local description after restart".into()))?;
     session.set_remote_offer(new_offer);
-    let (ufrag, pwd, candidates) = ice_details(&local.sdp);
+    let (ufrag, pwd, candidates) = ice_details(&addresses.announce(&local.sdp));
     Ok(sdpfrag::write_restart_answer(
         &ufrag,
         &pwd,
@@ -694,6 +701,7 @@ fn ice_details(sdp: &str) -> (String, String, Vec<String>) {
 pub(crate) async fn answer_with_candidates(
     pc: &Arc<RTCPeerConnection>,
     offer_sdp: &str,
+    addresses: &host_addresses::HostAddresses,
 ) -> Result<String, SfuError> {
     let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
         .map_err(|e| SfuError::Negotiation(e.to_string()))?;
@@ -714,7 +722,7 @@ pub(crate) async fn answer_with_candidates(
         .local_description()
         .await
         .ok_or_else(|| SfuError::Internal("no local description".into()))?;
-    Ok(local.sdp)
+    Ok(addresses.announce(&local.sdp))
 }
 
 #[cfg(test)]

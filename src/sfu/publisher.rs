@@ -154,7 +154,8 @@ impl Sfu {
         );
         self.register_session(session.clone());
         self.watch_state(&pc, session_id);
-        let answer_sdp = answer_with_candidates(&pc, offer_sdp).await?;
+        let answer_sdp =
+            answer_with_candidates(&pc, offer_sdp, self.inner.engine.addresses()).await?;
         tracing::info!(session = %log_id(session_id), stream = %stream.name, "publisher accepted");
         Ok(Accepted {
             session_id: session_id.to_owned(),

@@ -192,7 +192,7 @@ impl Sfu {
         stream.add_viewer(viewer);
         self.register_session(session.clone());
         self.watch_state(&pc, &session_id);
-        match answer_with_candidates(&pc, offer_sdp).await {
+        match answer_with_candidates(&pc, offer_sdp, self.inner.engine.addresses()).await {
             Ok(answer_sdp) => {
                 tracing::info!(session = %log_id(&session_id), stream = %stream_name, "viewer accepted");
                 Ok(Accepted {

@@ -791,6 +791,20 @@ impl IpfsNode {
     /// The entries of a resolved directory, sorted by name (a HAMT-sharded one has its shards read, and fetched
     /// when allowed).
     pub async fn list_directory(&self, dir: &Resolved) -> Result<Vec<DirectoryEntry>> {
+        let (mut entries, _) = self.list_directory_page(dir, 0, usize::MAX).await?;
+        entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        Ok(entries)
+    }
+
+    /// At most `limit` entries of a resolved directory from the `start`-th on, in the directory's own order (a
+    /// plain directory's links are sorted by name; a HAMT-sharded one lists shard by shard), and whether more
+    /// follow. Work and memory are bounded by `start + limit`: shards past the page are not read.
+    pub async fn list_directory_page(
+        &self,
+        dir: &Resolved,
+        start: usize,
+        limit: usize,
+    ) -> Result<(Vec<DirectoryEntry>, bool)> {
         if dir.kind != EntryKind::Directory {
             return Err(StoreError::Unsupported(format!(
                 "{} is not a directory",
@@ -798,8 +812,15 @@ impl IpfsNode {
             )));
         }
         let mut entries = Vec::new();
-        let mut shards = vec![(dir.cid, dir.block.clone(), 0usize)];
+        let mut seen = 0usize;
+        // Depth first, shards in link order, so that pages are stable for one CID.
+        let mut shards = vec![(dir.cid, Some(dir.block.clone()), 0usize)];
         while let Some((cid, data, level)) = shards.pop() {
+            // A subshard is read when its turn comes: never when the page fills before it.
+            let data = match data {
+                Some(data) => data,
+                None => self.source.get(&cid).await?,
+            };
             let node = decode_pb(&cid, &data)?;
             let unixfs = decode_unixfs(&cid, &node)?;
             let links = if unixfs.kind == DataType::HamtShard {
@@ -814,22 +835,29 @@ impl IpfsNode {
                         cid,
                         reason: e.to_string(),
                     })?;
-                for sub in subshards {
-                    let sub_data = self.source.get(&sub).await?;
-                    shards.push((sub, sub_data, level + 1));
+                // Pushed in reverse so the first subshard is read first.
+                for sub in subshards.into_iter().rev() {
+                    shards.push((sub, None, level + 1));
                 }
                 found
             } else {
                 node.links
             };
-            entries.extend(links.into_iter().map(|l| DirectoryEntry {
-                name: l.name.unwrap_or_default(),
-                cid: l.cid,
-                tsize: l.tsize,
-            }));
+            for l in links {
+                if seen >= start {
+                    if entries.len() == limit {
+                        return Ok((entries, true));
+                    }
+                    entries.push(DirectoryEntry {
+                        name: l.name.unwrap_or_default(),
+                        cid: l.cid,
+                        tsize: l.tsize,
+                    });
+                }
+                seen += 1;
+            }
         }
-        entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        Ok(entries)
+        Ok((entries, false))
     }
 
     /// The bytes `range` (end exclusive, clamped to the file) of a resolved file, streamed leaf by leaf as

@@ -546,6 +546,34 @@ async fn a_directory_past_256_kib_is_hamt_sharded_like_the_javascript_importer()
         assert_eq!(listing.kind, EntryKind::Directory);
         let listed = node.list_directory(&listing).await.expect("lists");
         assert_eq!(listed.len(), entries.len());
+        // Page by page (as the gateway's listing does): every entry once, pages bounded, the last says so.
+        let mut paged = Vec::new();
+        loop {
+            let (page, more) = node
+                .list_directory_page(&listing, paged.len(), 300)
+                .await
+                .expect("a page");
+            assert!(page.len() <= 300);
+            assert_eq!(
+                more,
+                paged.len() + page.len() < entries.len(),
+                "after {}",
+                paged.len()
+            );
+            paged.extend(page.into_iter().map(|e| e.name));
+            if !more {
+                break;
+            }
+        }
+        let mut names: Vec<String> = entries.iter().map(|e| e.0.clone()).collect();
+        names.sort();
+        paged.sort();
+        assert_eq!(paged, names);
+        let (past, more) = node
+            .list_directory_page(&listing, entries.len() + 5, 300)
+            .await
+            .expect("past the end");
+        assert!(past.is_empty() && !more);
         node.shutdown().await;
     })
     .await;
