@@ -49,7 +49,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub rate_limits: RateLimitsConfig,
     pub recording: RecordingConfig,
-    pub ipfs: crate::store::IpfsConfig,
+    pub ipfs: IpfsConfig,
     pub archive: ArchiveConfig,
 }
 
@@ -657,6 +657,40 @@ fn parse_env_value(raw: &str, current: &toml::Value) -> toml::Value {
             toml::Value::Float(i as f64)
         }
         _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+/// `[ipfs]` in `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpfsConfig {
+    /// Repository directory: blocks, pins, the libp2p identity key.
+    pub repo_dir: PathBuf,
+    /// Swarm listen multiaddrs (TCP and QUIC).
+    pub listen: Vec<String>,
+    /// Peers dialled at start and used to join the DHT; each must end in `/p2p/<peer id>`. Empty: offline.
+    pub bootstrap: Vec<String>,
+    /// Fetch blocks this node lacks from connected peers (bitswap) when reading. Off: missing content is 404.
+    pub fetch_from_network: bool,
+    /// How long one block fetch may take when `fetch_from_network` is on, in milliseconds.
+    pub fetch_timeout_ms: u64,
+    /// Announce added roots in the DHT (provider records).
+    pub announce: bool,
+}
+
+impl Default for IpfsConfig {
+    fn default() -> Self {
+        IpfsConfig {
+            repo_dir: PathBuf::from("./data/ipfs"),
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".to_owned(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            ],
+            bootstrap: Vec::new(),
+            fetch_from_network: false,
+            fetch_timeout_ms: 30_000,
+            announce: true,
+        }
     }
 }
 

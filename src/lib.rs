@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
@@ -14,6 +15,7 @@ pub mod pruner;
 pub mod recorder;
 pub mod reload;
 pub mod resilience;
+pub mod secrets;
 pub mod sfu;
 pub mod store;
 pub mod systemd;
@@ -64,7 +66,7 @@ impl Server {
         // Read before anything starts: a configured token that cannot be read stops the start.
         let admin_token = http::admin_listener::load_token(
             &config.admin,
-            std::env::var_os(auth::secrets::CREDENTIALS_DIRECTORY)
+            std::env::var_os(secrets::CREDENTIALS_DIRECTORY)
                 .map(std::path::PathBuf::from)
                 .as_deref(),
         )
@@ -180,7 +182,7 @@ impl Server {
             archiver.clone(),
             stop_rx.clone(),
         );
-        let key_watch_task = auth::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
+        let key_watch_task = sfu::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         let prune_task = pruner::spawn(db.clone(), auth.clone(), config.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");

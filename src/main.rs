@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zipiq::auth::cli;
+use zipiq::cli::accounts as cli;
 use zipiq::config::Config;
 use zipiq::db::Db;
 use zipiq::db::audit::{AuditEvent, actions};
@@ -475,7 +475,7 @@ async fn wallets_command(action: WalletsAction, config: &Config) -> anyhow::Resu
     let dir = config.archive.wallets_path();
     match action {
         WalletsAction::Create => {
-            zipiq::auth::secrets::create_private_dir(&dir)?;
+            zipiq::secrets::create_private_dir(&dir)?;
             let jwk = tokio::task::spawn_blocking(zipiq::archive::jwk::Jwk::generate).await??;
             let path = dir.join(format!("{}.json", jwk.address()));
             write_private(&path, jwk.to_json().as_bytes())?;

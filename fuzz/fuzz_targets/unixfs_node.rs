@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use zipiq::store::hamt;
-use zipiq::store::unixfs::{PbNode, UnixfsData};
+use zipiq::store::dagpb::{PbNode, UnixfsData};
 
 fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::secrets::{self, SecretError, SecretSource};
+use crate::secrets::{self, SecretError, SecretSource};
 
 /// The `iss` of every token this server signs.
 pub const ISSUER: &str = "zipiq";

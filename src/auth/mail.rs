@@ -10,8 +10,8 @@ use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::secrets::{self, SecretError};
 use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::secrets::{self, SecretError};
 
 /// Why mail could not be set up or sent.
 #[derive(Debug, thiserror::Error)]

@@ -1,24 +1,23 @@
 //! Who may do what. Stream keys for publishers; accounts with argon2id passwords, email verification and reset,
-//! JWT access tokens with rotating refresh tokens, viewer tokens for private streams, rate limits, and secrets
-//! from files or systemd credentials. The flows live in [`accounts`]; the HTTP layer only maps them to answers.
+//! JWT access tokens with rotating refresh tokens, viewer tokens for private streams, and rate limits. The flows
+//! live in [`accounts`]; the HTTP layer only maps them to answers. Stream keys and secrets from files or systemd
+//! credentials are `crate::secrets` (a leaf the database and the SFU use too); the key watcher is `sfu::key_watch`;
+//! the `zipiq users`/`secrets`/`audit` commands are `cli::accounts`.
 //!
 //! Nothing here logs a secret (password, key, token); the audit log records ids, addresses and outcomes.
 
 pub mod accounts;
-pub mod cli;
 pub mod jwt;
-pub mod key_watch;
 pub mod mail;
 pub mod passwords;
 pub mod rate_limit;
-pub mod secrets;
-pub mod stream_keys;
 pub mod tokens;
 pub mod validate;
 
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::secrets;
 
 pub use accounts::{AccountError, CurrentUser, TokenPair, ViewerDenied};
 

@@ -214,7 +214,7 @@ fn create_private_file(path: &Path) -> Result<(), DbError> {
         source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::auth::secrets::create_private_dir(dir).map_err(|e| create_dir(dir, e))?;
+        crate::secrets::create_private_dir(dir).map_err(|e| create_dir(dir, e))?;
     }
     #[cfg(unix)]
     {

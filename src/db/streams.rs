@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use super::{Db, DbError, DbKind, now_ms};
-use crate::auth::stream_keys;
+use crate::secrets::stream_keys;
 
 /// Who may watch a stream.
 #[derive(

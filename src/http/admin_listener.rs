@@ -20,8 +20,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::error::HttpError;
-use crate::auth::secrets::{self, SecretError, SecretSource};
 use crate::config::AdminConfig;
+use crate::secrets::{self, SecretError, SecretSource};
 
 /// The systemd credential holding the admin token.
 pub const TOKEN_CREDENTIAL: &str = "admin-token";

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use super::AppState;
 use super::error::HttpError;
 use crate::auth::rate_limit::Action;
-use crate::auth::stream_keys;
 use crate::config::IceServer;
+use crate::secrets::stream_keys;
 use crate::sfu::session::{Session, SessionRole};
 use crate::sfu::{Accepted, sdpfrag};
 

@@ -15,8 +15,8 @@ use super::error::HttpError;
 use super::negotiation::{self, bearer, read_offer};
 use super::security::ClientIp;
 use crate::auth::rate_limit::Action;
-use crate::auth::stream_keys;
 use crate::db::streams::StreamRow;
+use crate::secrets::stream_keys;
 use crate::sfu::session::SessionRole;
 
 /// The account a stream's WHIP requests count against: its owner, or the stream itself when nobody owns it.

@@ -405,6 +405,32 @@ mod tests {
     use super::*;
     use rtp::header::Header;
 
+    #[test]
+    fn sequence_numbers_unwrap_across_the_16_bit_wrap_both_ways() {
+        let mut u = SeqUnwrapper::default();
+        let a = u.unwrap(65_534);
+        assert_eq!(u.unwrap(65_535), a + 1);
+        assert_eq!(u.unwrap(0), a + 2);
+        assert_eq!(
+            u.unwrap(65_535),
+            a + 1,
+            "a late packet from before the wrap"
+        );
+        assert_eq!(u.unwrap(1), a + 3);
+    }
+
+    #[test]
+    fn timestamps_unwrap_across_the_32_bit_wrap() {
+        let mut u = TsUnwrapper::default();
+        let a = u.unwrap(u32::MAX - 1000);
+        assert_eq!(u.unwrap(2000), a + 3001);
+        assert_eq!(
+            u.unwrap(u32::MAX - 500),
+            a + 500,
+            "reordered, before the wrap"
+        );
+    }
+
     fn pkt(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Packet {
         Packet {
             header: Header {

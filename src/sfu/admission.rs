@@ -1,22 +1,10 @@
-//! Who may open a session now: the session budget with a share kept for publishers (so anonymous viewers can
-//! never use up the room streamers need), and a cap on sessions per client address that have not connected yet
-//! (an offer costs a peer connection, ICE and DTLS state until it connects or times out).
+//! Who may open a session now: a cap on sessions per client address that have not connected yet (an offer costs a
+//! peer connection, ICE and DTLS state until it connects or times out). The session budget with its share kept for
+//! publishers is [`super::session::SessionRole::fits`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-
-use super::session::SessionRole;
-
-/// Whether a new session of `role` fits, with `open` sessions open of `max_sessions`, `reserved` of which only
-/// publishers may take.
-pub fn has_room(role: SessionRole, open: usize, max_sessions: usize, reserved: usize) -> bool {
-    let limit = match role {
-        SessionRole::Publisher => max_sessions,
-        SessionRole::Viewer => max_sessions.saturating_sub(reserved),
-    };
-    open < limit
-}
 
 /// Sessions that have not connected yet, per client address (IPv6 by its /64, as the rate limits count).
 #[derive(Debug)]
@@ -83,16 +71,6 @@ impl Drop for PendingSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn viewers_leave_the_reserve_to_publishers() {
-        assert!(has_room(SessionRole::Viewer, 89, 100, 10));
-        assert!(!has_room(SessionRole::Viewer, 90, 100, 10));
-        assert!(has_room(SessionRole::Publisher, 99, 100, 10));
-        assert!(!has_room(SessionRole::Publisher, 100, 100, 10));
-        // A reserve as large as the budget leaves viewers nothing, without underflow.
-        assert!(!has_room(SessionRole::Viewer, 0, 5, 10));
-    }
 
     #[test]
     fn pending_slots_are_counted_per_address_and_given_back() {

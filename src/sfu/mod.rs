@@ -10,6 +10,7 @@ pub mod downtrack;
 pub mod engine;
 pub mod forward;
 pub mod host_addresses;
+pub mod key_watch;
 pub mod keyframe;
 pub mod keyframe_request;
 pub mod media_threads;
@@ -316,8 +317,7 @@ impl Sfu {
             });
         }
         let open = lock(&self.inner.sessions).len();
-        if !admission::has_room(
-            role,
+        if !role.fits(
             open,
             config.max_sessions,
             config.reserved_publisher_sessions,

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use webrtc::peer_connection::RTCPeerConnection;
 
 use super::admission::PendingSlot;
-use crate::auth::stream_keys;
+use crate::secrets::stream_keys;
 
 /// Publishing or watching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,16 @@ pub enum SessionRole {
 }
 
 impl SessionRole {
+    /// Whether a new session of this role fits, with `open` sessions open of `max_sessions`, `reserved` of which
+    /// only publishers may take (so anonymous viewers can never use up the room streamers need).
+    pub fn fits(self, open: usize, max_sessions: usize, reserved: usize) -> bool {
+        let limit = match self {
+            SessionRole::Publisher => max_sessions,
+            SessionRole::Viewer => max_sessions.saturating_sub(reserved),
+        };
+        open < limit
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SessionRole::Publisher => "publisher",
@@ -224,6 +234,16 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn viewers_leave_the_reserve_to_publishers() {
+        assert!(SessionRole::Viewer.fits(89, 100, 10));
+        assert!(!SessionRole::Viewer.fits(90, 100, 10));
+        assert!(SessionRole::Publisher.fits(99, 100, 10));
+        assert!(!SessionRole::Publisher.fits(100, 100, 10));
+        // A reserve as large as the budget leaves viewers nothing, without underflow.
+        assert!(!SessionRole::Viewer.fits(0, 5, 10));
+    }
 
     #[test]
     fn random_ids_are_128_bits_of_hex() {

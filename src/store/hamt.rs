@@ -13,7 +13,7 @@ use bytes::Bytes;
 use cid::Cid;
 
 use crate::store::block::{self, DAG_PB};
-use crate::store::unixfs::{
+use crate::store::dagpb::{
     DataType, DirectoryDag, DirectoryLink, PbLink, PbNode, UnixfsData, UnixfsError,
 };
 

@@ -25,8 +25,9 @@ use tokio::task::JoinHandle;
 use crate::store::block::{self, DAG_CBOR, DAG_JSON, DAG_PB, RAW};
 use crate::store::car::{self, CarReader};
 use crate::store::content_path::ContentPath;
+use crate::store::dagpb::{self, DataType, DirectoryLink, PbNode, UnixfsData};
 use crate::store::hamt;
-use crate::store::unixfs::{self, DataType, DirectoryLink, PbNode, UnixfsData};
+use crate::store::unixfs;
 use crate::store::{IpfsConfig, Result, StoreError};
 
 /// File name of the libp2p identity key (protobuf-encoded ed25519 keypair) inside the repository.
@@ -397,7 +398,7 @@ impl IpfsNode {
                 "fetch_timeout_ms must be above 0 when fetch_from_network is on".into(),
             ));
         }
-        crate::auth::secrets::create_private_dir(&cfg.repo_dir)?;
+        crate::secrets::create_private_dir(&cfg.repo_dir)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -507,7 +508,7 @@ impl IpfsNode {
     pub async fn add_directory(&self, entries: &[(String, Cid, u64)]) -> Result<Cid> {
         let mut links = Vec::with_capacity(entries.len());
         for (name, cid, size) in entries {
-            unixfs::check_entry_name(name)?;
+            dagpb::check_entry_name(name)?;
             let (tsize, file_size) = self.measure(cid).await?;
             if let Some(actual) = file_size
                 && actual != *size
@@ -1406,7 +1407,7 @@ mod tests {
         let mut data = UnixfsData::file(vec![3]);
         data.filesize = Some(4);
         let node = PbNode {
-            links: vec![unixfs::PbLink {
+            links: vec![dagpb::PbLink {
                 cid: leaf,
                 name: Some(String::new()),
                 tsize: Some(3),

@@ -9,6 +9,7 @@
 pub mod block;
 pub mod car;
 pub mod content_path;
+pub mod dagpb;
 pub mod hamt;
 pub mod ipfs;
 pub mod unixfs;
@@ -18,46 +19,11 @@ pub(crate) mod node_tests;
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 pub use self::content_path::ContentPath;
 pub use self::ipfs::{DagScope, DirectoryEntry, EntryKind, IpfsNode, Resolved};
+pub use crate::config::IpfsConfig;
 pub use cid::Cid;
 pub use rust_ipfs::{Multiaddr, PeerId};
-
-/// `[ipfs]` in `config.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IpfsConfig {
-    /// Repository directory: blocks, pins, the libp2p identity key.
-    pub repo_dir: PathBuf,
-    /// Swarm listen multiaddrs (TCP and QUIC).
-    pub listen: Vec<String>,
-    /// Peers dialled at start and used to join the DHT; each must end in `/p2p/<peer id>`. Empty: offline.
-    pub bootstrap: Vec<String>,
-    /// Fetch blocks this node lacks from connected peers (bitswap) when reading. Off: missing content is 404.
-    pub fetch_from_network: bool,
-    /// How long one block fetch may take when `fetch_from_network` is on, in milliseconds.
-    pub fetch_timeout_ms: u64,
-    /// Announce added roots in the DHT (provider records).
-    pub announce: bool,
-}
-
-impl Default for IpfsConfig {
-    fn default() -> Self {
-        IpfsConfig {
-            repo_dir: PathBuf::from("./data/ipfs"),
-            listen: vec![
-                "/ip4/0.0.0.0/tcp/4001".to_owned(),
-                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
-            ],
-            bootstrap: Vec::new(),
-            fetch_from_network: false,
-            fetch_timeout_ms: 30_000,
-            announce: true,
-        }
-    }
-}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +55,7 @@ pub enum StoreError {
     #[error("the DAG of {root} is incomplete: block {missing} is missing")]
     IncompleteDag { root: Box<Cid>, missing: Box<Cid> },
     #[error(transparent)]
-    Unixfs(#[from] unixfs::UnixfsError),
+    Unixfs(#[from] dagpb::UnixfsError),
     #[error(transparent)]
     Block(#[from] block::BlockError),
     #[error(transparent)]

@@ -501,12 +501,12 @@ async fn a_directory_past_256_kib_is_hamt_sharded_like_the_javascript_importer()
         let mut args = vec![Path::new("--dir")];
         args.extend(paths.iter().map(PathBuf::as_path));
         let root_node =
-            crate::store::unixfs::PbNode::decode(&node.block(&root).await.expect("root block"))
+            crate::store::dagpb::PbNode::decode(&node.block(&root).await.expect("root block"))
                 .expect("root decodes");
         let root_data =
-            crate::store::unixfs::UnixfsData::decode(root_node.data.as_ref().expect("data"))
+            crate::store::dagpb::UnixfsData::decode(root_node.data.as_ref().expect("data"))
                 .expect("data decodes");
-        assert_eq!(root_data.kind, crate::store::unixfs::DataType::HamtShard);
+        assert_eq!(root_data.kind, crate::store::dagpb::DataType::HamtShard);
         assert_eq!(
             root.to_string(),
             js_importer_cid(&args),

@@ -194,7 +194,7 @@ async fn streams_have_owners_and_a_deleted_name_is_free_again_on_both_engines() 
             .unwrap();
         assert_eq!(row.owner_id, Some(owner.id));
         assert_eq!(row.visibility, Visibility::Private);
-        assert!(zipiq::auth::stream_keys::verify(
+        assert!(zipiq::secrets::stream_keys::verify(
             &key,
             row.key_hash.as_deref().unwrap()
         ));

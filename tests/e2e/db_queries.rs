@@ -1,9 +1,9 @@
 //! The database layer on SQLite and on PostgreSQL: migrations, streams and keys, and the outbox rule (a chunk and
 //! its archive job in one transaction), stored bundle transactions and their leases.
 
-use zipiq::auth::stream_keys;
 use zipiq::db::DbError;
 use zipiq::db::broadcasts::{ChunkKind, NewChunk};
+use zipiq::secrets::stream_keys;
 
 use crate::databases::{self, both};
 

@@ -199,13 +199,13 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
         // Disabled outside this server's API (what `zipiq users disable` does): the next check ends it.
         let server = &env.server.server;
         assert_eq!(
-            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            zipiq::sfu::key_watch::check_once(&server.sfu, &server.db).await,
             0,
             "{engine}: an enabled account is left alone"
         );
         server.db.set_user_disabled(user_id, true).await.unwrap();
         assert_eq!(
-            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            zipiq::sfu::key_watch::check_once(&server.sfu, &server.db).await,
             1,
             "{engine}"
         );
@@ -265,7 +265,7 @@ async fn viewers_holding_a_disabled_accounts_viewer_token_are_ended_at_the_next_
             .id;
         server.db.set_user_disabled(admin_id, true).await.unwrap();
         assert_eq!(
-            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            zipiq::sfu::key_watch::check_once(&server.sfu, &server.db).await,
             1,
             "{engine}: the viewer ends, the publisher (another account's) stays"
         );

@@ -314,14 +314,14 @@ async fn a_key_rotated_outside_this_server_stops_its_publisher_at_the_next_check
                 .await
                 .expect("publishes");
         assert_eq!(
-            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            zipiq::sfu::key_watch::check_once(&server.sfu, &server.db).await,
             0,
             "{engine}: a current key is left alone"
         );
         // What `zipiq keys create live` (another process) or another node's API does.
         server.db.rotate_stream_key("live").await.expect("rotate");
         assert_eq!(
-            zipiq::auth::key_watch::check_once(&server.sfu, &server.db).await,
+            zipiq::sfu::key_watch::check_once(&server.sfu, &server.db).await,
             1,
             "{engine}"
         );

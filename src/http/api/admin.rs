@@ -170,7 +170,7 @@ pub async fn update_user(
         let action = if after.is_disabled() {
             // Its publishers and viewers on this node end now; other nodes' within a check interval.
             let ended =
-                crate::auth::key_watch::end_sessions_of_account(&state.sfu, &state.db, id).await?;
+                crate::sfu::key_watch::end_sessions_of_account(&state.sfu, &state.db, id).await?;
             if ended > 0 {
                 tracing::info!(user = id, ended, "sessions of a disabled account ended");
             }

@@ -1,8 +1,11 @@
 //! Secrets from files: a systemd credential (`$CREDENTIALS_DIRECTORY/<name>`, see systemd/zipiq.service) wins over
 //! the file a `*_file` configuration key names. Secrets never come from config.toml itself and are never logged;
-//! errors name the file, not its content.
+//! errors name the file, not its content. Also: private directories for secrets and data, and stream keys
+//! ([`stream_keys`]: hashed, compared in constant time). A leaf: it imports nothing of the crate.
 
 use std::path::{Path, PathBuf};
+
+pub mod stream_keys;
 
 /// Environment variable systemd sets to the directory of the unit's credentials.
 pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";

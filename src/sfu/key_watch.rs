@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::Sfu;
+use super::session::{Session, SessionRole};
 use crate::db::{Db, DbError};
-use crate::sfu::Sfu;
-use crate::sfu::session::{Session, SessionRole};
 
 /// How often sessions' keys and accounts are compared with the database.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);

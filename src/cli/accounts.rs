@@ -9,13 +9,14 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use rand::RngCore;
 
-use super::jwt::KeyRing;
-use super::passwords::Passwords;
-use super::{secrets, validate};
+use crate::auth::jwt::KeyRing;
+use crate::auth::passwords::Passwords;
+use crate::auth::validate;
 use crate::config::Config;
 use crate::db::Db;
 use crate::db::audit::{AuditEvent, AuditQuery, actions};
 use crate::db::users::Role;
+use crate::secrets;
 
 /// `zipiq users create <email> [--admin] [--password-stdin]`: a verified account. Returns the text to print.
 pub async fn create_user(
@@ -133,7 +134,7 @@ pub async fn set_disabled(db: &Db, email: &str, disabled: bool) -> anyhow::Resul
         format!(
             "{email} is disabled; every login session of it has ended, and running servers end its streams' \
              publishers and viewers within {} s\n",
-            super::key_watch::CHECK_INTERVAL.as_secs()
+            crate::sfu::key_watch::CHECK_INTERVAL.as_secs()
         )
     } else {
         format!("{email} is enabled\n")
@@ -154,7 +155,7 @@ pub async fn rotate_jwt(db: &Db, config: &Config, file: Option<&Path>) -> anyhow
     } else {
         KeyRing::generate(now)
     };
-    let (kid, dropped) = ring.rotate(now, super::max_token_ttl_s(config));
+    let (kid, dropped) = ring.rotate(now, crate::auth::max_token_ttl_s(config));
     secrets::write_private(path, &ring.to_text())?;
     db.audit(
         AuditEvent::new(actions::JWT_KEY_ROTATED)
