@@ -219,3 +219,104 @@ fn test_certificate_verify() -> Result<()> {
 
     Ok(())
 }
+
+// ECDSA signatures whose hash does not follow the curve of the certificate's key, as (D)TLS 1.2 allows: a P-224
+// key signing with SHA-256 (FFmpeg 8 built with GnuTLS), P-384 with SHA-256, P-256 with SHA-384. Made with
+// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:CURVE` and `openssl dgst -HASH -sign`.
+const ECDSA_CURVE_MESSAGE: &[u8] = b"server key exchange params";
+const P224_SHA256_CERT: &str = concat!(
+        "308201603082010ea003020102021470739fade016810b642bafc8d0ef2dbfa6d23f92300a06082a8648ce3d04030230",
+        "0f310d300b06035504030c046c617666301e170d3236313230353132333433345a170d3336313230323132333433345a",
+        "300f310d300b06035504030c046c617666304e301006072a8648ce3d020106052b81040021033a0004ad8ae3f93496ed",
+        "d85bcfd56dfbaa5d025dd2eb17b555768c32645861a81e88ef91d98a5973dc50133deb1fa0cf0d0de534d67228a4b0af",
+        "e8a3533051301d0603551d0e04160414fa3343809d3f7af78380d95709483711528151d6301f0603551d230418301680",
+        "14fa3343809d3f7af78380d95709483711528151d6300f0603551d130101ff040530030101ff300a06082a8648ce3d04",
+        "0302034000303d021d00ea123758505b759219b2b7a9c5aa77f3e9ee6bd70ac39737eb965b2b021c0c865c232115445f",
+        "5fce05bb2c3d8737ffd463e6753b720f58d3ee85",
+);
+const P224_SHA256_SIG: &str = concat!(
+        "303d021d00c4e9a63937e0829d86ae80c186bf91f88aa84e4b7a673c11fec845aa021c5703b0e6ef3f74f444a90c936e",
+        "ceb73969764c0c285a5475a0db9a93",
+);
+const P384_SHA256_CERT: &str = concat!(
+        "308201b130820136a00302010202143018a672f89b25642dd49553a8408b8c5be0e0c1300a06082a8648ce3d04030230",
+        "0f310d300b06035504030c046c617666301e170d3236313230353132333433345a170d3336313230323132333433345a",
+        "300f310d300b06035504030c046c6176663076301006072a8648ce3d020106052b81040022036200044b925f89dc4e71",
+        "5dce186776cd78de357b49a9a6b14cb26beecc17d404292956b2c8b1f9e303f430ba1fe6ff6b5a2a4a9fe934e85f20b5",
+        "2382a634ea50c33bc4cbe756f11570bd78b329b9eba8321a941e6ce935c0532d75cc4d68dda1e243cfa3533051301d06",
+        "03551d0e041604148e331c1aeb49ff6f2190e557e4443bd94ab474e0301f0603551d230418301680148e331c1aeb49ff",
+        "6f2190e557e4443bd94ab474e0300f0603551d130101ff040530030101ff300a06082a8648ce3d040302036900306602",
+        "3100a9845a8a106ee67491d54e52163cac90afb2a04e2be457eab8cc0fcf8f1bf60efd6824e1e543e53d0c73005a3f33",
+        "5d8b023100a752f4f39178babad57928547a192b2df4566b09fa091532b9048a2aa464ee4f8840fd8d71e4c5510c157c",
+        "3a91f1f444",
+);
+const P384_SHA256_SIG: &str = concat!(
+        "30650231009a116c398f6e22a4326ccb1774bf44c9c39c29c8d671fab3a913401bc734ec5b1d878550411d0e81631bae",
+        "c072ad1622023031d43eca42624beb0961abf1e81a53886c583abaf447aa244b398b88d1ecd29c1fd5e1dcb0c0c0d54e",
+        "2466de03398ad6",
+);
+const P256_SHA384_CERT: &str = concat!(
+        "3082017230820119a003020102021471b9645b16cda28a5a77519d163ae7decc7e399c300a06082a8648ce3d04030230",
+        "0f310d300b06035504030c046c617666301e170d3236313230353132333433345a170d3336313230323132333433345a",
+        "300f310d300b06035504030c046c6176663059301306072a8648ce3d020106082a8648ce3d03010703420004d8368532",
+        "e87dd224337f010b3d98eeecd5f846e7dfd0b82949892f113a0530150899c47f87fb49316b6f57f8b794ac7e114713fa",
+        "0f1c84247810dccae8d10935a3533051301d0603551d0e0416041452068b3ee46785d3d6006e668f2491c0d94aa13b30",
+        "1f0603551d2304183016801452068b3ee46785d3d6006e668f2491c0d94aa13b300f0603551d130101ff040530030101",
+        "ff300a06082a8648ce3d04030203470030440220066af5ab2902653e81518ea175be6f6838f7e0cf385afc2ae270075a",
+        "31b6906802204d6a350dfe911f5621128f376591d009e74c1a651af397f4f84a2b8ad366a8e9",
+);
+const P256_SHA384_SIG: &str = concat!(
+        "304402207cc280ebdf93a1aa2f1d3a69495fed016a9aae3330bc3c180bdc22cc95fe9e2302200f9ca3d7c1f4b10e350f",
+        "b193515db7391869718c7a62871bad5f8bc85c4a978b",
+);
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn ecdsa_scheme(hash: HashAlgorithm) -> SignatureHashAlgorithm {
+    SignatureHashAlgorithm {
+        hash,
+        signature: SignatureAlgorithm::Ecdsa,
+    }
+}
+
+fn check_ecdsa_curve_and_hash(cert_hex: &str, sig_hex: &str, hash: HashAlgorithm) -> Result<()> {
+    let cert = unhex(cert_hex);
+    let sig = unhex(sig_hex);
+    let scheme = ecdsa_scheme(hash);
+    verify_key_signature(ECDSA_CURVE_MESSAGE, &scheme, &sig, &[cert.clone()], false)?;
+
+    let mut tampered = ECDSA_CURVE_MESSAGE.to_vec();
+    tampered[0] ^= 1;
+    assert!(verify_key_signature(&tampered, &scheme, &sig, &[cert], false).is_err());
+    Ok(())
+}
+
+#[test]
+fn test_verify_ecdsa_p224_sha256() -> Result<()> {
+    check_ecdsa_curve_and_hash(P224_SHA256_CERT, P224_SHA256_SIG, HashAlgorithm::Sha256)
+}
+
+#[test]
+fn test_verify_ecdsa_p384_sha256() -> Result<()> {
+    check_ecdsa_curve_and_hash(P384_SHA256_CERT, P384_SHA256_SIG, HashAlgorithm::Sha256)
+}
+
+#[test]
+fn test_verify_ecdsa_p256_sha384() -> Result<()> {
+    check_ecdsa_curve_and_hash(P256_SHA384_CERT, P256_SHA384_SIG, HashAlgorithm::Sha384)
+}
+
+#[test]
+fn test_verify_ecdsa_wrong_hash_fails() -> Result<()> {
+    let cert = unhex(P224_SHA256_CERT);
+    let sig = unhex(P224_SHA256_SIG);
+    let scheme = ecdsa_scheme(HashAlgorithm::Sha384);
+    assert!(verify_key_signature(ECDSA_CURVE_MESSAGE, &scheme, &sig, &[cert], false).is_err());
+    Ok(())
+}
+

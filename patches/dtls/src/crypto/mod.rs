@@ -297,6 +297,63 @@ pub(crate) fn generate_key_signature(
 pub const OID_ED25519: Oid<'static> = oid!(1.3.101 .112);
 pub const OID_ECDSA: Oid<'static> = oid!(1.2.840 .10045 .2 .1);
 
+// Named curves of ECDSA public keys (the parameters of id-ecPublicKey in a SubjectPublicKeyInfo, RFC 5480).
+pub const OID_EC_P224: Oid<'static> = oid!(1.3.132 .0 .33);
+pub const OID_EC_P256: Oid<'static> = oid!(1.2.840 .10045 .3 .1 .7);
+pub const OID_EC_P384: Oid<'static> = oid!(1.3.132 .0 .34);
+
+/// The curve of an ECDSA public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EcdsaCurve {
+    P224,
+    P256,
+    P384,
+}
+
+/// The named curve of the certificate's ECDSA public key, or None when the key is not an ECDSA key on a
+/// curve we can verify with.
+fn ecdsa_curve(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Option<EcdsaCurve> {
+    let spki = &certificate.tbs_certificate.subject_pki;
+    if spki.algorithm.algorithm != OID_ECDSA {
+        return None;
+    }
+    let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+    if curve == OID_EC_P256 {
+        Some(EcdsaCurve::P256)
+    } else if curve == OID_EC_P384 {
+        Some(EcdsaCurve::P384)
+    } else if curve == OID_EC_P224 {
+        Some(EcdsaCurve::P224)
+    } else {
+        None
+    }
+}
+
+/// Verifies an ASN.1 DER ECDSA signature made with a P-224 key (ring has no P-224). In (D)TLS 1.2 the
+/// signature scheme names the hash only, so a P-224 key may sign with SHA-256 or SHA-384: the digest is
+/// truncated to the curve's 224 bits (SEC 1, 4.1.4).
+fn verify_ecdsa_p224(
+    public_key: &[u8],
+    hash: HashAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<()> {
+    use p224::ecdsa::signature::hazmat::PrehashVerifier;
+    use sha2::Digest;
+
+    let digest = match hash {
+        HashAlgorithm::Sha256 => sha2::Sha256::digest(message).to_vec(),
+        HashAlgorithm::Sha384 => sha2::Sha384::digest(message).to_vec(),
+        _ => return Err(Error::ErrKeySignatureVerifyUnimplemented),
+    };
+    let key = p224::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
+        .map_err(|e| Error::Other(format!("P-224 public key: {e}")))?;
+    let signature = ecdsa::Signature::<p224::NistP224>::from_der(signature)
+        .map_err(|e| Error::Other(format!("P-224 signature: {e}")))?;
+    key.verify_prehash(&digest, &signature)
+        .map_err(|e| Error::Other(format!("P-224 signature: {e}")))
+}
+
 fn verify_signature(
     message: &[u8],
     hash_algorithm: &SignatureHashAlgorithm,
@@ -311,14 +368,45 @@ fn verify_signature(
     let (_, certificate) = x509_parser::parse_x509_certificate(&raw_certificates[0])
         .map_err(|e| Error::Other(e.to_string()))?;
 
+    let public_key_bytes = certificate
+        .tbs_certificate
+        .subject_pki
+        .subject_public_key
+        .data
+        .as_ref();
+
+    // ECDSA in (D)TLS 1.2: the signature scheme (ecdsa + hash) does not name the curve, which is the curve of
+    // the certificate's key (RFC 5246 7.4.1.4.1, RFC 8422 5.10). Peers do sign with a key on another curve than
+    // the hash suggests: FFmpeg 8 built with GnuTLS makes a P-224 key and signs with SHA-256, others pair P-384
+    // with SHA-256 or P-256 with SHA-384. So the verifier is chosen by curve and hash.
+    if hash_algorithm.signature == SignatureAlgorithm::Ecdsa {
+        let verify_alg: &dyn ring::signature::VerificationAlgorithm =
+            match (ecdsa_curve(&certificate), hash_algorithm.hash) {
+                (Some(EcdsaCurve::P224), hash) => {
+                    return verify_ecdsa_p224(public_key_bytes, hash, message, remote_key_signature);
+                }
+                (Some(EcdsaCurve::P256), HashAlgorithm::Sha256) => {
+                    &ring::signature::ECDSA_P256_SHA256_ASN1
+                }
+                (Some(EcdsaCurve::P256), HashAlgorithm::Sha384) => {
+                    &ring::signature::ECDSA_P256_SHA384_ASN1
+                }
+                (Some(EcdsaCurve::P384), HashAlgorithm::Sha256) => {
+                    &ring::signature::ECDSA_P384_SHA256_ASN1
+                }
+                (Some(EcdsaCurve::P384), HashAlgorithm::Sha384) => {
+                    &ring::signature::ECDSA_P384_SHA384_ASN1
+                }
+                _ => return Err(Error::ErrKeySignatureVerifyUnimplemented),
+            };
+        log::trace!("Picked an algorithm {verify_alg:?}");
+        return ring::signature::UnparsedPublicKey::new(verify_alg, public_key_bytes)
+            .verify(message, remote_key_signature)
+            .map_err(|e| Error::Other(format!("ECDSA signature: {e}")));
+    }
+
     let verify_alg: &dyn ring::signature::VerificationAlgorithm = match hash_algorithm.signature {
         SignatureAlgorithm::Ed25519 => &ring::signature::ED25519,
-        SignatureAlgorithm::Ecdsa if hash_algorithm.hash == HashAlgorithm::Sha256 => {
-            &ring::signature::ECDSA_P256_SHA256_ASN1
-        }
-        SignatureAlgorithm::Ecdsa if hash_algorithm.hash == HashAlgorithm::Sha384 => {
-            &ring::signature::ECDSA_P384_SHA384_ASN1
-        }
         SignatureAlgorithm::Rsa if hash_algorithm.hash == HashAlgorithm::Sha1 => {
             &ring::signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY
         }
@@ -344,14 +432,7 @@ fn verify_signature(
 
     log::trace!("Picked an algorithm {verify_alg:?}");
 
-    let public_key = ring::signature::UnparsedPublicKey::new(
-        verify_alg,
-        certificate
-            .tbs_certificate
-            .subject_pki
-            .subject_public_key
-            .data,
-    );
+    let public_key = ring::signature::UnparsedPublicKey::new(verify_alg, public_key_bytes);
 
     public_key
         .verify(message, remote_key_signature)
