@@ -188,7 +188,10 @@ fn codecs(json: &serde_json::Value) -> Vec<String> {
 
 /// `candidates`: how many host candidates the answers carry (two: at least two, as many as the machine has
 /// addresses).
-async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(overrides: &str, candidates: usize) {
+async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(
+    overrides: &str,
+    candidates: usize,
+) {
     let server = start_server(overrides).await;
     let publisher = tokio::spawn(run_publisher(server.whip("live"), server.key.clone()));
 
@@ -216,12 +219,16 @@ async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(overrides: &str,
     )
     .await
     .expect("viewer connects");
+    // Host addresses announced: the component-1 candidates (webrtc-rs writes each candidate for RTCP too).
     let answer_candidates = viewer
         .negotiated
         .answer
         .lines()
-        .filter(|l| l.starts_with("a=candidate:"))
-        .count();
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter(|c| c.split_whitespace().nth(1) == Some("1"))
+        .filter_map(|c| c.split_whitespace().nth(4))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     assert!(
         answer_candidates == candidates || (candidates > 1 && answer_candidates >= candidates),
         "{answer_candidates} host candidates in the answer, {candidates} wanted:\n{}",
@@ -261,6 +268,7 @@ async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(overrides: &str,
     let file = dir.path().join("viewer.h264");
     std::fs::write(&file, &h264).expect("write viewer.h264");
     let (frames, json, errors) = decode(&file, Some("h264"));
+    let viewer_frames = frames;
     let seconds = PUBLISH_SECS as f64;
     assert!(
         frames as f64 >= seconds * 30.0 * 0.5,
@@ -273,7 +281,10 @@ async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(overrides: &str,
         (Some(320), Some(240)),
         "{json}"
     );
-    assert!(errors.trim().is_empty(), "ffmpeg decoding the viewer's video: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg decoding the viewer's video: {errors}"
+    );
     // Audio: 20 ms Opus frames, 50 a second.
     assert!(
         audio as f64 >= seconds * 50.0 * 0.5,
@@ -331,7 +342,10 @@ async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(overrides: &str,
         frames as f64 >= (seconds - 3.0) * 30.0,
         "the recording decodes to {frames} frames: {json}"
     );
-    assert!(errors.trim().is_empty(), "ffmpeg decoding the recording: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg decoding the recording: {errors}"
+    );
     server.stop().await;
 }
 
