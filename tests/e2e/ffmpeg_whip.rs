@@ -346,6 +346,14 @@ async fn ffmpeg_publishes_and_a_viewer_and_the_recording_decode(
         errors.trim().is_empty(),
         "ffmpeg decoding the recording: {errors}"
     );
+    eprintln!(
+        "ffmpeg_whip: {answer_candidates} host address(es); publisher {}; viewer: {} video packets, {units} access \
+         units, {viewer_frames} frames decoded, {audio} audio packets; recording: {} chunks, {duration:.2} s, \
+         {frames} frames",
+        published.stdout.trim(),
+        video.len(),
+        chunks.len()
+    );
     server.stop().await;
 }
 
