@@ -19,6 +19,7 @@ mod db_queries;
 mod disabled_accounts;
 mod fake_bundler;
 mod fanout;
+mod ffmpeg_whip;
 mod fresh_start;
 mod gateway_safety;
 mod http_limits;
