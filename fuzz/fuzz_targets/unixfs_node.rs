@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zipiq::store::hamt;
 use zipiq::store::dagpb::{PbNode, UnixfsData};
+use zipiq::store::hamt;
 
 fuzz_target!(|data: &[u8]| {
     let bytes = Bytes::copy_from_slice(data);
