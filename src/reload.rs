@@ -18,57 +18,34 @@ pub fn apply(old: &Config, new: &Config) -> Vec<String> {
             changes.push("log.level changed but no reloadable subscriber is installed".into());
         }
     }
-    let restart_needed = [
-        ("http.listen", old.http.listen != new.http.listen),
-        (
-            "media.udp_listen",
-            old.media.udp_listen != new.media.udp_listen,
-        ),
-        ("database.url", old.database.url != new.database.url),
-        ("admin.listen", old.admin.listen != new.admin.listen),
-        (
-            "admin.token_file",
-            old.admin.token_file != new.admin.token_file,
-        ),
-        (
-            "admin.allowed_hosts",
-            old.admin.allowed_hosts != new.admin.allowed_hosts,
-        ),
-        (
-            "gateway.public_url",
-            old.gateway.public_url != new.gateway.public_url,
-        ),
-        ("log.format", old.log.format != new.log.format),
-        (
-            "http.trusted_proxies",
-            old.http.trusted_proxies != new.http.trusted_proxies,
-        ),
-        ("[auth]", old.auth != new.auth),
-        ("[smtp]", old.smtp != new.smtp),
-        ("[rate_limits]", old.rate_limits != new.rate_limits),
-    ];
-    for (key, changed) in restart_needed {
-        if changed {
-            changes.push(format!("{key} changed: takes effect at the next restart"));
-        }
-    }
-    // Every other key, by section: compared with the keys above (and log.level) taken as equal, so a change is
-    // reported once. The Debug forms hold every key; no section holds a secret's value (only file names).
+    // The keys operators change most are reported by name; the rest by section, compared with the named keys (and
+    // log.level) taken as equal, so that each change is reported once. Each named key is listed here only.
     let mut rest = old.clone();
-    rest.http.listen = new.http.listen;
-    rest.http
-        .trusted_proxies
-        .clone_from(&new.http.trusted_proxies);
-    rest.media.udp_listen = new.media.udp_listen;
-    rest.database.url.clone_from(&new.database.url);
-    rest.admin.listen = new.admin.listen;
-    rest.admin.token_file.clone_from(&new.admin.token_file);
-    rest.admin
-        .allowed_hosts
-        .clone_from(&new.admin.allowed_hosts);
-    rest.gateway.public_url.clone_from(&new.gateway.public_url);
     rest.log.level.clone_from(&new.log.level);
-    rest.log.format = new.log.format;
+    macro_rules! named {
+        ($($section:ident . $key:ident),* $(,)?) => {$(
+            if old.$section.$key != new.$section.$key {
+                changes.push(format!(
+                    "{}.{} changed: takes effect at the next restart",
+                    stringify!($section),
+                    stringify!($key)
+                ));
+            }
+            rest.$section.$key.clone_from(&new.$section.$key);
+        )*};
+    }
+    named!(
+        http.listen,
+        media.udp_listen,
+        database.url,
+        admin.listen,
+        admin.token_file,
+        admin.allowed_hosts,
+        gateway.public_url,
+        log.format,
+        http.trusted_proxies,
+    );
+    // The Debug forms hold every key; no section holds a secret's value (only file names).
     let sections = [
         ("server", differs(&rest.server, &new.server)),
         ("http", differs(&rest.http, &new.http)),
@@ -82,6 +59,9 @@ pub fn apply(old: &Config, new: &Config) -> Vec<String> {
         ("recording", differs(&rest.recording, &new.recording)),
         ("ipfs", differs(&rest.ipfs, &new.ipfs)),
         ("archive", differs(&rest.archive, &new.archive)),
+        ("auth", differs(&rest.auth, &new.auth)),
+        ("smtp", differs(&rest.smtp, &new.smtp)),
+        ("rate_limits", differs(&rest.rate_limits, &new.rate_limits)),
     ];
     for (section, changed) in sections {
         if changed {

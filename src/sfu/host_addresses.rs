@@ -97,15 +97,12 @@ impl HostAddresses {
             };
             match self.expand(value) {
                 Some(lines) => {
-                    for l in lines {
-                        out.push_str(prefix);
-                        out.push_str(&l);
-                        out.push_str(if eol.is_empty() { "\r\n" } else { eol });
-                    }
-                    if eol.is_empty() {
-                        // The input's last line had no end of line: keep it so.
-                        out.truncate(out.len() - 2);
-                    }
+                    // Between the lines the input's end of line (CRLF if its last line had none), after the last
+                    // one exactly what the input had.
+                    let between = format!("{}{prefix}", if eol.is_empty() { "\r\n" } else { eol });
+                    out.push_str(prefix);
+                    out.push_str(&lines.join(&between));
+                    out.push_str(eol);
                 }
                 None => out.push_str(line),
             }
