@@ -332,6 +332,7 @@ impl Sfu {
         Ok(session::SessionPlace {
             thread,
             pending: Some(pending),
+            offered_candidates: candidates,
         })
     }
 
@@ -528,7 +529,8 @@ impl Sfu {
     }
 
     /// Applies a trickle fragment: adds the remote candidates, on the session's media thread, up to
-    /// `media.max_remote_candidates` per session (ICE-lite needs none to work: the client's checks reach us).
+    /// `media.max_remote_candidates` per session, the offer's included (ICE-lite needs none to work: the client's
+    /// checks reach us).
     pub async fn trickle(&self, session: &Arc<Session>, frag: &SdpFrag) -> Result<(), SfuError> {
         let max = self.inner.config.max_remote_candidates;
         if !session.take_remote_candidates(frag.candidates.len(), max) {

@@ -61,6 +61,8 @@ pub fn log_id(id: &str) -> &str {
 pub struct SessionPlace {
     pub thread: usize,
     pub pending: Option<PendingSlot>,
+    /// Remote candidates the offer carried: they count against `media.max_remote_candidates` with trickled ones.
+    pub offered_candidates: usize,
 }
 
 /// Numbers sessions in creation order, for rate-limit keys that must not hold the id itself.
@@ -90,7 +92,7 @@ pub struct Session {
     connected: AtomicBool,
     /// Serialises ICE restarts of this session.
     pub restart_lock: tokio::sync::Mutex<()>,
-    /// Remote candidates taken by trickle so far.
+    /// Remote candidates taken so far, the offer's and trickled ones together.
     remote_candidates: AtomicUsize,
     /// The pending slot, until the session connects or ends.
     pending: Mutex<Option<PendingSlot>>,
@@ -131,6 +133,7 @@ impl Session {
     pub fn placed(mut self, place: SessionPlace) -> Session {
         self.thread = place.thread;
         self.pending = Mutex::new(place.pending);
+        self.remote_candidates = AtomicUsize::new(place.offered_candidates);
         self
     }
 
@@ -139,7 +142,8 @@ impl Session {
         log_id(&self.id)
     }
 
-    /// Counts `n` more trickled remote candidates; false (counting nothing) when that would pass `max`.
+    /// Counts `n` more trickled remote candidates; false (counting nothing) when that, with the offer's and those
+    /// trickled before, would pass `max`.
     pub fn take_remote_candidates(&self, n: usize, max: usize) -> bool {
         self.remote_candidates
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {

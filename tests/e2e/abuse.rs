@@ -56,7 +56,9 @@ async fn publisher(server: &TestServer) -> WhipClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_flood_stops_at_the_candidate_cap() {
-    let server = start_server("[media]\nmax_remote_candidates = 20\n").await;
+    // The client's offer carries a few host candidates of its own: they count too, so the cap leaves room for
+    // them and the 20 trickled below.
+    let server = start_server("[media]\nmax_remote_candidates = 40\n").await;
     let p = publisher(&server).await;
     let url = p.negotiated.resource_url.clone();
     let etag = p.negotiated.etag.clone().expect("ETag");
@@ -97,10 +99,73 @@ async fn a_trickle_flood_stops_at_the_candidate_cap() {
         }
     }
     assert_eq!(refused, 25, "every PATCH past the cap is refused");
-    let r = patch(&client, &url, &server.key, &etag, candidates(9000, 1)).await;
+    let r = patch(&client, &url, &server.key, &etag, candidates(9000, 21)).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(p.is_connected(), "the session itself goes on");
     p.close().await.expect("close");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offered_and_trickled_candidates_share_the_cap() {
+    let server = start_server("[media]\nmax_remote_candidates = 20\n").await;
+    let offer = zipiq_offer_only(true, true).await;
+    let mut with_candidates = String::new();
+    for line in offer.split_inclusive('\n') {
+        with_candidates.push_str(line);
+        if line.starts_with("a=mid:0") {
+            for i in 0..15 {
+                with_candidates.push_str(&format!(
+                    "a=candidate:{i} 1 udp 2130706431 127.0.0.1 {} typ host\r\n",
+                    20_000 + i
+                ));
+            }
+        }
+    }
+    let offered = with_candidates
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .count();
+    assert!((15..20).contains(&offered), "{offered} candidates offered");
+    let client = reqwest::Client::new();
+    let r = client
+        .post(server.whip("live"))
+        .bearer_auth(&server.key)
+        .header("Content-Type", "application/sdp")
+        .body(with_candidates)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_owned();
+    let url = reqwest::Url::parse(&server.whip("live"))
+        .and_then(|base| base.join(&location))
+        .expect("session URL")
+        .to_string();
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("ETag")
+        .to_owned();
+    // What the offer left of the cap is taken by trickle; one more is refused.
+    let r = patch(
+        &client,
+        &url,
+        &server.key,
+        &etag,
+        candidates(0, 20 - offered),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = patch(&client, &url, &server.key, &etag, candidates(100, 1)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let _ = client.delete(&url).bearer_auth(&server.key).send().await;
     server.stop().await;
 }
 
