@@ -1,6 +1,7 @@
 //! Nothing grows forever (issue "Hardening I", item 9): the pruning task deletes audit rows past
-//! `audit.retention_days`, used email tokens, and login sessions idle for longer than a refresh token lives (with
-//! their refresh tokens), and keeps everything still in use, on SQLite and PostgreSQL.
+//! `audit.retention_days`, used and expired email tokens, expired refresh tokens, and login sessions idle for
+//! longer than a refresh token lives (with their refresh tokens), and keeps everything still in use, on SQLite and
+//! PostgreSQL. (Quiet rate-limit keys: `auth::rate_limit`'s unit test `idle_keys_are_pruned`.)
 
 use std::time::Duration;
 
@@ -41,6 +42,35 @@ async fn the_pruning_task_deletes_what_has_served_its_time_and_nothing_else() {
             )
             .await;
         assert_eq!(a.status, 202);
+        // An unused verification token past its expiry (pruned).
+        let b = env
+            .post(
+                "/api/v1/auth/signup",
+                json!({"email": "expired@example.org", "password": "correct horse battery"}),
+                None,
+            )
+            .await;
+        assert_eq!(b.status, 202);
+        sqlx::query(
+            "UPDATE email_tokens SET expires_at = $1 WHERE user_id = \
+             (SELECT id FROM users WHERE email = 'expired@example.org')",
+        )
+        .bind(1_i64)
+        .execute(db.pool())
+        .await
+        .expect("expire the token");
+        // A session in use whose refresh token has expired: the token goes, the session stays.
+        env.verified_login("stale@example.org", "correct horse battery")
+            .await;
+        sqlx::query(
+            "UPDATE refresh_tokens SET expires_at = $1 WHERE session_id IN \
+             (SELECT s.id FROM login_sessions s JOIN users u ON u.id = s.user_id \
+              WHERE u.email = 'stale@example.org')",
+        )
+        .bind(1_i64)
+        .execute(db.pool())
+        .await
+        .expect("expire the refresh token");
         let old = zipiq::db::now_ms() - 3 * 86_400_000;
         sqlx::query(
             "UPDATE login_sessions SET last_used_at = $1 WHERE user_id = \
@@ -105,7 +135,37 @@ async fn the_pruning_task_deletes_what_has_served_its_time_and_nothing_else() {
         assert_eq!(
             count(&env, "SELECT COUNT(*) FROM email_tokens").await,
             1,
-            "{engine}: the pending one stays"
+            "{engine}: the pending one stays, the expired one goes"
+        );
+        assert_eq!(
+            count(
+                &env,
+                "SELECT COUNT(*) FROM email_tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE u.email = 'pending@example.org'"
+            )
+            .await,
+            1,
+            "{engine}: the one left is the pending one"
+        );
+        assert_eq!(
+            count(
+                &env,
+                "SELECT COUNT(*) FROM refresh_tokens t JOIN login_sessions s ON s.id = t.session_id \
+                 JOIN users u ON u.id = s.user_id WHERE u.email = 'stale@example.org'"
+            )
+            .await,
+            0,
+            "{engine}: an expired refresh token goes"
+        );
+        assert_eq!(
+            count(
+                &env,
+                "SELECT COUNT(*) FROM login_sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE u.email = 'stale@example.org'"
+            )
+            .await,
+            1,
+            "{engine}: its session, in use, stays"
         );
         assert_eq!(
             count(

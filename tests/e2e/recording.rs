@@ -274,3 +274,74 @@ async fn a_published_broadcast_is_chunked_into_ipfs_and_replays_from_its_root_ci
     other.shutdown().await;
     server.stop().await;
 }
+
+/// Broadcast listings page newest first with `before`, and show at most 100 chunks of a broadcast inline, with
+/// `chunk_count` and `chunks_truncated` telling the rest is on the chunk list (issue "Hardening I", item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_listings_page_with_before_and_show_at_most_100_chunks_inline() {
+    use zipiq::db::broadcasts::{ChunkKind, NewChunk};
+    let server = start_server("").await;
+    let db = &server.server.db;
+    let stream = db.find_stream("live").await.unwrap().unwrap();
+    let cid = server
+        .server
+        .ipfs
+        .add(bytes::Bytes::from_static(b"a chunk"))
+        .await
+        .unwrap()
+        .to_string();
+    let mut ids = Vec::new();
+    for chunks in [105_i64, 1, 2] {
+        let b = db.create_broadcast(stream.id, "test").await.unwrap();
+        for seq in 0..chunks {
+            db.insert_chunk(&NewChunk {
+                broadcast_id: b,
+                seq,
+                kind: if seq == 0 {
+                    ChunkKind::Init
+                } else {
+                    ChunkKind::Media
+                },
+                cid: cid.clone(),
+                size: 7,
+                duration_ms: if seq == 0 { 0 } else { 2000 },
+                start_ms: seq * 2000,
+                end_ms: (seq + 1) * 2000,
+            })
+            .await
+            .unwrap();
+        }
+        db.finish_broadcast(b, &cid).await.unwrap();
+        ids.push(b);
+    }
+    let http = reqwest::Client::new();
+    let list = |query: String| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/streams/live/broadcasts{query}", server.base);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let first = list("?limit=2".into()).await;
+    let page: Vec<i64> = first["broadcasts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page, vec![ids[2], ids[1]], "newest first");
+    assert_eq!(first["broadcasts"][0]["chunk_count"], 2);
+    assert_eq!(first["broadcasts"][0]["chunks_truncated"], false);
+    let second = list(format!("?limit=2&before={}", ids[1])).await;
+    let rest = second["broadcasts"].as_array().unwrap();
+    assert_eq!(rest.len(), 1, "only the oldest is before the second");
+    assert_eq!(rest[0]["id"].as_i64(), Some(ids[0]));
+    assert_eq!(rest[0]["chunk_count"], 105);
+    assert_eq!(rest[0]["chunks"].as_array().unwrap().len(), 100);
+    assert_eq!(rest[0]["chunks_truncated"], true);
+    let none = list(format!("?before={}", ids[0])).await;
+    assert!(none["broadcasts"].as_array().unwrap().is_empty());
+    server.stop().await;
+}
