@@ -1,6 +1,6 @@
 //! The dag-pb and UnixFS codec, written by hand: the protobuf encoding of dag-pb nodes (`PBNode`, `PBLink`) and of
 //! UnixFS `Data`, and the plain types of a directory being built. Pure functions, no I/O, used by the importer
-//! (`unixfs.rs`), the HAMT (`hamt.rs`) and the node's reads (`ipfs.rs`).
+//! (`unixfs.rs`), the HAMT (`hamt.rs`) and the node's reads (`ipfs/`).
 //!
 //! Decoders take bytes from the network or disk: they check every length and never panic; a malformed node is an
 //! error. The encoders produce the canonical dag-pb form (links before data), so CIDs match the JavaScript and Go
