@@ -26,8 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::Router;
-use axum::routing::get;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -165,9 +163,13 @@ impl Server {
             token = admin_guard.has_token(),
             "admin listener: Origin refused, Host checked, POST bodies JSON"
         );
-        let admin = admin_router(state_for_admin(&db, &archiver)).layer(
-            axum::middleware::from_fn_with_state(admin_guard, http::admin_listener::guard),
-        );
+        let admin = http::admin_listener::admin_router(http::admin_listener::state_for_admin(
+            &db, &archiver,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            admin_guard,
+            http::admin_listener::guard,
+        ));
         let admin_task = tokio::spawn(http::serve::serve(
             "admin",
             admin_listener,
@@ -288,104 +290,6 @@ fn http_limits(config: &Config) -> http::serve::Limits {
         idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
     }
 }
-
-/// What the admin listener's handlers reach.
-#[derive(Clone)]
-struct AdminState {
-    db: Db,
-    archiver: archive::worker::Archiver,
-}
-
-fn state_for_admin(db: &Db, archiver: &archive::worker::Archiver) -> AdminState {
-    AdminState {
-        db: db.clone(),
-        archiver: archiver.clone(),
-    }
-}
-
-/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive. Every
-/// request first passes `http::admin_listener::guard` (no Origin, its own Host, the token when set, JSON POSTs).
-fn admin_router(state: AdminState) -> Router {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    Router::new()
-        .route(
-            "/metrics",
-            get(|| async {
-                match telemetry::prometheus() {
-                    Some(handle) => (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        handle.render(),
-                    )
-                        .into_response(),
-                    None => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "metrics recorder unavailable\n",
-                    )
-                        .into_response(),
-                }
-            }),
-        )
-        .route(
-            "/archive",
-            get(|State(s): State<AdminState>| async move {
-                match s.archiver.status().await {
-                    Ok(status) => axum::Json(status).into_response(),
-                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-                }
-            }),
-        )
-        .route(
-            "/archive/jobs/{id}/retry",
-            axum::routing::post(|State(s): State<AdminState>, Path(id): Path<i64>| async move {
-                match s.db.retry_dead(Some(id)).await {
-                    Ok(0) => (StatusCode::NOT_FOUND, "no dead job with that id\n").into_response(),
-                    Ok(_) => StatusCode::NO_CONTENT.into_response(),
-                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-                }
-            }),
-        )
-        .route(
-            "/archive/retry-dead",
-            axum::routing::post(|State(s): State<AdminState>| async move {
-                match s.db.retry_dead(None).await {
-                    Ok(n) => axum::Json(serde_json::json!({ "retried": n })).into_response(),
-                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-                }
-            }),
-        )
-        .route(
-            "/wallets/{address}/{action}",
-            axum::routing::post(
-                |State(s): State<AdminState>, Path((address, action)): Path<(String, String)>| async move {
-                    let disabled = match action.as_str() {
-                        "disable" => true,
-                        "enable" => false,
-                        _ => return (StatusCode::NOT_FOUND, "use disable or enable\n").into_response(),
-                    };
-                    if s.archiver.wallets().get(&address).is_none() {
-                        return (StatusCode::NOT_FOUND, "no such wallet\n").into_response();
-                    }
-                    match s.db.set_wallet_disabled(&address, disabled, "admin API", "admin-api").await {
-                        Ok(()) => {
-                            tracing::warn!(target: "audit", action = %action, wallet = %address, by = "admin-api", "wallet state changed");
-                            if let Ok(d) = s.db.disabled_wallets().await {
-                                s.archiver.wallets().apply_disabled(&d);
-                            }
-                            StatusCode::NO_CONTENT.into_response()
-                        }
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-                    }
-                },
-            ),
-        )
-        .with_state(state)
-}
-
-use axum::response::IntoResponse;
 
 /// On first start with an empty database, creates the configured default stream.
 async fn create_first_stream(db: &Db, config: &Config) -> anyhow::Result<Option<FirstStream>> {

@@ -1,4 +1,5 @@
-//! The guard in front of the admin listener (metrics and the archive's operator endpoints).
+//! The admin listener: its routes (Prometheus metrics and the archive's operator endpoints: status, retrying dead
+//! jobs, disabling and enabling wallets) and the guard in front of them.
 //!
 //! The admin listener is meant for operators' tools (curl, Prometheus), never for browsers. So it refuses what only
 //! browsers send or what a browser could be tricked into sending: any request with an `Origin` header (cross-site
@@ -12,15 +13,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::error::HttpError;
+use crate::archive::worker::Archiver;
 use crate::config::AdminConfig;
+use crate::db::Db;
 use crate::secrets::{self, SecretError, SecretSource};
 
 /// The systemd credential holding the admin token.
@@ -271,6 +276,102 @@ fn refusal(
         }
     }
     None
+}
+
+/// What the admin listener's handlers reach.
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    db: Db,
+    archiver: Archiver,
+}
+
+pub(crate) fn state_for_admin(db: &Db, archiver: &Archiver) -> AdminState {
+    AdminState {
+        db: db.clone(),
+        archiver: archiver.clone(),
+    }
+}
+
+/// The admin listener (private by default): Prometheus metrics and operator endpoints for the archive. Every
+/// request first passes [`guard`] (no Origin, its own Host, the token when set, JSON POSTs).
+pub(crate) fn admin_router(state: AdminState) -> Router {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                match crate::telemetry::prometheus() {
+                    Some(handle) => (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        handle.render(),
+                    )
+                        .into_response(),
+                    None => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "metrics recorder unavailable\n",
+                    )
+                        .into_response(),
+                }
+            }),
+        )
+        .route(
+            "/archive",
+            get(|State(s): State<AdminState>| async move {
+                match s.archiver.status().await {
+                    Ok(status) => axum::Json(status).into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/archive/jobs/{id}/retry",
+            axum::routing::post(|State(s): State<AdminState>, Path(id): Path<i64>| async move {
+                match s.db.retry_dead(Some(id)).await {
+                    Ok(0) => (StatusCode::NOT_FOUND, "no dead job with that id\n").into_response(),
+                    Ok(_) => StatusCode::NO_CONTENT.into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/archive/retry-dead",
+            axum::routing::post(|State(s): State<AdminState>| async move {
+                match s.db.retry_dead(None).await {
+                    Ok(n) => axum::Json(serde_json::json!({ "retried": n })).into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/wallets/{address}/{action}",
+            axum::routing::post(
+                |State(s): State<AdminState>, Path((address, action)): Path<(String, String)>| async move {
+                    let disabled = match action.as_str() {
+                        "disable" => true,
+                        "enable" => false,
+                        _ => return (StatusCode::NOT_FOUND, "use disable or enable\n").into_response(),
+                    };
+                    if s.archiver.wallets().get(&address).is_none() {
+                        return (StatusCode::NOT_FOUND, "no such wallet\n").into_response();
+                    }
+                    match s.db.set_wallet_disabled(&address, disabled, "admin API", "admin-api").await {
+                        Ok(()) => {
+                            tracing::warn!(target: "audit", action = %action, wallet = %address, by = "admin-api", "wallet state changed");
+                            if let Ok(d) = s.db.disabled_wallets().await {
+                                s.archiver.wallets().apply_disabled(&d);
+                            }
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(state)
 }
 
 #[cfg(test)]
