@@ -20,12 +20,12 @@ use rtp::packet::Packet;
 use tokio::sync::mpsc;
 use webrtc::interceptor::Attributes;
 use webrtc::track::track_local::TrackLocalWriter;
-use zipiq::client::h264_capability;
 use zipiq::sfu::downtrack::DownTrack;
 use zipiq::sfu::forward::{ForwardMetrics, Forwarder, GopLimits, Start};
 use zipiq::sfu::keyframe::VideoCodec;
 use zipiq::sfu::keyframe_request::KeyframeRequester;
 use zipiq::sfu::retransmit::History;
+use zipiq_client::h264_capability;
 
 /// Counts heap allocations made by this process.
 struct CountingAllocator;

@@ -460,7 +460,7 @@ mod tests {
 
     fn viewer(thread: usize, ssrc: u32) -> (Arc<DownTrack>, Arc<Recorder>) {
         let track = Arc::new(
-            DownTrack::new(crate::client::h264_capability(), "video", "t").on_thread(thread),
+            DownTrack::new(zipiq_client::h264_capability(), "video", "t").on_thread(thread),
         );
         let recorder = Arc::new(Recorder::default());
         track.bind_writer(ssrc, 96, recorder.clone());

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use zipiq::client::{PublishOptions, WhipClient};
+use zipiq_client::{PublishOptions, WhipClient};
 
 use crate::common::*;
 use crate::fanout::live_publisher;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use zipiq::client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
 
 use crate::account_env::{ENGINES, Env};
 use crate::common::{eventually, packet, video_payload};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-use zipiq::client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 
 use crate::common::*;
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-use zipiq::client::{WatchOptions, WhepClient, h264_capability};
 use zipiq::media::h264::H264Depacketizer;
+use zipiq_client::{WatchOptions, WhepClient, h264_capability};
 
 use crate::common::*;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-use zipiq::client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 use zipiq::sfu::SfuCounts;
+use zipiq_client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 
 use crate::common::*;
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use zipiq::client::{PublishOptions, WhipClient};
+use zipiq_client::{PublishOptions, WhipClient};
 
 use crate::operations::{free_tcp_port, free_udp_port};
 

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use zipiq::client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 use zipiq::config::Config;
+use zipiq_client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 
 use crate::recording::{fixture, play, raw_cid};
 

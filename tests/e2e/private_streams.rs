@@ -1,4 +1,4 @@
-//! Streams owned by accounts, with real WebRTC peers (zipiq::client) on SQLite and PostgreSQL: a private stream's
+//! Streams owned by accounts, with real WebRTC peers (zipiq_client) on SQLite and PostgreSQL: a private stream's
 //! WHEP refuses viewers without a viewer token (401), with a bad one (401) or one for another stream (403), and
 //! plays to a good one; revoking viewer tokens ends them; a rotated stream key disconnects the publisher at once
 //! and refuses its next attempt with the old key, as OBS makes it. A stream turned private while live stops being
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use zipiq::client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
 
 use crate::account_env::{ENGINES, Env};
 use crate::common::{eventually, packet, video_payload};

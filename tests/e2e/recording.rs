@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use zipiq::client::{PublishOptions, WhipClient};
 use zipiq::media::MediaKind;
 use zipiq::media::capture::Capture;
+use zipiq_client::{PublishOptions, WhipClient};
 
 use crate::common::*;
 

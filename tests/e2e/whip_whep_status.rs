@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use zipiq::client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 
 use crate::common::*;
 
@@ -563,7 +563,7 @@ async fn whep_endpoint_statuses() {
     .err()
     .expect("refused");
     match err {
-        zipiq::client::ClientError::Refused { status, body } => {
+        zipiq_client::ClientError::Refused { status, body } => {
             assert_eq!(status, 422);
             assert!(body.contains("H264"), "{body}");
         }

@@ -1,6 +1,6 @@
-//! zipIQ's own WHIP and WHEP clients, on webrtc-rs: what the integration tests, the fixture recorder and the load
-//! tool use to publish and watch like OBS and a browser do (bundle, rtcp-mux, Opus on mid 0, H.264 on mid 1,
-//! optional simulcast layers, a bearer token, DELETE on stop).
+//! zipIQ's own WHIP and WHEP clients, on webrtc-rs: what the integration tests and the fan-out bench use to publish
+//! and watch like OBS and a browser do (bundle, rtcp-mux, Opus on mid 0, H.264 on mid 1, optional simulcast
+//! layers, a bearer token, DELETE on stop). A crate of its own, so the server binary does not link it.
 
 use std::sync::Arc;
 use std::time::Duration;
