@@ -12,13 +12,14 @@ use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
 use webrtc::track::track_remote::TrackRemote;
 
 use super::forward::{ForwardMetrics, Forwarder, GopLimits, ShardPlan};
+use super::ice::answer_with_candidates;
 use super::keyframe::VideoCodec;
 use super::keyframe_request::KeyframeRequester;
 use super::offer::{self, OfferSummary, Role};
 use super::retransmit::History;
 use super::session::{Session, SessionPlace, SessionRole, log_id, random_id};
 use super::stream::{PublishedMedia, SourceCommand, SourceHandle, Stream};
-use super::{Accepted, Sfu, SfuError, answer_with_candidates};
+use super::{Accepted, Sfu, SfuError};
 use tracing::Instrument;
 
 /// Largest RTP packet read from a publisher.

@@ -14,11 +14,12 @@ use webrtc::track::track_local::TrackLocal;
 
 use super::downtrack::DownTrack;
 use super::engine::ViewerCodecs;
+use super::ice::answer_with_candidates;
 use super::offer::{self, OfferedCodec, OfferedMedia, Role, codec_compatible};
 use super::publisher::media_mids;
 use super::session::{Session, SessionRole, log_id, random_id};
 use super::stream::Viewer;
-use super::{Accepted, Sfu, SfuError, answer_with_candidates};
+use super::{Accepted, Sfu, SfuError};
 
 fn as_offered(c: &RTCRtpCodecCapability) -> OfferedCodec {
     OfferedCodec {
