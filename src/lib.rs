@@ -1,6 +1,6 @@
 //! zipIQ: a censorship-resistant live-streaming server. A WHIP/WHEP SFU that fans RTP out without copying it,
-//! and (as the side pipeline lands) cuts every stream into content-addressed chunks in an embedded IPFS node,
-//! archived on Arweave. This file only wires the parts together; see ARCHITECTURE.md for the design.
+//! and a side pipeline that cuts every stream into content-addressed chunks in an embedded IPFS node, archived
+//! on Arweave. This file only wires the parts together; see ARCHITECTURE.md for the design.
 
 pub mod archive;
 pub mod auth;

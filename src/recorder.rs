@@ -3,7 +3,8 @@
 //! One task per broadcast runs the segmenter over the tap events; a second one commits each segment: add it to the
 //! embedded IPFS node (CIDv1, pinned, announced), then write its chunk row and archive job in one transaction.
 //! When the broadcast ends, a UnixFS directory linking every chunk and a VOD `index.m3u8` becomes its root CID.
-//! Broadcasts left open by a crash are finished the same way at the next start, ended at their last chunk's end.
+//! Broadcasts this node left open (a crash) are finished the same way at its next start, ended at their last
+//! chunk's end.
 //! Nothing here is on the hot path: the SFU only ever `try_send`s to it, and a slow IPFS or database only delays
 //! the recording.
 //!

@@ -1,9 +1,11 @@
 //! The permanent archive: every chunk signed as an ANS-104 data item and stored on Arweave, either through a
 //! Bundlr-protocol bundler or posted straight to a gateway inside a bundle transaction.
 //!
-//! This part is the cryptographic and wire-format core, with no I/O of its own except in the two HTTP clients:
-//! the deep hash, the Avro tag encoding, Arweave wallets (JWK), data items and bundles, format-2 transactions with
-//! their merkle data root and chunk proofs. Parsers of outside bytes here never panic: they return errors.
+//! The cryptographic and wire-format core does no I/O: the deep hash, the Avro tag encoding, Arweave keys (JWK),
+//! data items and bundles, format-2 transactions with their merkle data root and chunk proofs. Around it: the two
+//! HTTP clients (bundler, gateway), the wallet pool, what a job uploads (`items`), the worker that carries jobs
+//! through the queue (`worker/`) and the proof that a broadcast is archived (`verify`).
+//! Parsers of outside bytes here never panic: they return errors.
 //! Signing uses *ring* (constant-time RSA-PSS-SHA256); verifying others' signatures uses the `rsa` crate, which
 //! accepts any PSS salt length (arweave-js signs with the largest salt, which *ring*'s verifier rejects).
 

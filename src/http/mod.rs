@@ -1,6 +1,7 @@
 //! The HTTP side: WHIP and WHEP endpoints, their session resources, health, the REST API under /api/v1 (with its
-//! OpenAPI document) and the web pages, with CORS, body limits, browser safety headers and a request id on every
-//! request.
+//! OpenAPI document), broadcasts' HLS playlists, the IPFS gateway (`/ipfs/`) and the web pages, with CORS, body
+//! limits, browser safety headers and a request id on every request. The admin listener (metrics, archive
+//! operations) is a second, private server: `admin_listener`.
 
 pub mod admin_listener;
 pub mod api;

@@ -1,7 +1,7 @@
 //! Media files turned into RTP, the way a WHIP client sends them: an H.264 Annex-B elementary stream split into
 //! access units and packetized (RFC 6184 mode 1, via the `rtp` crate's payloader), and Opus packets read from an
-//! Ogg file (RFC 7845), one per RTP packet. Used to make the capture fixtures (`scripts/make-fixtures`) and by
-//! tools. Both readers take outside bytes: bounded and panic free (fuzz target `media_source`).
+//! Ogg file (RFC 7845), one per RTP packet. Used by `examples/make_capture.rs` to make the capture fixtures
+//! (`scripts/make-fixtures`). Both readers take outside bytes: bounded and panic free (fuzz target `media_source`).
 
 use std::time::Duration;
 

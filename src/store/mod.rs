@@ -1,6 +1,7 @@
-//! Content-addressed storage: zipIQ's embedded IPFS node (rust-ipfs) with a persistent repository and identity,
-//! the UnixFS importer of the `unixfs-v1-2025` profile, CAR v1 import/export, and the content-path parser the HTTP
-//! gateway uses.
+//! Content-addressed storage: zipIQ's embedded IPFS node (rust-ipfs, `ipfs/`) with a persistent repository and
+//! identity, the UnixFS importer of the `unixfs-v1-2025` profile (`unixfs`, with the dag-pb codec `dagpb` and
+//! HAMT-sharded directories `hamt`), block CIDs (`block`), CAR v1 (`car`), and the content-path parser the HTTP
+//! gateway uses (`content_path`).
 //!
 //! Nothing here runs on the SFU's hot path: segments reach `IpfsNode::add` from the side pipeline. Reads are
 //! local-only unless `fetch_from_network` is on, so a request for content this node lacks fails fast instead of

@@ -10,8 +10,8 @@ use crate::config::ArchiveMode;
 use crate::db::jobs::Job;
 use crate::db::now_ms;
 
-/// Follows an uploaded job: in gateway mode the bundle transaction's confirmations (posting again when it was
-/// dropped); in bundler mode, the item becoming available at the gateway.
+/// Follows an uploaded job: in gateway mode the bundle transaction's confirmations (a dropped transaction sends
+/// the item into a new bundle); in bundler mode, the item becoming available at the gateway.
 pub(super) async fn confirm(inner: &Arc<Inner>, job: Job) {
     let poll = Some(Duration::from_secs(10).min(inner.backoff.max));
     match (inner.config.mode, &job.bundle_tx) {

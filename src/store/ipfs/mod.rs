@@ -1,10 +1,10 @@
 //! zipIQ's embedded IPFS node: a rust-ipfs node with a persistent repository (blocks and pins on disk) and a
 //! persistent ed25519 libp2p identity, serving blocks over bitswap and announcing pinned roots in the DHT.
 //!
-//! Files are imported here (see `unixfs.rs`) instead of with rust-ipfs's adder, whose layout differs from the
-//! `unixfs-v1-2025` profile; rust-ipfs stores, pins, exchanges and announces the blocks. Reads are local-only unless
-//! `fetch_from_network` is on, and then every block fetch is bounded by `fetch_timeout_ms`. Announcing runs on its
-//! own task and never delays an add.
+//! Files are imported by zipIQ's own importer (`store::unixfs`, called from `add.rs`), not rust-ipfs's adder,
+//! whose layout differs from the `unixfs-v1-2025` profile; rust-ipfs stores, pins, exchanges and announces the
+//! blocks. Reads are local-only unless `fetch_from_network` is on, and then every block fetch is bounded by
+//! `fetch_timeout_ms`. Announcing runs on its own task and never delays an add.
 //!
 //! This file holds the node type and its lifecycle (start, health, shutdown). The rest, one concern a file:
 //! `identity.rs` (the key file), `blocks.rs` (where blocks come from and what each is), `add.rs` (files and
