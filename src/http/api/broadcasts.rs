@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{InvalidOptionalToken, InvalidQuery};
 use super::{ApiPath, MaybeAuthenticated};
 use crate::auth::CurrentUser;
 use crate::auth::validate::FieldError;
@@ -170,9 +171,9 @@ fn may_read(row: &StreamRow, user: Option<&CurrentUser>) -> bool {
     params(("name" = String, Path, description = "Stream name"), BroadcastQuery),
     responses(
         (status = 200, description = "Broadcasts", body = BroadcastList),
-        (status = 401, description = "A bearer token was given and is not valid", body = Problem, content_type = "application/problem+json"),
+        InvalidOptionalToken,
         (status = 404, description = "No such stream (or a private one of someone else)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        InvalidQuery,
     )
 )]
 pub async fn list_broadcasts(
@@ -223,8 +224,8 @@ pub async fn list_broadcasts(
     params(("id" = i64, Path, description = "Broadcast id"), ChunkQuery),
     responses(
         (status = 200, description = "Chunks", body = ChunkList),
-        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A bearer token was given and is not valid", body = Problem, content_type = "application/problem+json"),
+        InvalidQuery,
+        InvalidOptionalToken,
         (status = 404, description = "No such broadcast (or one of someone else's private stream)", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -3,7 +3,8 @@
 //! document and the server cannot drift apart.
 //!
 //! One file per concern: `accounts` (sign-up to password change), `streams`, `viewer_tokens`, `broadcasts` (and
-//! their chunks), `live`, `admin`; this file holds the document's frame and the extractors they share.
+//! their chunks), `live`, `admin`; `responses` holds the error answers they share in the document, and this file
+//! the document's frame and the extractors they share.
 //!
 //! Every refusal is `application/problem+json`, including malformed JSON (400), a wrong content type (415), a
 //! field of the wrong type or shape (422, naming the field) and a missing or bad bearer token (401). Handlers
@@ -13,6 +14,7 @@ pub mod accounts;
 pub mod admin;
 pub mod broadcasts;
 pub mod live;
+pub mod responses;
 pub mod streams;
 pub mod viewer_tokens;
 

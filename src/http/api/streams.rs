@@ -11,6 +11,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{InvalidQuery, JsonBody, NoSuchStream, Unauthenticated};
 use super::{ApiJson, ApiPath, Authenticated};
 use crate::auth::CurrentUser;
 use crate::auth::validate;
@@ -134,9 +135,9 @@ pub(super) async fn managed(
     params(ListQuery),
     responses(
         (status = 200, description = "Streams by name", body = StreamList),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
         (status = 403, description = "`all` needs the admin role", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        InvalidQuery,
     )
 )]
 pub async fn list_streams(
@@ -165,12 +166,10 @@ pub async fn list_streams(
     request_body = NewStream,
     responses(
         (status = 201, description = "Created; the key is shown only now", body = StreamKey),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        Unauthenticated,
         (status = 403, description = "The account has as many streams as it may", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_stream(
@@ -211,8 +210,8 @@ pub async fn create_stream(
     params(("name" = String, Path, description = "Stream name")),
     responses(
         (status = 200, description = "The stream", body = Stream),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NoSuchStream,
     )
 )]
 pub async fn get_stream(
@@ -233,12 +232,10 @@ pub async fn get_stream(
     request_body = StreamUpdate,
     responses(
         (status = 200, description = "The changed stream", body = Stream),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        Unauthenticated,
+        NoSuchStream,
         (status = 409, description = "The new name is taken, or the stream has sessions (renaming)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_stream(
@@ -311,8 +308,8 @@ pub async fn update_stream(
     params(("name" = String, Path, description = "Stream name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NoSuchStream,
     )
 )]
 pub async fn delete_stream(
@@ -344,8 +341,8 @@ pub async fn delete_stream(
     params(("name" = String, Path, description = "Stream name")),
     responses(
         (status = 200, description = "The new key, shown only now", body = StreamKey),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NoSuchStream,
     )
 )]
 pub async fn rotate_key(

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{JsonBody, NoSuchStream, Unauthenticated};
 use super::streams::managed;
 use super::{ApiJson, ApiPath, Authenticated};
 use crate::db::audit::actions;
@@ -55,12 +56,10 @@ pub struct ViewerToken {
     request_body = ViewerTokenRequest,
     responses(
         (status = 201, description = "The token", body = ViewerToken),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        Unauthenticated,
         (status = 403, description = "The stream's owner is a disabled account", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        NoSuchStream,
     )
 )]
 pub async fn create_viewer_token(
@@ -109,8 +108,8 @@ pub async fn create_viewer_token(
     params(("name" = String, Path, description = "Stream name")),
     responses(
         (status = 204, description = "Every viewer token of the stream is revoked"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such stream of the caller", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NoSuchStream,
     )
 )]
 pub async fn revoke_viewer_tokens(
