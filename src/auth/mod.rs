@@ -2,7 +2,7 @@
 //! JWT access tokens with rotating refresh tokens, viewer tokens for private streams, and rate limits. The flows
 //! live in [`accounts`]; the HTTP layer only maps them to answers. Stream keys and secrets from files or systemd
 //! credentials are `crate::secrets` (a leaf the database and the SFU use too); the key watcher is `sfu::key_watch`;
-//! the `zipiq users`/`secrets`/`audit` commands are `cli::accounts`.
+//! the `zipiq users`/`secrets`/`audit` commands are `cli::users`, `cli::secrets` and `cli::audit`.
 //!
 //! Nothing here logs a secret (password, key, token); the audit log records ids, addresses and outcomes.
 

@@ -1,7 +1,7 @@
 //! Past and live broadcasts as HLS: `GET /streams/{stream}/broadcasts/{id}/index.m3u8` (a playlist of
 //! `/ipfs/{cid}` segments, on the gateway's own origin when `gateway.public_url` is set: a sliding window while
 //! live, VOD with `EXT-X-ENDLIST` once ended). The JSON listing,
-//! `GET /api/v1/streams/{stream}/broadcasts`, is part of the REST API (`http::api::streams`).
+//! `GET /api/v1/streams/{stream}/broadcasts`, is part of the REST API (`http::api::broadcasts`).
 
 use axum::Router;
 use axum::extract::{Path, State};

@@ -509,7 +509,7 @@ async fn admins_manage_users_and_read_the_audit_log() {
     for engine in ENGINES {
         let mut env = Env::start(engine, "").await;
         let config = env.server.server.config.clone();
-        let printed = zipiq::cli::accounts::create_user(
+        let printed = zipiq::cli::users::create_user(
             &env.server.server.db,
             &config,
             "root@example.org",
@@ -596,7 +596,7 @@ async fn admins_manage_users_and_read_the_audit_log() {
                 .is_some_and(|s| s.iter().any(|s| s["name"] == "live")),
             "{engine}: admins see every stream"
         );
-        let text = zipiq::cli::accounts::audit(&env.server.server.db, 20, None, None, false)
+        let text = zipiq::cli::audit::audit(&env.server.server.db, 20, None, None, false)
             .await
             .expect("zipiq audit");
         assert!(text.contains("admin.user_disabled"), "{text}");
@@ -617,7 +617,7 @@ async fn rotated_jwt_keys_keep_earlier_tokens_valid() {
         };
         let old_kid = kid(&before.str("access_token"));
         let server = &env.server.server;
-        let printed = zipiq::cli::accounts::rotate_jwt(&server.db, &server.config, None)
+        let printed = zipiq::cli::secrets::rotate_jwt(&server.db, &server.config, None)
             .await
             .expect("rotate-jwt");
         assert!(printed.contains("new signing key"), "{printed}");

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{JsonBody, PasswordChecksBusy, SpentLink, Unauthenticated};
 use super::{Accepted, ApiJson, Authenticated, accepted};
 use crate::auth::TokenPair;
 use crate::db::users::{Role, UserRow};
@@ -144,14 +145,13 @@ fn tokens(pair: TokenPair) -> Response {
     request_body = SignupRequest,
     responses(
         (status = 202, description = "Check the mailbox for the verification link", body = Accepted),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
         (status = 403, description = "Sign-up is closed", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        // Replaces the 422 of JsonBody: answers are keyed by status, and the later one is kept.
         (status = 422, description = "Invalid field (named in `field`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many sign-ups from this address or for this email", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Too many password checks at once", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        PasswordChecksBusy,
     )
 )]
 pub async fn signup(
@@ -174,10 +174,8 @@ pub async fn signup(
     request_body = VerifyRequest,
     responses(
         (status = 204, description = "The address is confirmed; the account can log in"),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The link was used, expired or replaced", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        SpentLink,
     )
 )]
 pub async fn verify(
@@ -195,15 +193,12 @@ pub async fn verify(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Email not confirmed yet (a new link is mailed), or account disabled", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts from this address or for this account", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Too many password checks at once", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        PasswordChecksBusy,
     )
 )]
 pub async fn login(
@@ -232,10 +227,8 @@ pub async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new pair; the presented refresh token is used up", body = TokenPair),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
         (status = 401, description = "Unknown, expired, used or revoked refresh token", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(
@@ -256,7 +249,7 @@ pub async fn refresh(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     )
 )]
 pub async fn logout(
@@ -274,9 +267,7 @@ pub async fn logout(
     request_body = ResetRequest,
     responses(
         (status = 202, description = "If the address has an account, a reset link is mailed", body = Accepted),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
         (status = 429, description = "Too many requests from this address or for this email", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
@@ -298,14 +289,11 @@ pub async fn request_reset(
     request_body = ResetConfirm,
     responses(
         (status = 204, description = "The password is changed; log in with it"),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The link was used, expired or replaced", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        SpentLink,
         (status = 429, description = "Too many attempts from this address", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Too many password checks at once", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        PasswordChecksBusy,
     )
 )]
 pub async fn confirm_reset(
@@ -326,7 +314,7 @@ pub async fn confirm_reset(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The account", body = User),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     )
 )]
 pub async fn me(Authenticated(user): Authenticated) -> Json<User> {
@@ -341,15 +329,12 @@ pub async fn me(Authenticated(user): Authenticated) -> Json<User> {
     request_body = PasswordChange,
     responses(
         (status = 200, description = "Changed; use the new pair", body = TokenPair),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        Unauthenticated,
         (status = 403, description = "The current password is wrong (`field` = current_password)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "Too many password checks at once", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        PasswordChecksBusy,
     )
 )]
 pub async fn change_password(

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::accounts::User;
+use super::responses::{InvalidQuery, JsonBody, NotAdmin, Unauthenticated};
 use super::{Admin, ApiJson, ApiPath};
 use crate::auth::validate::FieldError;
 use crate::db::audit::{AuditQuery, AuditRow, actions};
@@ -90,9 +91,9 @@ fn limit(value: Option<i64>) -> Result<i64, HttpError> {
     params(UserQuery),
     responses(
         (status = 200, description = "Users by id", body = UserList),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NotAdmin,
+        InvalidQuery,
     )
 )]
 pub async fn list_users(
@@ -118,13 +119,11 @@ pub async fn list_users(
     request_body = UserUpdate,
     responses(
         (status = 200, description = "The changed user", body = User),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        Unauthenticated,
+        NotAdmin,
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "That would demote or disable the caller, or leave no active admin", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_user(
@@ -193,9 +192,9 @@ pub async fn update_user(
     params(AuditParams),
     responses(
         (status = 200, description = "Entries, newest first", body = AuditList),
-        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NotAdmin,
+        InvalidQuery,
     )
 )]
 pub async fn audit_log(

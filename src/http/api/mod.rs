@@ -2,13 +2,21 @@
 //! OpenAPI document of all of it at `/api/v1/openapi.json`, generated from these handlers (utoipa), so the
 //! document and the server cannot drift apart.
 //!
+//! One file per concern: `accounts` (sign-up to password change), `streams`, `viewer_tokens`, `broadcasts` (and
+//! their chunks), `live`, `admin`; `responses` holds the error answers they share in the document, and this file
+//! the document's frame and the extractors they share.
+//!
 //! Every refusal is `application/problem+json`, including malformed JSON (400), a wrong content type (415), a
 //! field of the wrong type or shape (422, naming the field) and a missing or bad bearer token (401). Handlers
 //! never trust a token's claims for authority: the session and the role are read from the database.
 
 pub mod accounts;
 pub mod admin;
+pub mod broadcasts;
+pub mod live;
+pub mod responses;
 pub mod streams;
+pub mod viewer_tokens;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -169,6 +177,9 @@ pub fn router(config: &crate::config::Config) -> (Router<AppState>, utoipa::open
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(streams::router())
+        .merge(viewer_tokens::router())
+        .merge(broadcasts::router())
+        .merge(live::router())
         .merge(admin::router())
         .split_for_parts();
     for missing in constrain(&mut openapi, config) {
