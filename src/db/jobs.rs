@@ -474,17 +474,15 @@ impl Db {
 
     /// Addresses of the wallets an operator disabled.
     pub async fn disabled_wallets(&self) -> Result<Vec<String>, DbError> {
-        let rows = sqlx::query("SELECT address, disabled FROM wallet_states")
-            .fetch_all(self.pool())
-            .await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let disabled: bool = row.try_get("disabled")?;
-            if disabled {
-                out.push(row.try_get("address")?);
-            }
-        }
-        Ok(out)
+        // `= TRUE` in SQL: the column is BOOLEAN on PostgreSQL and INTEGER on SQLite, which the Any driver will not
+        // decode as a bool.
+        let rows =
+            sqlx::query("SELECT address FROM wallet_states WHERE disabled = TRUE ORDER BY address")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|row| row.try_get("address").map_err(DbError::from))
+            .collect()
     }
 
     /// The item ids of a broadcast's chunks by sequence number, when every chunk has been signed.

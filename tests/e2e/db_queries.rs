@@ -261,3 +261,26 @@ async fn stored_bundles_own_their_jobs_and_a_node_takes_its_leases_back_on_both_
         t.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn disabled_wallets_read_back_on_both_engines() {
+    for t in both().await {
+        assert!(t.db.disabled_wallets().await.expect("none yet").is_empty());
+        t.db.set_wallet_disabled("A", true, "empty", "op")
+            .await
+            .expect("disable A");
+        t.db.set_wallet_disabled("B", true, "lost", "op")
+            .await
+            .expect("disable B");
+        t.db.set_wallet_disabled("B", false, "found", "op")
+            .await
+            .expect("enable B");
+        assert_eq!(
+            t.db.disabled_wallets().await.expect("read back"),
+            vec!["A".to_owned()],
+            "{}",
+            t.name
+        );
+        t.drop_db().await;
+    }
+}
