@@ -7,22 +7,22 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod http;
-pub mod log_flood;
+pub(crate) mod http;
+pub(crate) mod log_flood;
 pub mod media;
-pub mod pruner;
-pub mod recorder;
-pub mod reload;
+pub(crate) mod pruner;
+pub(crate) mod recorder;
+pub(crate) mod reload;
 pub mod resilience;
 pub mod secrets;
 pub mod sfu;
 pub mod store;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -144,7 +144,6 @@ impl Server {
             auth: auth.clone(),
             ipfs: ipfs.clone(),
             archiver: archiver.clone(),
-            started: Instant::now(),
         };
         let (stop, stop_rx) = watch::channel(false);
 

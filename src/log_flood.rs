@@ -19,7 +19,7 @@ const SUMMARY_TARGET: &str = "zipiq::log_flood";
 
 /// Counts per kind of event.
 #[derive(Debug)]
-pub struct FloodGuard {
+pub(crate) struct FloodGuard {
     events: u32,
     window: Duration,
     kinds: Mutex<HashMap<String, Kind>>,
@@ -35,7 +35,7 @@ struct Kind {
 
 impl FloodGuard {
     /// At most `limit.events` events of one kind per `limit.per_seconds` seconds (events = 0: no limit).
-    pub fn new(limit: LogRateLimit) -> Arc<FloodGuard> {
+    pub(crate) fn new(limit: LogRateLimit) -> Arc<FloodGuard> {
         Arc::new(FloodGuard {
             events: limit.events,
             window: Duration::from_secs(limit.per_seconds.max(1)),
@@ -48,7 +48,7 @@ impl FloodGuard {
     }
 
     /// Whether an event of `kind` (from `target`) may be written at `now`; counts it either way.
-    pub fn allow(&self, kind: &str, target: &str, now: Instant) -> bool {
+    pub(crate) fn allow(&self, kind: &str, target: &str, now: Instant) -> bool {
         if self.events == 0 || target == "audit" || target == SUMMARY_TARGET {
             return true;
         }
@@ -75,7 +75,7 @@ impl FloodGuard {
 
     /// Takes the kinds whose window is over and that had events suppressed: (kind, target, suppressed). Their
     /// windows start again.
-    pub fn take_summaries(&self, now: Instant) -> Vec<(String, String, u64)> {
+    pub(crate) fn take_summaries(&self, now: Instant) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
         let mut kinds = self.lock();
         kinds.retain(|kind, k| {
@@ -93,7 +93,7 @@ impl FloodGuard {
 
     /// Writes the summaries every window, on a thread of its own (no runtime needed; it lives as long as the
     /// process, as the log subscriber does).
-    pub fn spawn_summaries(self: &Arc<Self>) {
+    pub(crate) fn spawn_summaries(self: &Arc<Self>) {
         let guard = Arc::downgrade(self);
         let window = self.window;
         let _ = std::thread::Builder::new()
@@ -111,12 +111,12 @@ impl FloodGuard {
 }
 
 /// The tracing layer that asks the guard about every event.
-pub struct FloodLayer {
+pub(crate) struct FloodLayer {
     guard: Arc<FloodGuard>,
 }
 
 impl FloodLayer {
-    pub fn new(guard: Arc<FloodGuard>) -> FloodLayer {
+    pub(crate) fn new(guard: Arc<FloodGuard>) -> FloodLayer {
         FloodLayer { guard }
     }
 }

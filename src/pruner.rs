@@ -16,7 +16,7 @@ use crate::db::{Db, now_ms};
 const DAY_MS: i64 = 86_400_000;
 
 /// The cut-offs of a run at `now_ms` under `config`.
-pub fn rules(config: &Config, now_ms: i64) -> PruneRules {
+pub(crate) fn rules(config: &Config, now_ms: i64) -> PruneRules {
     let retention = i64::try_from(config.audit.retention_days).unwrap_or(i64::MAX);
     let refresh_ms = i64::try_from(config.auth.refresh_token_ttl_s)
         .unwrap_or(i64::MAX / 1000)
@@ -30,7 +30,11 @@ pub fn rules(config: &Config, now_ms: i64) -> PruneRules {
 }
 
 /// One run: the database, then the in-memory state.
-pub async fn run_once(db: &Db, auth: &Auth, config: &Config) -> Result<Pruned, crate::db::DbError> {
+pub(crate) async fn run_once(
+    db: &Db,
+    auth: &Auth,
+    config: &Config,
+) -> Result<Pruned, crate::db::DbError> {
     let pruned = db.prune(&rules(config, now_ms())).await?;
     let limiter_keys = auth.limits.prune() + auth.refusal_bursts.prune();
     for (what, n) in [
@@ -46,7 +50,7 @@ pub async fn run_once(db: &Db, auth: &Auth, config: &Config) -> Result<Pruned, c
 }
 
 /// Runs the pruning every `audit.prune_interval_s` (the first run shortly after start) until `stop`.
-pub fn spawn(
+pub(crate) fn spawn(
     db: Db,
     auth: Arc<Auth>,
     config: Arc<Config>,

@@ -405,7 +405,7 @@ async fn commit_segments(
 }
 
 /// The entries of a broadcast's directory: every chunk by its file name, and the VOD playlist.
-pub fn directory_playlist(chunks: &[ChunkRow]) -> String {
+pub(crate) fn directory_playlist(chunks: &[ChunkRow]) -> String {
     let items: Vec<PlaylistChunk> = chunks
         .iter()
         .map(|c| PlaylistChunk {

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::telemetry;
 
 /// Applies the live-changeable differences between `old` and `new`; returns one line per change.
-pub fn apply(old: &Config, new: &Config) -> Vec<String> {
+pub(crate) fn apply(old: &Config, new: &Config) -> Vec<String> {
     let mut changes = Vec::new();
     if old.log.level != new.log.level {
         if telemetry::set_log_level(&new.log.level) {

@@ -6,23 +6,23 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 /// Tells systemd the service is ready, with a status line.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// Updates the status line shown by `systemctl status`.
-pub fn status(status: &str) {
+pub(crate) fn status(status: &str) {
     let _ = sd_notify::notify(&[NotifyState::Status(status)]);
 }
 
 /// Tells systemd the service is stopping.
-pub fn stopping() {
+pub(crate) fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
 /// Starts the watchdog pings when systemd asked for them (`WatchdogSec=`). The pings come from the async
 /// runtime, so a wedged runtime stops them and systemd restarts the service.
-pub fn spawn_watchdog() {
+pub(crate) fn spawn_watchdog() {
     let Some(interval) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) else {
         return;
     };

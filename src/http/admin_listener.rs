@@ -29,15 +29,15 @@ use crate::db::Db;
 use crate::secrets::{self, SecretError, SecretSource};
 
 /// The systemd credential holding the admin token.
-pub const TOKEN_CREDENTIAL: &str = "admin-token";
+pub(crate) const TOKEN_CREDENTIAL: &str = "admin-token";
 /// Shortest admin token accepted.
-pub const TOKEN_MIN_LEN: usize = 16;
+pub(crate) const TOKEN_MIN_LEN: usize = 16;
 /// Largest POST body the admin listener reads.
 const MAX_BODY: usize = 64 * 1024;
 
 /// What the guard lets through.
 #[derive(Clone)]
-pub struct AdminGuard {
+pub(crate) struct AdminGuard {
     bound: SocketAddr,
     /// (host, port) pairs; no port: the listener's.
     allowed_hosts: Vec<(String, Option<u16>)>,
@@ -56,7 +56,7 @@ impl std::fmt::Debug for AdminGuard {
 
 /// Why the admin token could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("the admin token in {path} is empty")]
@@ -68,7 +68,7 @@ pub enum TokenError {
 /// Reads the admin token: the credential `admin-token` in `credentials` (systemd's `$CREDENTIALS_DIRECTORY`) wins
 /// over `admin.token_file`. An empty credential means no token (the installer creates it empty, and systemd needs
 /// the file to exist); an empty or missing configured file is an error, never silently no token.
-pub fn load_token(
+pub(crate) fn load_token(
     config: &AdminConfig,
     credentials: Option<&Path>,
 ) -> Result<Option<Zeroizing<String>>, TokenError> {
@@ -90,7 +90,11 @@ pub fn load_token(
 }
 
 impl AdminGuard {
-    pub fn new(bound: SocketAddr, config: &AdminConfig, token: Option<Zeroizing<String>>) -> Self {
+    pub(crate) fn new(
+        bound: SocketAddr,
+        config: &AdminConfig,
+        token: Option<Zeroizing<String>>,
+    ) -> Self {
         AdminGuard {
             bound,
             // Entries are checked by config validation; one that still does not parse matches nothing.
@@ -105,12 +109,12 @@ impl AdminGuard {
     }
 
     /// Whether the listener requires a token.
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
     /// Whether `value` (a `Host` header or the request's authority) names this listener.
-    pub fn host_allowed(&self, value: &str) -> bool {
+    pub(crate) fn host_allowed(&self, value: &str) -> bool {
         let value = value.trim();
         if value.contains('@') {
             return false;
@@ -166,7 +170,7 @@ fn refuse(status: StatusCode, detail: String) -> Response {
 }
 
 /// The middleware: origin, host, token, then the POST body (JSON or nothing).
-pub async fn guard(
+pub(crate) async fn guard(
     State(guard): State<AdminGuard>,
     request: Request,
     next: axum::middleware::Next,

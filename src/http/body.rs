@@ -11,7 +11,7 @@ use super::error::HttpError;
 
 /// The whole body of a request (within the body limit and the body timeout).
 #[derive(Debug, Clone)]
-pub struct RequestBody(pub Bytes);
+pub(crate) struct RequestBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RequestBody {
     type Rejection = HttpError;
@@ -25,7 +25,7 @@ impl<S: Send + Sync> FromRequest<S> for RequestBody {
 }
 
 /// The refusal for a body that could not be read.
-pub fn refusal(rejection: BytesRejection) -> HttpError {
+pub(crate) fn refusal(rejection: BytesRejection) -> HttpError {
     match rejection {
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             HttpError::new(

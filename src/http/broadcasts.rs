@@ -15,7 +15,7 @@ use crate::db::broadcasts::ChunkKind;
 use crate::db::streams::{StreamRow, Visibility};
 use crate::media::hls::{PlaylistChunk, PlaylistKind, playlist};
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route(
         "/streams/{stream}/broadcasts/{id}/index.m3u8",
         get(hls_playlist),

@@ -14,7 +14,7 @@ use crate::sfu::offer::OfferError;
 
 /// An error answer.
 #[derive(Debug)]
-pub struct HttpError {
+pub(crate) struct HttpError {
     pub status: StatusCode,
     pub detail: String,
     /// The request field the refusal is about, if any.
@@ -24,7 +24,7 @@ pub struct HttpError {
 
 /// The body of every error answer (RFC 9457 problem details), as the OpenAPI document describes it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Always "about:blank": the status says what kind of problem it is.
     #[serde(rename = "type")]
     pub kind: String,
@@ -39,7 +39,7 @@ pub struct Problem {
 }
 
 impl HttpError {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> HttpError {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> HttpError {
         HttpError {
             status,
             detail: detail.into(),
@@ -49,19 +49,19 @@ impl HttpError {
     }
 
     /// A 422 about one field.
-    pub fn field(field: impl Into<String>, detail: impl Into<String>) -> HttpError {
+    pub(crate) fn field(field: impl Into<String>, detail: impl Into<String>) -> HttpError {
         let mut e = HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, detail);
         e.field = Some(field.into());
         e
     }
 
     /// 403.
-    pub fn forbidden(detail: impl Into<String>) -> HttpError {
+    pub(crate) fn forbidden(detail: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::FORBIDDEN, detail)
     }
 
     /// 429 with `Retry-After`.
-    pub fn too_many(limited: Limited) -> HttpError {
+    pub(crate) fn too_many(limited: Limited) -> HttpError {
         let secs = limited.retry_after_secs();
         let mut e = HttpError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -74,27 +74,30 @@ impl HttpError {
     }
 
     /// Adds a header to the answer.
-    pub fn with_header(mut self, name: HeaderName, value: &'static str) -> HttpError {
+    pub(crate) fn with_header(mut self, name: HeaderName, value: &'static str) -> HttpError {
         self.headers.push((name, HeaderValue::from_static(value)));
         self
     }
 
-    pub fn bad_request(detail: impl Into<String>) -> HttpError {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::BAD_REQUEST, detail)
     }
 
-    pub fn not_found(detail: impl Into<String>) -> HttpError {
+    pub(crate) fn not_found(detail: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, detail)
     }
 
     /// 401 with `WWW-Authenticate: Bearer`.
-    pub fn unauthorized(detail: impl Into<String>) -> HttpError {
+    pub(crate) fn unauthorized(detail: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::UNAUTHORIZED, detail)
             .with_header(header::WWW_AUTHENTICATE, "Bearer")
     }
 
     /// 415 naming the one accepted type in `Accept` (and `accept_header`, e.g. Accept-Post).
-    pub fn unsupported_type(expected: &'static str, accept_header: &'static str) -> HttpError {
+    pub(crate) fn unsupported_type(
+        expected: &'static str,
+        accept_header: &'static str,
+    ) -> HttpError {
         let mut e = HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {expected}"),
@@ -107,7 +110,7 @@ impl HttpError {
         e
     }
 
-    pub fn internal(detail: impl Into<String>) -> HttpError {
+    pub(crate) fn internal(detail: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -64,7 +64,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Whether archival is degraded (cannot make progress now), and why or what it does; sets the gauge
 /// `zipiq_archive_degraded` (1 degraded, 0 not).
-pub fn archive_state(archiver: &crate::archive::worker::Archiver) -> (bool, String) {
+pub(crate) fn archive_state(archiver: &crate::archive::worker::Archiver) -> (bool, String) {
     let (progressing, reason) = archiver.readiness();
     metrics::gauge!("zipiq_archive_degraded").set(if progressing { 0.0 } else { 1.0 });
     (!progressing, reason)

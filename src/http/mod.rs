@@ -3,19 +3,19 @@
 //! limits, browser safety headers and a request id on every request. The admin listener (metrics, archive
 //! operations) is a second, private server: `admin_listener`.
 
-pub mod admin_listener;
-pub mod api;
-pub mod body;
-pub mod broadcasts;
-pub mod error;
-pub mod gateway;
-pub mod health;
-pub mod negotiation;
-pub mod security;
-pub mod serve;
-pub mod web;
-pub mod whep;
-pub mod whip;
+pub(crate) mod admin_listener;
+pub(crate) mod api;
+pub(crate) mod body;
+pub(crate) mod broadcasts;
+pub(crate) mod error;
+pub(crate) mod gateway;
+pub(crate) mod health;
+pub(crate) mod negotiation;
+pub(crate) mod security;
+pub(crate) mod serve;
+pub(crate) mod web;
+pub(crate) mod whep;
+pub(crate) mod whip;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,14 +40,13 @@ use crate::sfu::Sfu;
 
 /// What every handler can reach.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub sfu: Sfu,
     pub auth: Arc<Auth>,
     pub ipfs: Arc<crate::store::IpfsNode>,
     pub archiver: crate::archive::worker::Archiver,
-    pub started: Instant,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,7 +73,7 @@ async fn endpoint_options() -> Response {
 
 /// A metric label for a request method: the standard methods by name, anything a client made up as `other`, so
 /// labels from client input stay a bounded set.
-pub fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
@@ -153,7 +152,7 @@ async fn problem_answers(
 
 /// The path of a request as logs show it: a WHIP/WHEP session resource's id is a capability, so only its first
 /// characters are kept (`/whep/live/0123abcd…`).
-pub fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
     let mut parts = path.splitn(4, '/');
     let (Some(""), Some(kind @ ("whip" | "whep")), Some(stream), Some(rest)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -226,7 +225,7 @@ fn cors(config: &Config) -> CorsLayer {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let accept_post = SetResponseHeaderLayer::if_not_present(
         HeaderName::from_static("accept-post"),
         HeaderValue::from_static(negotiation::SDP),

@@ -16,11 +16,11 @@ use crate::secrets::stream_keys;
 use crate::sfu::session::{Session, SessionRole};
 use crate::sfu::{Accepted, sdpfrag};
 
-pub const SDP: &str = "application/sdp";
-pub const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+pub(crate) const SDP: &str = "application/sdp";
+pub(crate) const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
 /// Whether the request's `Content-Type` is `expected` (parameters ignored).
-pub fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
+pub(crate) fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -29,7 +29,7 @@ pub fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
 }
 
 /// The bearer token of the request, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -37,7 +37,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks the content type and decodes an SDP offer body.
-pub fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, HttpError> {
+pub(crate) fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, HttpError> {
     if !has_content_type(headers, SDP) {
         return Err(HttpError::unsupported_type(SDP, "accept-post"));
     }
@@ -50,7 +50,7 @@ pub fn read_offer(headers: &HeaderMap, body: &Bytes) -> Result<String, HttpError
 }
 
 /// `Link` header values announcing the configured ICE servers (RFC 9725 section 4.6).
-pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+pub(crate) fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
     let mut links = Vec::new();
     for server in servers {
         for url in &server.urls {
@@ -71,7 +71,7 @@ pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
 }
 
 /// The 201 answer to an accepted offer.
-pub fn created(state: &AppState, accepted: Accepted, location: String) -> Response {
+pub(crate) fn created(state: &AppState, accepted: Accepted, location: String) -> Response {
     let mut response = (StatusCode::CREATED, accepted.answer_sdp).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -95,7 +95,7 @@ pub fn created(state: &AppState, accepted: Accepted, location: String) -> Respon
 use axum::http::HeaderName;
 
 /// Finds the session behind a resource URL of `role` on `stream`, and checks the bearer token that made it.
-pub fn authorized_session(
+pub(crate) fn authorized_session(
     state: &AppState,
     headers: &HeaderMap,
     role: SessionRole,
@@ -116,7 +116,7 @@ pub fn authorized_session(
 }
 
 /// PATCH on a session: trickle candidates (204) or an ICE restart (200 with our new fragment and a new ETag).
-pub async fn patch_session(
+pub(crate) async fn patch_session(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
@@ -177,7 +177,7 @@ fn etag_matches(if_match: &str, etag: &str) -> bool {
 }
 
 /// DELETE on a session (already authorized): ends it.
-pub fn delete_session(state: &AppState, session: &Session) -> Response {
+pub(crate) fn delete_session(state: &AppState, session: &Session) -> Response {
     state.sfu.end_session(&session.id, "DELETE by the client");
     StatusCode::OK.into_response()
 }

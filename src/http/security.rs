@@ -17,15 +17,15 @@ use axum::response::Response;
 use super::AppState;
 
 /// The policy of HTML pages: same-origin scripts, styles and connections only; no inline script; no framing.
-pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub(crate) const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 /// The policy of every other answer (JSON, SDP, problems): nothing may run, load or frame it.
-pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+pub(crate) const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// The pages' policy when the IPFS gateway has an origin of its own (`gateway`, e.g. `https://ipfs.example.org`):
 /// [`PAGE_CSP`] with that origin added to `connect-src` and `media-src`, so replays may load from it.
-pub fn page_csp(gateway: Option<&str>) -> String {
+pub(crate) fn page_csp(gateway: Option<&str>) -> String {
     match gateway.filter(|g| !g.is_empty()) {
         None => PAGE_CSP.to_owned(),
         Some(gateway) => PAGE_CSP
@@ -42,10 +42,10 @@ pub fn page_csp(gateway: Option<&str>) -> String {
 
 /// The `Content-Security-Policy` of HTML pages, built once from the configuration.
 #[derive(Clone)]
-pub struct PagePolicy(pub HeaderValue);
+pub(crate) struct PagePolicy(pub HeaderValue);
 
 impl PagePolicy {
-    pub fn new(gateway: Option<&str>) -> PagePolicy {
+    pub(crate) fn new(gateway: Option<&str>) -> PagePolicy {
         PagePolicy(
             HeaderValue::from_str(&page_csp(gateway))
                 .unwrap_or_else(|_| HeaderValue::from_static(PAGE_CSP)),
@@ -62,7 +62,7 @@ fn set_if_absent(response: &mut Response, name: HeaderName, value: &'static str)
 }
 
 /// Middleware adding the safety headers to every answer.
-pub async fn safety_headers(
+pub(crate) async fn safety_headers(
     axum::extract::State(policy): axum::extract::State<PagePolicy>,
     request: Request<axum::body::Body>,
     next: axum::middleware::Next,
@@ -100,7 +100,11 @@ pub async fn safety_headers(
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the right-most address of
 /// `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
+pub(crate) fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[IpAddr],
+) -> IpAddr {
     let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if !trusted.contains(&peer) {
         return peer;
@@ -117,7 +121,7 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[I
 
 /// Extractor of the client's address (see [`client_ip`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
+pub(crate) struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
@@ -36,7 +36,7 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Raises the soft limit on open files to the hard limit where allowed, and returns the soft limit in force.
-pub fn raise_open_file_limit() -> Option<u64> {
+pub(crate) fn raise_open_file_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => Some(limit),
         Err(e) => {
@@ -48,7 +48,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
 
 /// `wanted` connections, or fewer: three quarters of the open-file limit, leaving the rest to the media socket,
 /// the database, IPFS and the log.
-pub fn effective_max_connections(wanted: usize, open_file_limit: Option<u64>) -> usize {
+pub(crate) fn effective_max_connections(wanted: usize, open_file_limit: Option<u64>) -> usize {
     match open_file_limit {
         Some(limit) => {
             let room = usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX).max(1);
@@ -60,7 +60,7 @@ pub fn effective_max_connections(wanted: usize, open_file_limit: Option<u64>) ->
 
 /// Serves `app` on `listener` until `stop` turns true, then lets open connections finish (bounded).
 /// `name` tells the listeners apart in logs and metrics ("http", "admin").
-pub async fn serve(
+pub(crate) async fn serve(
     name: &'static str,
     listener: TcpListener,
     app: Router,

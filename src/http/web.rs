@@ -69,7 +69,7 @@ fn asset(name: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { html(INDEX_HTML) }))
         .route("/watch/{stream}", get(|| async { html(WATCH_HTML) }))

@@ -23,7 +23,7 @@ use crate::sfu::session::SessionRole;
 
 /// Query of `POST /whep/{stream}`.
 #[derive(Debug, Deserialize)]
-pub struct WatchQuery {
+pub(crate) struct WatchQuery {
     /// Simulcast layer (`rid`) to watch instead of the best one.
     pub layer: Option<String>,
 }
@@ -45,7 +45,7 @@ fn check_limits(
 }
 
 /// `POST /whep/{stream}`.
-pub async fn watch(
+pub(crate) async fn watch(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
@@ -107,7 +107,7 @@ pub async fn watch(
 }
 
 /// `PATCH /whep/{stream}/{session}`.
-pub async fn patch(
+pub(crate) async fn patch(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
@@ -120,7 +120,7 @@ pub async fn patch(
 }
 
 /// `DELETE /whep/{stream}/{session}`.
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
@@ -133,13 +133,13 @@ pub async fn delete(
 
 /// Body of `POST /whep/{stream}/{session}/layer`.
 #[derive(Debug, Deserialize)]
-pub struct LayerChoice {
+pub(crate) struct LayerChoice {
     /// The layer (`rid`) to watch, or null for the best one.
     pub layer: Option<String>,
 }
 
 /// `POST /whep/{stream}/{session}/layer`: switch simulcast layer (at the layer's next keyframe).
-pub async fn choose_layer(
+pub(crate) async fn choose_layer(
     State(state): State<AppState>,
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
@@ -151,11 +151,11 @@ pub async fn choose_layer(
 }
 
 /// `HEAD /whep/{stream}`: 200, the endpoint exists.
-pub async fn head() -> Response {
+pub(crate) async fn head() -> Response {
     StatusCode::OK.into_response()
 }
 
 /// `GET /whep/{stream}`: 204.
-pub async fn probe() -> Response {
+pub(crate) async fn probe() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }

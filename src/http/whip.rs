@@ -39,7 +39,7 @@ async fn check_account(state: &AppState, stream: &str) -> Result<(), HttpError> 
 }
 
 /// `POST /whip/{stream}`.
-pub async fn publish(
+pub(crate) async fn publish(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
@@ -85,7 +85,7 @@ pub async fn publish(
 }
 
 /// `PATCH /whip/{stream}/{session}`.
-pub async fn patch(
+pub(crate) async fn patch(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
@@ -105,7 +105,7 @@ pub async fn patch(
 }
 
 /// `DELETE /whip/{stream}/{session}`.
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path((stream, session)): Path<(String, String)>,
@@ -124,6 +124,6 @@ pub async fn delete(
 }
 
 /// `GET /whip/{stream}`: the endpoint exists (clients probe it).
-pub async fn probe() -> Response {
+pub(crate) async fn probe() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }

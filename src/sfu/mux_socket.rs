@@ -31,7 +31,8 @@ impl MuxSocket {
         let local = socket.local_addr()?;
         socket.set_nonblocking(true)?;
         // SAFETY: `std::net::UdpSocket` owns its descriptor: it stays open and the same for as long as the
-        // AsyncFd owns the socket, and nothing else can close or replace it.
+        // AsyncFd owns the socket, and nothing else can close or replace it. The crate's only unsafe block.
+        #[allow(unsafe_code)]
         let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
             .map_err(io::Error::from)?;
         Ok(MuxSocket {

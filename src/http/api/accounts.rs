@@ -17,7 +17,7 @@ use crate::http::AppState;
 use crate::http::error::{HttpError, Problem};
 use crate::http::security::ClientIp;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(signup))
         .routes(routes!(verify))
@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A new account.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SignupRequest {
+pub(crate) struct SignupRequest {
     /// The email address (stored lowercased).
     #[schema(example = "ann@example.org")]
     pub email: String,
@@ -48,7 +48,7 @@ pub struct SignupRequest {
 /// Email and password.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginRequest {
+pub(crate) struct LoginRequest {
     /// The account's email address (compared without case).
     #[schema(example = "ann@example.org")]
     pub email: String,
@@ -59,7 +59,7 @@ pub struct LoginRequest {
 /// The token of a verification link.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
+pub(crate) struct VerifyRequest {
     /// The `token` of the link's fragment (`#token=zqv_...`).
     pub token: String,
 }
@@ -67,14 +67,14 @@ pub struct VerifyRequest {
 /// A refresh token to exchange.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
+pub(crate) struct RefreshRequest {
     pub refresh_token: String,
 }
 
 /// An email address asking for a reset link.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResetRequest {
+pub(crate) struct ResetRequest {
     #[schema(example = "ann@example.org")]
     pub email: String,
 }
@@ -82,7 +82,7 @@ pub struct ResetRequest {
 /// A reset link's token and the new password.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResetConfirm {
+pub(crate) struct ResetConfirm {
     /// The `token` of the link's fragment (`#token=zqp_...`).
     pub token: String,
     pub password: String,
@@ -91,14 +91,14 @@ pub struct ResetConfirm {
 /// The current and the new password.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PasswordChange {
+pub(crate) struct PasswordChange {
     pub current_password: String,
     pub new_password: String,
 }
 
 /// An account as its owner and admins see it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct User {
+pub(crate) struct User {
     pub id: i64,
     pub email: String,
     pub role: Role,
@@ -154,7 +154,7 @@ fn tokens(pair: TokenPair) -> Response {
         PasswordChecksBusy,
     )
 )]
-pub async fn signup(
+pub(crate) async fn signup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<SignupRequest>,
@@ -178,7 +178,7 @@ pub async fn signup(
         SpentLink,
     )
 )]
-pub async fn verify(
+pub(crate) async fn verify(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<VerifyRequest>,
@@ -201,7 +201,7 @@ pub async fn verify(
         PasswordChecksBusy,
     )
 )]
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -231,7 +231,7 @@ pub async fn login(
         (status = 401, description = "Unknown, expired, used or revoked refresh token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn refresh(
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RefreshRequest>,
@@ -252,7 +252,7 @@ pub async fn refresh(
         Unauthenticated,
     )
 )]
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,
@@ -272,7 +272,7 @@ pub async fn logout(
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
-pub async fn request_reset(
+pub(crate) async fn request_reset(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ResetRequest>,
@@ -296,7 +296,7 @@ pub async fn request_reset(
         PasswordChecksBusy,
     )
 )]
-pub async fn confirm_reset(
+pub(crate) async fn confirm_reset(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ResetConfirm>,
@@ -317,7 +317,7 @@ pub async fn confirm_reset(
         Unauthenticated,
     )
 )]
-pub async fn me(Authenticated(user): Authenticated) -> Json<User> {
+pub(crate) async fn me(Authenticated(user): Authenticated) -> Json<User> {
     Json(User::from(&user.user))
 }
 
@@ -337,7 +337,7 @@ pub async fn me(Authenticated(user): Authenticated) -> Json<User> {
         PasswordChecksBusy,
     )
 )]
-pub async fn change_password(
+pub(crate) async fn change_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,

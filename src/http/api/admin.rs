@@ -18,7 +18,7 @@ use crate::http::AppState;
 use crate::http::error::{HttpError, Problem};
 use crate::http::security::ClientIp;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users))
         .routes(routes!(update_user))
@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Users by id.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct UserList {
+pub(crate) struct UserList {
     pub users: Vec<User>,
 }
 
@@ -35,7 +35,7 @@ pub struct UserList {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct UserQuery {
+pub(crate) struct UserQuery {
     /// Only users with an id above this.
     pub after: Option<i64>,
     /// At most this many (1-1000, default 100).
@@ -46,7 +46,7 @@ pub struct UserQuery {
 /// Changes to a user (each optional).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UserUpdate {
+pub(crate) struct UserUpdate {
     pub role: Option<Role>,
     /// true ends every session of the user, its streams' publishers and viewers, and refuses logins, publishing
     /// and viewer tokens until it is false again.
@@ -55,7 +55,7 @@ pub struct UserUpdate {
 
 /// Audit entries, newest first.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct AuditList {
+pub(crate) struct AuditList {
     pub entries: Vec<AuditRow>,
 }
 
@@ -63,7 +63,7 @@ pub struct AuditList {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct AuditParams {
+pub(crate) struct AuditParams {
     /// Only this action (e.g. `login`, `refresh_token.reuse`, `stream.key_rotated`).
     pub action: Option<String>,
     /// Only entries by this user id.
@@ -96,7 +96,7 @@ fn limit(value: Option<i64>) -> Result<i64, HttpError> {
         InvalidQuery,
     )
 )]
-pub async fn list_users(
+pub(crate) async fn list_users(
     State(state): State<AppState>,
     Admin(_admin): Admin,
     q: Result<Query<UserQuery>, axum::extract::rejection::QueryRejection>,
@@ -126,7 +126,7 @@ pub async fn list_users(
         (status = 409, description = "That would demote or disable the caller, or leave no active admin", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn update_user(
+pub(crate) async fn update_user(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Admin(admin): Admin,
@@ -197,7 +197,7 @@ pub async fn update_user(
         InvalidQuery,
     )
 )]
-pub async fn audit_log(
+pub(crate) async fn audit_log(
     State(state): State<AppState>,
     Admin(_admin): Admin,
     q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,

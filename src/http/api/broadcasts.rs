@@ -17,7 +17,7 @@ use crate::db::streams::{StreamRow, Visibility};
 use crate::http::AppState;
 use crate::http::error::{HttpError, Problem};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_broadcasts))
         .routes(routes!(list_chunks))
@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// One broadcast (a live session of a stream) with its chunks.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Broadcast {
+pub(crate) struct Broadcast {
     pub id: i64,
     pub stream_id: i64,
     /// Unix milliseconds.
@@ -84,7 +84,7 @@ impl Broadcast {
 
 /// A stream's broadcasts, newest first.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct BroadcastList {
+pub(crate) struct BroadcastList {
     pub stream: String,
     pub broadcasts: Vec<Broadcast>,
 }
@@ -92,14 +92,14 @@ pub struct BroadcastList {
 /// Init segment or media segment.
 #[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     Init,
     Media,
 }
 
 /// One chunk: a CMAF segment stored in IPFS.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     pub seq: i64,
     pub kind: Kind,
     pub cid: String,
@@ -128,7 +128,7 @@ impl From<&ChunkRow> for Chunk {
 
 /// A broadcast's chunks, in order.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ChunkList {
+pub(crate) struct ChunkList {
     pub chunks: Vec<Chunk>,
     /// When more chunks follow: pass it as `after` for the next page.
     pub next_after: Option<i64>,
@@ -138,7 +138,7 @@ pub struct ChunkList {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ChunkQuery {
+pub(crate) struct ChunkQuery {
     /// Only chunks with a greater `seq` (the `next_after` of the previous page).
     pub after: Option<i64>,
     /// At most this many (1-1000, default 500).
@@ -150,7 +150,7 @@ pub struct ChunkQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct BroadcastQuery {
+pub(crate) struct BroadcastQuery {
     /// At most this many, newest first (1-100, default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
@@ -176,7 +176,7 @@ fn may_read(row: &StreamRow, user: Option<&CurrentUser>) -> bool {
         InvalidQuery,
     )
 )]
-pub async fn list_broadcasts(
+pub(crate) async fn list_broadcasts(
     State(state): State<AppState>,
     MaybeAuthenticated(user): MaybeAuthenticated,
     ApiPath(name): ApiPath<String>,
@@ -229,7 +229,7 @@ pub async fn list_broadcasts(
         (status = 404, description = "No such broadcast (or one of someone else's private stream)", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_chunks(
+pub(crate) async fn list_chunks(
     State(state): State<AppState>,
     MaybeAuthenticated(user): MaybeAuthenticated,
     ApiPath(id): ApiPath<String>,

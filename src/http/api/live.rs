@@ -8,13 +8,13 @@ use utoipa_axum::routes;
 use crate::http::AppState;
 use crate::http::error::HttpError;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(live))
 }
 
 /// A stream that is live now.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct LiveStream {
+pub(crate) struct LiveStream {
     pub name: String,
     pub viewers: u64,
     /// Simulcast layers (rids), best first; [""] without simulcast.
@@ -25,7 +25,7 @@ pub struct LiveStream {
 
 /// Public live streams.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct LiveList {
+pub(crate) struct LiveList {
     pub streams: Vec<LiveStream>,
 }
 
@@ -34,7 +34,7 @@ pub struct LiveList {
     get, path = "/api/v1/live", tag = "live",
     responses((status = 200, description = "Live public streams by name", body = LiveList))
 )]
-pub async fn live(State(state): State<AppState>) -> Result<Json<LiveList>, HttpError> {
+pub(crate) async fn live(State(state): State<AppState>) -> Result<Json<LiveList>, HttpError> {
     let public: std::collections::HashSet<String> =
         state.db.public_stream_names().await?.into_iter().collect();
     let streams = state

@@ -10,13 +10,13 @@
 //! field of the wrong type or shape (422, naming the field) and a missing or bad bearer token (401). Handlers
 //! never trust a token's claims for authority: the session and the role are read from the database.
 
-pub mod accounts;
-pub mod admin;
-pub mod broadcasts;
-pub mod live;
-pub mod responses;
-pub mod streams;
-pub mod viewer_tokens;
+pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod broadcasts;
+pub(crate) mod live;
+pub(crate) mod responses;
+pub(crate) mod streams;
+pub(crate) mod viewer_tokens;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -101,7 +101,7 @@ fn property_mut<'a>(
 /// Writes the validation rules that come from the configuration or from shared code (password lengths, the
 /// email and token patterns, viewer-token lifetimes) into the document. Returns the (schema, property) pairs it
 /// could not find (a test keeps this empty).
-pub fn constrain(
+pub(crate) fn constrain(
     openapi: &mut utoipa::openapi::OpenApi,
     config: &crate::config::Config,
 ) -> Vec<String> {
@@ -173,7 +173,9 @@ pub fn constrain(
 }
 
 /// The API routes and their OpenAPI document.
-pub fn router(config: &crate::config::Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub(crate) fn router(
+    config: &crate::config::Config,
+) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(streams::router())
@@ -200,7 +202,7 @@ pub fn router(config: &crate::config::Config) -> (Router<AppState>, utoipa::open
 /// 413 over the body limit, 400 for malformed JSON, 422 naming the field for a value of the wrong type, a missing
 /// field or an unknown one.
 #[derive(Debug, Clone)]
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -226,7 +228,7 @@ where
 
 /// Decodes a JSON body (which must be an object), naming the field of a type error. Numbers with no fraction
 /// (`7.0`) count as integers, as JSON Schema says.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
     let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
@@ -273,7 +275,7 @@ fn field_of_message(message: &str) -> Option<String> {
 /// A path parameter whose rejection (say, invalid percent-encoding) is a problem answer: 404, since no resource
 /// has such a name.
 #[derive(Debug, Clone)]
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiPath<T>
 where
@@ -291,7 +293,7 @@ where
 }
 
 /// Query strings: unknown or badly typed parameters are 422 naming the parameter.
-pub fn query<T: DeserializeOwned>(
+pub(crate) fn query<T: DeserializeOwned>(
     q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, HttpError> {
     q.map(|axum::extract::Query(v)| v).map_err(|e| {
@@ -307,7 +309,7 @@ pub fn query<T: DeserializeOwned>(
 
 /// The logged-in user (a valid access token of an open session); 401 otherwise.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub CurrentUser);
+pub(crate) struct Authenticated(pub CurrentUser);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = HttpError;
@@ -330,7 +332,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
 /// The logged-in user when there is a bearer token, else nobody; a bad token is still a 401.
 #[derive(Debug, Clone)]
-pub struct MaybeAuthenticated(pub Option<CurrentUser>);
+pub(crate) struct MaybeAuthenticated(pub Option<CurrentUser>);
 
 impl FromRequestParts<AppState> for MaybeAuthenticated {
     type Rejection = HttpError;
@@ -349,7 +351,7 @@ impl FromRequestParts<AppState> for MaybeAuthenticated {
 
 /// A logged-in admin; 401 without a valid token, 403 for other roles.
 #[derive(Debug, Clone)]
-pub struct Admin(pub CurrentUser);
+pub(crate) struct Admin(pub CurrentUser);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = HttpError;
@@ -368,12 +370,12 @@ impl FromRequestParts<AppState> for Admin {
 
 /// A short JSON acknowledgement (`202 Accepted` answers).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub detail: String,
 }
 
 /// `202` with a detail.
-pub fn accepted(detail: &str) -> Response {
+pub(crate) fn accepted(detail: &str) -> Response {
     (
         StatusCode::ACCEPTED,
         Json(Accepted {

@@ -3,13 +3,19 @@
 //! describe answers, none is ever made: every refusal is a [`Problem`] made by `HttpError`. A tuple listed after a
 //! set replaces the set's answer of the same status (the map of answers is keyed by status).
 
+// The variants exist for the OpenAPI document's sake alone: none is ever made.
+#![allow(
+    dead_code,
+    reason = "IntoResponses types describe answers for the OpenAPI document; no value is made"
+)]
+
 use utoipa::IntoResponses;
 
 use crate::http::error::Problem;
 
 /// For operations that need an access token.
 #[derive(IntoResponses)]
-pub enum Unauthenticated {
+pub(crate) enum Unauthenticated {
     /// The `Authenticated` (or `Admin`) extractor's refusal.
     #[response(
         status = 401,
@@ -21,7 +27,7 @@ pub enum Unauthenticated {
 
 /// For operations open to anyone that read a bearer token when one is given.
 #[derive(IntoResponses)]
-pub enum InvalidOptionalToken {
+pub(crate) enum InvalidOptionalToken {
     /// The `MaybeAuthenticated` extractor's refusal.
     #[response(
         status = 401,
@@ -33,7 +39,7 @@ pub enum InvalidOptionalToken {
 
 /// For the admin operations.
 #[derive(IntoResponses)]
-pub enum NotAdmin {
+pub(crate) enum NotAdmin {
     /// The `Admin` extractor's refusal of other roles.
     #[response(
         status = 403,
@@ -45,7 +51,7 @@ pub enum NotAdmin {
 
 /// For operations with a JSON body read by `ApiJson`.
 #[derive(IntoResponses)]
-pub enum JsonBody {
+pub(crate) enum JsonBody {
     /// The body is not JSON.
     #[response(
         status = 400,
@@ -71,7 +77,7 @@ pub enum JsonBody {
 
 /// For operations with query parameters read by `api::query`.
 #[derive(IntoResponses)]
-pub enum InvalidQuery {
+pub(crate) enum InvalidQuery {
     /// An unknown or badly typed parameter, or a value out of range.
     #[response(
         status = 422,
@@ -83,7 +89,7 @@ pub enum InvalidQuery {
 
 /// For operations on one of the caller's streams (`streams::managed`).
 #[derive(IntoResponses)]
-pub enum NoSuchStream {
+pub(crate) enum NoSuchStream {
     /// Not a stream the caller may manage (another user's stream is not revealed).
     #[response(
         status = 404,
@@ -95,7 +101,7 @@ pub enum NoSuchStream {
 
 /// For operations that take the token of a mailed link.
 #[derive(IntoResponses)]
-pub enum SpentLink {
+pub(crate) enum SpentLink {
     /// The token is unknown, used, expired or replaced by a newer one.
     #[response(
         status = 404,
@@ -107,7 +113,7 @@ pub enum SpentLink {
 
 /// For operations that check a password (argon2 on the blocking pool, a bounded number at once).
 #[derive(IntoResponses)]
-pub enum PasswordChecksBusy {
+pub(crate) enum PasswordChecksBusy {
     /// Every password-check slot is taken.
     #[response(
         status = 503,

@@ -22,7 +22,7 @@ use crate::http::error::{HttpError, Problem};
 use crate::http::security::ClientIp;
 use crate::sfu::session::SessionRole;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_streams, create_stream))
         .routes(routes!(get_stream, update_stream, delete_stream))
@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A stream as its owner sees it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Stream {
+pub(crate) struct Stream {
     pub id: i64,
     pub name: String,
     pub visibility: Visibility,
@@ -53,14 +53,14 @@ pub struct Stream {
 
 /// Streams.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct StreamList {
+pub(crate) struct StreamList {
     pub streams: Vec<Stream>,
 }
 
 /// A new stream.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewStream {
+pub(crate) struct NewStream {
     /// 1-64 characters a-z, 0-9, - and _, starting with a letter or digit.
     #[schema(example = "my-show", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub name: String,
@@ -71,7 +71,7 @@ pub struct NewStream {
 /// Changes to a stream (each optional).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StreamUpdate {
+pub(crate) struct StreamUpdate {
     /// A new name (refused while the stream has sessions).
     #[schema(example = "my-show", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub name: Option<String>,
@@ -80,7 +80,7 @@ pub struct StreamUpdate {
 
 /// A new stream key: shown once, never stored (only its hash is).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct StreamKey {
+pub(crate) struct StreamKey {
     pub stream: Stream,
     /// The key: OBS's "Bearer Token" for WHIP.
     pub key: String,
@@ -90,7 +90,7 @@ pub struct StreamKey {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Every stream, not only the caller's (admins only).
     pub all: Option<bool>,
 }
@@ -140,7 +140,7 @@ pub(super) async fn managed(
         InvalidQuery,
     )
 )]
-pub async fn list_streams(
+pub(crate) async fn list_streams(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -172,7 +172,7 @@ pub async fn list_streams(
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create_stream(
+pub(crate) async fn create_stream(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,
@@ -214,7 +214,7 @@ pub async fn create_stream(
         NoSuchStream,
     )
 )]
-pub async fn get_stream(
+pub(crate) async fn get_stream(
     State(state): State<AppState>,
     Authenticated(user): Authenticated,
     ApiPath(name): ApiPath<String>,
@@ -238,7 +238,7 @@ pub async fn get_stream(
         (status = 409, description = "The new name is taken, or the stream has sessions (renaming)", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn update_stream(
+pub(crate) async fn update_stream(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,
@@ -312,7 +312,7 @@ pub async fn update_stream(
         NoSuchStream,
     )
 )]
-pub async fn delete_stream(
+pub(crate) async fn delete_stream(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,
@@ -345,7 +345,7 @@ pub async fn delete_stream(
         NoSuchStream,
     )
 )]
-pub async fn rotate_key(
+pub(crate) async fn rotate_key(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,

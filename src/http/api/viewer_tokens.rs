@@ -24,14 +24,14 @@ use crate::sfu::session::SessionRole;
 const DISABLED_OWNER: &str =
     "the account owning this stream is disabled: its streams get no viewer tokens while it is";
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_viewer_token, revoke_viewer_tokens))
 }
 
 /// A viewer token request.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ViewerTokenRequest {
+pub(crate) struct ViewerTokenRequest {
     /// Lifetime in seconds (default and maximum from the server's configuration).
     #[schema(minimum = 1)]
     pub ttl_seconds: Option<u64>,
@@ -39,7 +39,7 @@ pub struct ViewerTokenRequest {
 
 /// A viewer token: a JWT letting its holder watch one private stream until it expires.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ViewerToken {
+pub(crate) struct ViewerToken {
     /// Send as `Authorization: Bearer` to WHEP.
     pub token: String,
     /// Unix seconds.
@@ -62,7 +62,7 @@ pub struct ViewerToken {
         NoSuchStream,
     )
 )]
-pub async fn create_viewer_token(
+pub(crate) async fn create_viewer_token(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,
@@ -112,7 +112,7 @@ pub async fn create_viewer_token(
         NoSuchStream,
     )
 )]
-pub async fn revoke_viewer_tokens(
+pub(crate) async fn revoke_viewer_tokens(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Authenticated(user): Authenticated,

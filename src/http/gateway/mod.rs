@@ -52,7 +52,7 @@ struct Gateway {
 /// The gateway routes. `origin` is the separate gateway origin (`gateway.public_url`), None when the gateway shares
 /// the pages' origin. Merge it into the application router (`Router::merge`) outside any CORS layer of the rest of
 /// the API: it sets its own CORS headers.
-pub fn router(node: Arc<IpfsNode>, origin: Option<HostPort>) -> Router {
+pub(crate) fn router(node: Arc<IpfsNode>, origin: Option<HostPort>) -> Router {
     let method_router = || get(serve).head(serve).options(preflight);
     Router::new()
         .route("/ipfs/{cid}", method_router())
@@ -79,7 +79,7 @@ fn on_gateway_origin(origin: Option<&HostPort>, headers: &HeaderMap, uri: &Uri) 
 
 /// Middleware for the whole HTTP application when the gateway has its own origin: on that origin only `/ipfs/` is
 /// served (pages or the API there would share an origin with active content from IPFS).
-pub async fn only_content_on_gateway_origin(
+pub(crate) async fn only_content_on_gateway_origin(
     axum::extract::State(origin): axum::extract::State<Arc<HostPort>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
