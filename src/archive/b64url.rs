@@ -9,15 +9,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// Text that is not base64url without padding.
 #[derive(Debug, thiserror::Error)]
 #[error("not base64url (no padding): {0}")]
-pub struct B64UrlError(#[from] base64::DecodeError);
+pub(crate) struct B64UrlError(#[from] base64::DecodeError);
 
 /// Encodes bytes as base64url without padding.
-pub fn encode(bytes: impl AsRef<[u8]>) -> String {
+pub(crate) fn encode(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Decodes base64url without padding.
-pub fn decode(text: impl AsRef<[u8]>) -> Result<Vec<u8>, B64UrlError> {
+pub(crate) fn decode(text: impl AsRef<[u8]>) -> Result<Vec<u8>, B64UrlError> {
     Ok(URL_SAFE_NO_PAD.decode(text)?)
 }
 

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::archive::ans104::DataItem;
 use crate::archive::gateway_client::{excerpt, parse_winston, read_limited};
 
 /// Largest answer read from a bundler.
@@ -21,7 +20,7 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// The receipt a bundler signs when it takes an item (Turbo and Irys), kept as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     /// The receipt's JSON exactly as the bundler sent it: store this, it is the proof.
     pub raw: String,
     /// The item id the receipt is for.
@@ -61,7 +60,7 @@ impl Receipt {
 
 /// What became of an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UploadOutcome {
+pub(crate) enum UploadOutcome {
     /// 200 or 201: the bundler took the item. A 200 carries a receipt; a receipt that is not JSON is kept raw.
     Accepted {
         status: u16,
@@ -84,7 +83,8 @@ pub enum UploadOutcome {
 
 impl UploadOutcome {
     /// True when the bundler holds the item (taken now or before).
-    pub fn is_stored(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_stored(&self) -> bool {
         matches!(
             self,
             UploadOutcome::Accepted { .. } | UploadOutcome::AlreadyStored
@@ -94,7 +94,7 @@ impl UploadOutcome {
 
 /// Why a balance could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BundlerError {
+pub(crate) enum BundlerError {
     #[error("{endpoint}: {source}")]
     Transport {
         endpoint: String,
@@ -115,7 +115,7 @@ pub enum BundlerError {
 
 /// A client of one bundler for one token (`arweave` for Arweave wallets).
 #[derive(Debug, Clone)]
-pub struct BundlerClient {
+pub(crate) struct BundlerClient {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -124,7 +124,7 @@ pub struct BundlerClient {
 impl BundlerClient {
     /// A client of the bundler at `base_url` (`https://upload.ardrive.io`), paying in `token`, every call bounded
     /// by `timeout`.
-    pub fn new(
+    pub(crate) fn new(
         base_url: &str,
         token: &str,
         timeout: Duration,
@@ -157,17 +157,14 @@ impl BundlerClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// Uploads a signed item's bytes as they are (`POST /tx/{token}`). Never fails: every answer is an outcome.
-    pub async fn upload(&self, item: &DataItem) -> UploadOutcome {
+    #[cfg(test)]
+    pub(crate) async fn upload(&self, item: &crate::archive::ans104::DataItem) -> UploadOutcome {
         self.upload_bytes(item.as_bytes().clone()).await
     }
 
     /// Uploads bytes stored earlier as a signed item.
-    pub async fn upload_bytes(&self, item: Bytes) -> UploadOutcome {
+    pub(crate) async fn upload_bytes(&self, item: Bytes) -> UploadOutcome {
         let endpoint = format!("/tx/{}", self.token);
         let request = self
             .http
@@ -202,7 +199,7 @@ impl BundlerClient {
 
     /// The balance of `address` at this bundler (`GET /account/balance/{token}?address=`), in the token's
     /// smallest unit (winston for Arweave).
-    pub async fn balance(&self, address: &str) -> Result<u128, BundlerError> {
+    pub(crate) async fn balance(&self, address: &str) -> Result<u128, BundlerError> {
         let endpoint = format!("/account/balance/{}", self.token);
         let response = self
             .http
@@ -291,6 +288,7 @@ fn parse_balance(body: &[u8]) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::ans104::DataItem;
     use crate::archive::test_wallets;
 
     #[test]

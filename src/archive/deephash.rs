@@ -9,21 +9,23 @@
 use sha2::{Digest, Sha384};
 
 /// A deep hash value (SHA-384).
-pub type DeepHash = [u8; 48];
+pub(crate) type DeepHash = [u8; 48];
 
 /// One value to deep-hash: bytes, a list of values, or the deep hash of a value computed beforehand (a blob
 /// hashed with [`BlobHasher`] while it streamed, for instance).
 #[derive(Debug, Clone)]
-pub enum Chunk<'a> {
+pub(crate) enum Chunk<'a> {
     Blob(&'a [u8]),
     List(Vec<Chunk<'a>>),
+    #[cfg(test)]
     Hashed(DeepHash),
 }
 
 /// The deep hash of `chunk`.
-pub fn deep_hash(chunk: &Chunk<'_>) -> DeepHash {
+pub(crate) fn deep_hash(chunk: &Chunk<'_>) -> DeepHash {
     match chunk {
         Chunk::Blob(bytes) => blob(bytes),
+        #[cfg(test)]
         Chunk::Hashed(hash) => *hash,
         Chunk::List(items) => {
             let mut list = ListHasher::new(items.len());
@@ -36,7 +38,7 @@ pub fn deep_hash(chunk: &Chunk<'_>) -> DeepHash {
 }
 
 /// The deep hash of one byte string.
-pub fn blob(bytes: &[u8]) -> DeepHash {
+pub(crate) fn blob(bytes: &[u8]) -> DeepHash {
     let mut hasher = BlobHasher::new();
     hasher.update(bytes);
     hasher.finish()
@@ -56,34 +58,30 @@ fn tag_hash(kind: &str, count: u64) -> DeepHash {
 
 /// The deep hash of a blob fed in pieces; its length is only needed at the end.
 #[derive(Clone, Default)]
-pub struct BlobHasher {
+pub(crate) struct BlobHasher {
     sha: Sha384,
     len: u64,
 }
 
 impl BlobHasher {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Feeds the next bytes of the blob.
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.sha.update(bytes);
         self.len += bytes.len() as u64;
     }
 
     /// Bytes fed so far.
-    pub fn len(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    /// True when nothing has been fed yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The blob's deep hash.
-    pub fn finish(self) -> DeepHash {
+    pub(crate) fn finish(self) -> DeepHash {
         let data_hash: DeepHash = self.sha.finalize().into();
         sha384(&[&tag_hash("blob", self.len), &data_hash])
     }
@@ -91,30 +89,25 @@ impl BlobHasher {
 
 /// The deep hash of a list whose item count is known up front, fed one item hash at a time.
 #[derive(Clone)]
-pub struct ListHasher {
+pub(crate) struct ListHasher {
     acc: DeepHash,
 }
 
 impl ListHasher {
     /// Starts a list of `count` items. Feeding a different number of items gives the hash of a different value.
-    pub fn new(count: usize) -> Self {
+    pub(crate) fn new(count: usize) -> Self {
         Self {
             acc: tag_hash("list", count as u64),
         }
     }
 
     /// Folds in the deep hash of the next item.
-    pub fn push(&mut self, item: &DeepHash) {
+    pub(crate) fn push(&mut self, item: &DeepHash) {
         self.acc = sha384(&[&self.acc, item]);
     }
 
-    /// Folds in the next item, a byte string.
-    pub fn push_blob(&mut self, bytes: &[u8]) {
-        self.push(&blob(bytes));
-    }
-
     /// The list's deep hash.
-    pub fn finish(self) -> DeepHash {
+    pub(crate) fn finish(self) -> DeepHash {
         self.acc
     }
 }

@@ -15,15 +15,15 @@ use crate::media::hls::{PlaylistChunk, PlaylistKind, playlist};
 use crate::store::{ContentPath, EntryKind, IpfsNode};
 
 /// Width of the zero-padded `Chunk-Index` tag, so lexical and numeric order agree.
-pub const CHUNK_INDEX_WIDTH: usize = 8;
+pub(crate) const CHUNK_INDEX_WIDTH: usize = 8;
 
 /// The tag value of a chunk index.
-pub fn chunk_index(seq: i64) -> String {
+pub(crate) fn chunk_index(seq: i64) -> String {
     format!("{seq:0width$}", width = CHUNK_INDEX_WIDTH)
 }
 
 /// Reads a whole file from the local IPFS node.
-pub async fn ipfs_bytes(ipfs: &IpfsNode, cid: &str, max: u64) -> Result<Bytes, String> {
+pub(crate) async fn ipfs_bytes(ipfs: &IpfsNode, cid: &str, max: u64) -> Result<Bytes, String> {
     let path = ContentPath::parse(&format!("/ipfs/{cid}")).map_err(|e| e.to_string())?;
     let resolved = ipfs.resolve(&path).await.map_err(|e| e.to_string())?;
     let EntryKind::File { size } = resolved.kind else {
@@ -41,7 +41,13 @@ pub async fn ipfs_bytes(ipfs: &IpfsNode, cid: &str, max: u64) -> Result<Bytes, S
 }
 
 /// The tags of a chunk's data item.
-pub fn chunk_tags(ctx: &JobContext, seq: i64, kind: &str, cid: &str, unix_time: u64) -> Vec<Tag> {
+pub(crate) fn chunk_tags(
+    ctx: &JobContext,
+    seq: i64,
+    kind: &str,
+    cid: &str,
+    unix_time: u64,
+) -> Vec<Tag> {
     let content_type = if kind == "init" {
         "video/mp4"
     } else {
@@ -62,7 +68,10 @@ pub fn chunk_tags(ctx: &JobContext, seq: i64, kind: &str, cid: &str, unix_time: 
 }
 
 /// The playlist that replays a broadcast from Arweave: chunk items by id, `(seq, kind, item id)` in order.
-pub fn arweave_playlist(items: &[(i64, String, String)], durations: &[(i64, i64)]) -> String {
+pub(crate) fn arweave_playlist(
+    items: &[(i64, String, String)],
+    durations: &[(i64, i64)],
+) -> String {
     let chunks: Vec<PlaylistChunk> = items
         .iter()
         .map(|(seq, kind, id)| PlaylistChunk {
@@ -79,7 +88,7 @@ pub fn arweave_playlist(items: &[(i64, String, String)], durations: &[(i64, i64)
 }
 
 /// The tags of a broadcast's playlist item.
-pub fn playlist_tags(ctx: &JobContext, unix_time: u64) -> Vec<Tag> {
+pub(crate) fn playlist_tags(ctx: &JobContext, unix_time: u64) -> Vec<Tag> {
     vec![
         Tag::new("App-Name", "zipIQ"),
         Tag::new("App-Version", env!("CARGO_PKG_VERSION")),
@@ -94,7 +103,11 @@ pub fn playlist_tags(ctx: &JobContext, unix_time: u64) -> Vec<Tag> {
 }
 
 /// Signs `data` with `tags` (RSA-4096 signing is slow: off the async threads).
-pub async fn sign(data: Bytes, tags: Vec<Tag>, wallet: Arc<Wallet>) -> Result<DataItem, String> {
+pub(crate) async fn sign(
+    data: Bytes,
+    tags: Vec<Tag>,
+    wallet: Arc<Wallet>,
+) -> Result<DataItem, String> {
     tokio::task::spawn_blocking(move || {
         DataItemBuilder::new(data)
             .tags(tags)

@@ -12,16 +12,16 @@
 pub mod ans104;
 pub mod arweave_tx;
 pub mod avro_tags;
-pub mod b64url;
-pub mod bundler_client;
-pub mod deephash;
+pub(crate) mod b64url;
+pub(crate) mod bundler_client;
+pub(crate) mod deephash;
 pub mod gateway_client;
-pub mod items;
+pub(crate) mod items;
 pub mod jwk;
 pub mod merkle;
 pub mod verify;
 pub mod wallets;
-pub mod worker;
+pub(crate) mod worker;
 
 #[cfg(test)]
 mod arlocal_tests;

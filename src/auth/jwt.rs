@@ -19,11 +19,11 @@ use sha2::{Digest, Sha256};
 use crate::secrets::{self, SecretError, SecretSource};
 
 /// The `iss` of every token this server signs.
-pub const ISSUER: &str = "zipiq";
+pub(crate) const ISSUER: &str = "zipiq";
 /// The `aud` of API access tokens.
-pub const ACCESS_AUDIENCE: &str = "zipiq-api";
+pub(crate) const ACCESS_AUDIENCE: &str = "zipiq-api";
 /// The `aud` of viewer tokens.
-pub const VIEWER_AUDIENCE: &str = "zipiq-whep";
+pub(crate) const VIEWER_AUDIENCE: &str = "zipiq-whep";
 /// Bytes of a new signing secret (256 bits, the HS256 output size).
 const SECRET_BYTES: usize = 32;
 /// Shortest secret accepted from a key file.
@@ -217,7 +217,7 @@ fn decode_secret(text: &str) -> Result<Vec<u8>, String> {
 
 /// Loads the key ring from the systemd credential `jwt-key` or `configured`; a missing configured file is created
 /// with one new key (a credential is never created: systemd owns it).
-pub fn load_or_create(
+pub(crate) fn load_or_create(
     configured: &std::path::Path,
 ) -> Result<(KeyRing, SecretSource), SecretError> {
     let Some(source) = secrets::locate("jwt-key", configured) else {
@@ -255,7 +255,7 @@ pub enum TokenError {
 
 /// Claims of an API access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AccessClaims {
+pub(crate) struct AccessClaims {
     pub iss: String,
     pub aud: String,
     /// The user id.
@@ -356,14 +356,14 @@ impl Jwt {
 }
 
 /// A random token id (`jti`).
-pub fn token_id() -> String {
+pub(crate) fn token_id() -> String {
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

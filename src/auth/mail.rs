@@ -148,7 +148,7 @@ impl Mailer {
 }
 
 /// The verification mail.
-pub fn verification_mail(to: &str, link: &str, valid_for_s: u64) -> Mail {
+pub(crate) fn verification_mail(to: &str, link: &str, valid_for_s: u64) -> Mail {
     Mail {
         to: to.to_owned(),
         subject: "Confirm your zipIQ account".into(),
@@ -162,7 +162,7 @@ pub fn verification_mail(to: &str, link: &str, valid_for_s: u64) -> Mail {
 }
 
 /// The mail sent when someone signs up with an address that already has an account.
-pub fn already_registered_mail(to: &str, login_link: &str, reset_link: &str) -> Mail {
+pub(crate) fn already_registered_mail(to: &str, login_link: &str, reset_link: &str) -> Mail {
     Mail {
         to: to.to_owned(),
         subject: "Your zipIQ account".into(),
@@ -175,7 +175,7 @@ pub fn already_registered_mail(to: &str, login_link: &str, reset_link: &str) -> 
 }
 
 /// The password-reset mail.
-pub fn reset_mail(to: &str, link: &str, valid_for_s: u64) -> Mail {
+pub(crate) fn reset_mail(to: &str, link: &str, valid_for_s: u64) -> Mail {
     Mail {
         to: to.to_owned(),
         subject: "Reset your zipIQ password".into(),

@@ -6,13 +6,13 @@
 //!
 //! Nothing here logs a secret (password, key, token); the audit log records ids, addresses and outcomes.
 
-pub mod accounts;
-pub mod jwt;
-pub mod mail;
-pub mod passwords;
-pub mod rate_limit;
+pub(crate) mod accounts;
+pub(crate) mod jwt;
+pub(crate) mod mail;
+pub(crate) mod passwords;
+pub(crate) mod rate_limit;
 pub mod tokens;
-pub mod validate;
+pub(crate) mod validate;
 
 use std::sync::Arc;
 

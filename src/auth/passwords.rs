@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::AuthConfig;
 
 /// Longest password accepted, in characters.
-pub const MAX_PASSWORD_CHARS: usize = 1024;
+pub(crate) const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Why hashing failed (never because of the password itself).
 #[derive(Debug, thiserror::Error)]

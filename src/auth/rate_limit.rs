@@ -31,7 +31,7 @@ impl Limited {
 
 /// One limit applied to many keys.
 #[derive(Debug)]
-pub struct KeyedLimiter {
+pub(crate) struct KeyedLimiter {
     /// Time between two requests at the sustained rate, in microseconds.
     interval_us: u64,
     /// How far ahead of now a key's arrival time may run (the burst), in microseconds.
@@ -49,7 +49,7 @@ struct Table {
 
 impl KeyedLimiter {
     /// A limiter letting `limit.requests` requests through per `limit.per_seconds` seconds for each key.
-    pub fn new(limit: RateLimit) -> KeyedLimiter {
+    pub(crate) fn new(limit: RateLimit) -> KeyedLimiter {
         let enabled = limit.requests > 0 && limit.per_seconds > 0;
         let period_us = limit.per_seconds.saturating_mul(1_000_000);
         let interval_us = if enabled {
@@ -66,7 +66,7 @@ impl KeyedLimiter {
     }
 
     /// Counts one request of `key` at `now_us` (microseconds on any monotonic clock that starts at 0 or later).
-    pub fn check_at(&self, key: &str, now_us: u64) -> Result<(), Limited> {
+    pub(crate) fn check_at(&self, key: &str, now_us: u64) -> Result<(), Limited> {
         if !self.enabled {
             return Ok(());
         }
@@ -95,7 +95,7 @@ impl KeyedLimiter {
     }
 
     /// Forgets keys whose arrival time has passed (`now_us`); returns how many.
-    pub fn prune_at(&self, now_us: u64) -> usize {
+    pub(crate) fn prune_at(&self, now_us: u64) -> usize {
         let mut table = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let before = table.tat.len();
         table.tat.retain(|_, tat| *tat > now_us);
@@ -103,7 +103,8 @@ impl KeyedLimiter {
     }
 
     /// Keys currently tracked (for tests and metrics).
-    pub fn tracked_keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked_keys(&self) -> usize {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -268,7 +269,7 @@ fn count_refusal(action: Action, scope: &'static str) {
 }
 
 /// The key of a client address: IPv4 as is, IPv6 by its /64 (one subscriber usually holds a whole /64).
-pub fn ip_key(ip: IpAddr) -> String {
+pub(crate) fn ip_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

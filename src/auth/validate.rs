@@ -25,7 +25,7 @@ impl FieldError {
 }
 
 /// Longest email address (RFC 5321's path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
+pub(crate) const MAX_EMAIL_CHARS: usize = 254;
 
 /// A character of a word before `@`, as a regular-expression class: anything but separators, spaces, controls and
 /// the characters of [`invisible_or_bidi`] (those beyond U+FFFF are written as themselves: Python's `re`, which
@@ -43,7 +43,7 @@ macro_rules! local_char_class {
 
 /// The syntax of an email address as a regular expression, for the OpenAPI document; [`email`] checks exactly
 /// this, then the rules no regular expression can state (the address's NFKC form, one script before `@`).
-pub const EMAIL_PATTERN: &str = concat!(
+pub(crate) const EMAIL_PATTERN: &str = concat!(
     "^",
     local_char_class!(),
     r#"+(\."#,
@@ -70,7 +70,7 @@ fn domain_label(label: &str) -> bool {
 /// joiners, bidirectional embeddings, overrides and isolates, the byte order mark, ...) and the other default
 /// ignorable code points (variation selectors, Hangul fillers, tags). Such characters make two addresses that
 /// look the same differ, or one address look like another.
-pub fn invisible_or_bidi(c: char) -> bool {
+pub(crate) fn invisible_or_bidi(c: char) -> bool {
     matches!(
         c as u32,
         0x00AD
@@ -125,7 +125,7 @@ fn mixes_scripts(text: &str) -> bool {
 /// then a host name of at least two ASCII labels (internationalised domains in their `xn--` form). Its stored form
 /// must too, and its part before `@` must not mix scripts ([`mixes_scripts`]), which no regular expression can
 /// state. Nothing is trimmed or dropped: what is checked is what is stored.
-pub fn email(field: &'static str, raw: &str) -> Result<String, FieldError> {
+pub(crate) fn email(field: &'static str, raw: &str) -> Result<String, FieldError> {
     let invalid = |why: &str| FieldError::new(field, format!("not a valid email address: {why}"));
     if raw.is_empty() {
         return Err(FieldError::new(field, "an email address is required"));
@@ -184,7 +184,7 @@ fn check_syntax(address: &str) -> Result<(), &'static str> {
 }
 
 /// Checks a new password's length (in characters) against the configured minimum and the fixed maximum.
-pub fn new_password(
+pub(crate) fn new_password(
     field: &'static str,
     password: &str,
     min_chars: usize,
@@ -206,7 +206,7 @@ pub fn new_password(
 }
 
 /// Checks a password given to log in or to confirm (any non-empty text up to the maximum).
-pub fn given_password(field: &'static str, password: &str) -> Result<(), FieldError> {
+pub(crate) fn given_password(field: &'static str, password: &str) -> Result<(), FieldError> {
     if password.is_empty() {
         return Err(FieldError::new(field, "a password is required"));
     }
@@ -220,7 +220,7 @@ pub fn given_password(field: &'static str, password: &str) -> Result<(), FieldEr
 }
 
 /// Checks a stream name (the slug in /whip/{stream} and /watch/{stream}).
-pub fn stream_name(field: &'static str, name: &str) -> Result<(), FieldError> {
+pub(crate) fn stream_name(field: &'static str, name: &str) -> Result<(), FieldError> {
     if crate::db::streams::valid_name(name) {
         Ok(())
     } else {

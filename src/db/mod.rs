@@ -8,7 +8,7 @@ pub mod audit;
 pub mod broadcasts;
 pub mod bundles;
 pub mod jobs;
-pub mod prune;
+pub(crate) mod prune;
 pub mod streams;
 pub mod users;
 

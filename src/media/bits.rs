@@ -3,18 +3,18 @@
 
 /// Reads bits from a byte slice.
 #[derive(Debug, Clone)]
-pub struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> BitReader<'a> {
-    pub fn new(data: &'a [u8]) -> BitReader<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> BitReader<'a> {
         BitReader { data, pos: 0 }
     }
 
     /// One bit.
-    pub fn bit(&mut self) -> Option<u32> {
+    pub(crate) fn bit(&mut self) -> Option<u32> {
         let byte = *self.data.get(self.pos / 8)?;
         let bit = (byte >> (7 - (self.pos % 8))) & 1;
         self.pos += 1;
@@ -22,7 +22,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// `n` bits (at most 32) as an unsigned number.
-    pub fn bits(&mut self, n: u32) -> Option<u32> {
+    pub(crate) fn bits(&mut self, n: u32) -> Option<u32> {
         if n > 32 {
             return None;
         }
@@ -34,7 +34,8 @@ impl<'a> BitReader<'a> {
     }
 
     /// Skips `n` bits.
-    pub fn skip(&mut self, n: usize) -> Option<()> {
+    #[cfg(test)]
+    pub(crate) fn skip(&mut self, n: usize) -> Option<()> {
         let end = self.pos.checked_add(n)?;
         if end > self.data.len() * 8 {
             return None;
@@ -44,7 +45,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// An unsigned Exp-Golomb code `ue(v)` (values up to 2^32 - 2).
-    pub fn ue(&mut self) -> Option<u32> {
+    pub(crate) fn ue(&mut self) -> Option<u32> {
         let mut zeros = 0u32;
         while self.bit()? == 0 {
             zeros += 1;
@@ -61,7 +62,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// A signed Exp-Golomb code `se(v)`.
-    pub fn se(&mut self) -> Option<i32> {
+    pub(crate) fn se(&mut self) -> Option<i32> {
         let k = self.ue()?;
         let magnitude = i64::from(k).div_euclid(2) + i64::from(k % 2);
         let v = if k % 2 == 1 { magnitude } else { -magnitude };
@@ -70,7 +71,7 @@ impl<'a> BitReader<'a> {
 }
 
 /// Removes H.264 emulation prevention bytes (`00 00 03` -> `00 00`).
-pub fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
     let mut zeros = 0;
     for &b in nal {

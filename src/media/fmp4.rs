@@ -9,17 +9,17 @@
 use bytes::Bytes;
 
 /// Track id of the video track in every file.
-pub const VIDEO_TRACK: u32 = 1;
+pub(crate) const VIDEO_TRACK: u32 = 1;
 /// Track id of the audio track.
-pub const AUDIO_TRACK: u32 = 2;
+pub(crate) const AUDIO_TRACK: u32 = 2;
 /// Video timescale (RTP clock of H.264).
-pub const VIDEO_TIMESCALE: u32 = 90_000;
+pub(crate) const VIDEO_TIMESCALE: u32 = 90_000;
 /// Audio timescale (Opus always runs at 48 kHz).
-pub const AUDIO_TIMESCALE: u32 = 48_000;
+pub(crate) const AUDIO_TIMESCALE: u32 = 48_000;
 
 /// H.264 track configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoConfig {
+pub(crate) struct VideoConfig {
     pub sps: Bytes,
     pub pps: Bytes,
     pub width: u32,
@@ -28,13 +28,13 @@ pub struct VideoConfig {
 
 /// Opus track configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AudioConfig {
+pub(crate) struct AudioConfig {
     pub channels: u8,
 }
 
 /// One sample of a fragment.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub duration: u32,
     pub data: Bytes,
     pub keyframe: bool,
@@ -42,7 +42,7 @@ pub struct Sample {
 
 /// One track's part of a fragment.
 #[derive(Debug, Clone)]
-pub struct TrackFragment {
+pub(crate) struct TrackFragment {
     pub track_id: u32,
     pub base_decode_time: u64,
     pub samples: Vec<Sample>,
@@ -90,7 +90,7 @@ fn matrix(out: &mut Vec<u8>) {
 }
 
 /// The init segment for the given tracks (at least one).
-pub fn init_segment(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -> Bytes {
+pub(crate) fn init_segment(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -> Bytes {
     let mut out = Vec::with_capacity(1024);
     write_box(&mut out, b"ftyp", |o| {
         o.extend_from_slice(b"iso6");
@@ -290,7 +290,7 @@ const SYNC_SAMPLE: u32 = 0x0200_0000;
 const NON_SYNC_SAMPLE: u32 = 0x0101_0000;
 
 /// A media segment (`styp`, `moof`, `mdat`) holding the given track fragments, fragment number `sequence`.
-pub fn media_segment(sequence: u32, tracks: &[TrackFragment]) -> Bytes {
+pub(crate) fn media_segment(sequence: u32, tracks: &[TrackFragment]) -> Bytes {
     let tracks: Vec<&TrackFragment> = tracks.iter().filter(|t| !t.samples.is_empty()).collect();
     let payload: usize = tracks
         .iter()

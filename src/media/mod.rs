@@ -5,9 +5,9 @@
 //! so the recorder runs it on its own task behind a bounded channel and tests feed it captures deterministically.
 //! It never runs on the hot path and never blocks it.
 
-pub mod bits;
+pub(crate) mod bits;
 pub mod capture;
-pub mod fmp4;
+pub(crate) mod fmp4;
 pub mod h264;
 pub mod hls;
 pub mod opus;

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 /// Backoff parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub base: Duration,
     pub max: Duration,
 }
 
 impl Backoff {
     /// The delay before retry number `attempt` (0 = first retry), with jitter drawn from `unit` in [0, 1).
-    pub fn delay_with(&self, attempt: u32, unit: f64) -> Duration {
+    pub(crate) fn delay_with(&self, attempt: u32, unit: f64) -> Duration {
         let exp = 1u64.checked_shl(attempt.min(32)).unwrap_or(u64::MAX);
         let ceiling = self
             .base
@@ -24,7 +24,7 @@ impl Backoff {
     }
 
     /// The delay before retry number `attempt`, with random jitter.
-    pub fn delay(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         self.delay_with(attempt, rand::random::<f64>())
     }
 }

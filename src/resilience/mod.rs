@@ -2,6 +2,6 @@
 //! exponential backoff with jitter. Pure state machines with time as an input, so tests step time exactly. And the
 //! failpoints crash tests abort the process at.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod breaker;
 pub mod failpoint;

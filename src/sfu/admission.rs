@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 
 /// Sessions that have not connected yet, per client address (IPv6 by its /64, as the rate limits count).
 #[derive(Debug)]
-pub struct PendingSessions {
+pub(crate) struct PendingSessions {
     max_per_address: usize,
     counts: Mutex<HashMap<String, usize>>,
 }
 
 impl PendingSessions {
     /// At most `max_per_address` pending sessions per address (0: no limit).
-    pub fn new(max_per_address: usize) -> Arc<PendingSessions> {
+    pub(crate) fn new(max_per_address: usize) -> Arc<PendingSessions> {
         Arc::new(PendingSessions {
             max_per_address,
             counts: Mutex::new(HashMap::new()),
@@ -28,7 +28,7 @@ impl PendingSessions {
 
     /// Takes a slot for a new session from `client`, or None when the address has its fill of pending sessions.
     /// The slot is given back when dropped (the session connected, ended or failed to negotiate).
-    pub fn claim(self: &Arc<Self>, client: IpAddr) -> Option<PendingSlot> {
+    pub(crate) fn claim(self: &Arc<Self>, client: IpAddr) -> Option<PendingSlot> {
         let key = crate::auth::rate_limit::ip_key(client);
         let mut counts = self.lock();
         let count = counts.entry(key.clone()).or_insert(0);
@@ -43,7 +43,8 @@ impl PendingSessions {
     }
 
     /// Pending sessions of `client` now.
-    pub fn pending(&self, client: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self, client: IpAddr) -> usize {
         let key = crate::auth::rate_limit::ip_key(client);
         self.lock().get(&key).copied().unwrap_or(0)
     }

@@ -81,13 +81,13 @@ fn configure_nack(mut registry: Registry, media: &mut MediaEngine, side: Nack) -
 
 /// What a viewer's peer connection must send: the codecs of the stream, as the viewer's offer spells them.
 #[derive(Debug, Clone)]
-pub struct ViewerCodecs {
+pub(crate) struct ViewerCodecs {
     pub audio: Option<RTCRtpCodecParameters>,
     pub video: Option<RTCRtpCodecParameters>,
 }
 
 /// Builds peer connections that all share one UDP socket and one certificate.
-pub struct Engine {
+pub(crate) struct Engine {
     udp_mux: Arc<UDPMuxDefault>,
     local_addr: std::net::SocketAddr,
     addresses: HostAddresses,
@@ -128,7 +128,7 @@ fn transport_cc() -> RTCPFeedback {
 
 /// The codecs a publisher may send, with payload types that match what OBS and Chromium offer (the answer
 /// always uses the offer's payload types).
-pub fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
+pub(crate) fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
     let mut codecs = Vec::new();
     let mut feedback = video_feedback();
     feedback.push(transport_cc());
@@ -202,7 +202,7 @@ pub fn publisher_codecs() -> Vec<(RTCRtpCodecParameters, RTPCodecType)> {
 
 impl Engine {
     /// Binds the shared media socket and makes the process certificate.
-    pub async fn new(config: &MediaConfig) -> Result<Engine, EngineError> {
+    pub(crate) async fn new(config: &MediaConfig) -> Result<Engine, EngineError> {
         let socket = bind_media_socket(config.udp_listen).map_err(|source| EngineError::Bind {
             addr: config.udp_listen,
             source,
@@ -237,12 +237,12 @@ impl Engine {
     }
 
     /// The addresses announced for the media socket.
-    pub fn addresses(&self) -> &HostAddresses {
+    pub(crate) fn addresses(&self) -> &HostAddresses {
         &self.addresses
     }
 
     /// The address the media socket is bound to (its port is the one in every candidate).
-    pub fn local_addr(&self) -> std::net::SocketAddr {
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
         self.local_addr
     }
 
@@ -293,7 +293,7 @@ impl Engine {
     /// before its receivers are open for mid + rid, and when the probe fails it closes the stream, which kills the
     /// declared track that shares it (a race right after DTLS). Without the mid extension the probe gives up
     /// before closing anything, and tracks are matched by their `a=ssrc` lines as OBS and browsers send them.
-    pub async fn publisher_peer(
+    pub(crate) async fn publisher_peer(
         &self,
         simulcast: bool,
     ) -> Result<Arc<RTCPeerConnection>, EngineError> {
@@ -322,7 +322,7 @@ impl Engine {
     }
 
     /// A peer connection that sends a stream's media to one viewer, with exactly the stream's codecs.
-    pub async fn viewer_peer(
+    pub(crate) async fn viewer_peer(
         &self,
         codecs: &ViewerCodecs,
     ) -> Result<Arc<RTCPeerConnection>, EngineError> {
@@ -366,7 +366,7 @@ impl Engine {
     }
 
     /// Stops the shared socket.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         use webrtc::ice::udp_mux::UDPMux;
         let _ = self.udp_mux.close().await;
     }

@@ -23,14 +23,14 @@ use crate::config::MediaConfig;
 
 /// Interface name prefixes left out when `media.interfaces` is empty: container, VM and overlay bridges, which
 /// peers outside the host cannot reach.
-pub const DEFAULT_EXCLUDED: &[&str] = &[
+pub(crate) const DEFAULT_EXCLUDED: &[&str] = &[
     "docker", "br-", "veth", "virbr", "vnet", "cni", "flannel", "cali", "weave", "vxlan", "lxcbr",
     "lxdbr", "podman", "kube-", "tunl", "cilium", "genev",
 ];
 
 /// The addresses announced for the media socket.
 #[derive(Debug, Clone)]
-pub struct HostAddresses {
+pub(crate) struct HostAddresses {
     /// The one local address webrtc-rs gathers its host candidate on.
     gather: IpAddr,
     /// Every address announced in answers, best first (`gather`'s own or its public mapping is first).
@@ -39,20 +39,23 @@ pub struct HostAddresses {
 
 /// A local interface address, as the operating system lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterfaceAddress {
+pub(crate) struct InterfaceAddress {
     pub interface: String,
     pub ip: IpAddr,
 }
 
 impl HostAddresses {
     /// Chooses from the interfaces of this machine.
-    pub fn from_system(config: &MediaConfig, bound: IpAddr) -> Result<HostAddresses, String> {
+    pub(crate) fn from_system(
+        config: &MediaConfig,
+        bound: IpAddr,
+    ) -> Result<HostAddresses, String> {
         let interfaces = system_interfaces();
         HostAddresses::choose(config, bound, &interfaces)
     }
 
     /// Chooses the addresses from `interfaces` (in their order) under `config` for a socket bound to `bound`.
-    pub fn choose(
+    pub(crate) fn choose(
         config: &MediaConfig,
         bound: IpAddr,
         interfaces: &[InterfaceAddress],
@@ -74,19 +77,19 @@ impl HostAddresses {
     }
 
     /// The local address webrtc-rs gathers its one host candidate on.
-    pub fn gather(&self) -> IpAddr {
+    pub(crate) fn gather(&self) -> IpAddr {
         self.gather
     }
 
     /// Every address announced, best first.
-    pub fn offered(&self) -> &[IpAddr] {
+    pub(crate) fn offered(&self) -> &[IpAddr] {
         &self.offered
     }
 
     /// Rewrites the host candidate gathered on [`Self::gather`] in an SDP (or a list of `candidate:` attribute
     /// values) into one host candidate per offered address, same port and component, each with its own
     /// foundation and a priority that falls with its place in the list. Other lines are kept as they are.
-    pub fn announce(&self, sdp: &str) -> String {
+    pub(crate) fn announce(&self, sdp: &str) -> String {
         let mut out = String::with_capacity(sdp.len() + 128 * self.offered.len());
         for line in sdp.split_inclusive('\n') {
             let body = line.trim_end_matches(['\r', '\n']);
@@ -229,7 +232,7 @@ fn is_link_local_v6(ip: &std::net::Ipv6Addr) -> bool {
 
 /// Whether `media.interfaces` selects the interface `name`: listed names, `prefix*` patterns; empty means every
 /// interface but [`DEFAULT_EXCLUDED`] ones.
-pub fn interface_selected(patterns: &[String], name: &str) -> bool {
+pub(crate) fn interface_selected(patterns: &[String], name: &str) -> bool {
     if patterns.is_empty() {
         return !DEFAULT_EXCLUDED.iter().any(|p| name.starts_with(p));
     }

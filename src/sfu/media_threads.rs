@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 /// The media threads of one SFU. Dropping it stops them (their tasks are cancelled).
-pub struct MediaThreads {
+pub(crate) struct MediaThreads {
     handles: Arc<[Handle]>,
     stops: Vec<oneshot::Sender<()>>,
     spread_viewers: bool,
@@ -30,7 +30,7 @@ pub struct MediaThreads {
 impl MediaThreads {
     /// Starts `count` media threads (0: one per available core). With `spread_viewers`, viewers are placed round
     /// robin over the threads; without, on their stream's home thread.
-    pub fn start(count: usize, spread_viewers: bool) -> std::io::Result<MediaThreads> {
+    pub(crate) fn start(count: usize, spread_viewers: bool) -> std::io::Result<MediaThreads> {
         let count = if count == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -67,17 +67,13 @@ impl MediaThreads {
     }
 
     /// How many media threads there are.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.handles.len()
     }
 
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// The index of the home thread of `stream` (where its publisher lives).
-    pub fn home(&self, stream: &str) -> usize {
+    pub(crate) fn home(&self, stream: &str) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         stream.hash(&mut h);
         (h.finish() % self.handles.len() as u64) as usize
@@ -85,7 +81,7 @@ impl MediaThreads {
 
     /// The thread for a new viewer of `stream`: the next one round robin, or the stream's home thread when
     /// viewers are not spread.
-    pub fn for_viewer(&self, stream: &str) -> usize {
+    pub(crate) fn for_viewer(&self, stream: &str) -> usize {
         if self.spread_viewers && self.handles.len() > 1 {
             self.next_viewer.fetch_add(1, Ordering::Relaxed) % self.handles.len()
         } else {
@@ -94,12 +90,12 @@ impl MediaThreads {
     }
 
     /// The runtime of thread `index` (an index from `home` or `for_viewer`).
-    pub fn handle(&self, index: usize) -> &Handle {
+    pub(crate) fn handle(&self, index: usize) -> &Handle {
         &self.handles[index % self.handles.len()]
     }
 
     /// Every thread's runtime, in index order (what a forwarder needs to start shards).
-    pub fn handles(&self) -> Arc<[Handle]> {
+    pub(crate) fn handles(&self) -> Arc<[Handle]> {
         self.handles.clone()
     }
 }

@@ -6,26 +6,26 @@
 //! registry of streams and sessions and ends them.
 //! Nothing here waits on disk, the database, IPFS or Arweave.
 
-pub mod admission;
+pub(crate) mod admission;
 pub mod downtrack;
-pub mod engine;
+pub(crate) mod engine;
 pub mod forward;
-pub mod host_addresses;
+pub(crate) mod host_addresses;
 mod ice;
 pub mod key_watch;
 pub mod keyframe;
 pub mod keyframe_request;
-pub mod media_threads;
-pub mod munger;
-pub mod mux_socket;
+pub(crate) mod media_threads;
+pub(crate) mod munger;
+pub(crate) mod mux_socket;
 pub mod offer;
-pub mod publisher;
+pub(crate) mod publisher;
 pub mod retransmit;
 pub mod sdpfrag;
-pub mod session;
-pub mod stream;
-pub mod subscriber;
-pub mod tap;
+pub(crate) mod session;
+pub(crate) mod stream;
+pub(crate) mod subscriber;
+pub(crate) mod tap;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

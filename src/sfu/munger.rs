@@ -9,7 +9,7 @@ use std::time::Instant;
 
 /// Per viewer-track rewrite state.
 #[derive(Debug, Clone)]
-pub struct Munger {
+pub(crate) struct Munger {
     clock_rate: u32,
     /// Identifier of the source the offsets belong to (0: none yet).
     source: u64,
@@ -25,7 +25,7 @@ pub struct Munger {
 
 impl Munger {
     /// A munger for a track of `clock_rate` Hz whose output starts at `initial_seq` / `initial_ts`.
-    pub fn new(clock_rate: u32, initial_seq: u16, initial_ts: u32) -> Munger {
+    pub(crate) fn new(clock_rate: u32, initial_seq: u16, initial_ts: u32) -> Munger {
         Munger {
             clock_rate: clock_rate.max(1),
             source: 0,
@@ -38,13 +38,8 @@ impl Munger {
         }
     }
 
-    /// The source currently feeding this track.
-    pub fn source(&self) -> u64 {
-        self.source
-    }
-
     /// Rewrites (`seq`, `ts`) of a packet from `source` received at `now`.
-    pub fn rewrite(&mut self, source: u64, seq: u16, ts: u32, now: Instant) -> (u16, u32) {
+    pub(crate) fn rewrite(&mut self, source: u64, seq: u16, ts: u32, now: Instant) -> (u16, u32) {
         if source != self.source {
             self.rebase(source, seq, ts, now);
         }
@@ -80,7 +75,7 @@ impl Munger {
 
     /// The current source's sequence number of outgoing `out_seq`, when that packet was sent for the current
     /// source (between its first packet and the last one sent). A packet of an earlier source has no answer.
-    pub fn source_seq(&self, out_seq: u16) -> Option<u16> {
+    pub(crate) fn source_seq(&self, out_seq: u16) -> Option<u16> {
         if self.source == 0 || self.last_sent_at.is_none() {
             return None;
         }
@@ -91,7 +86,7 @@ impl Munger {
 
     /// The outgoing sequence number and timestamp of a packet of the current source, as `rewrite` made them,
     /// without changing anything (for a retransmission).
-    pub fn outgoing(&self, seq: u16, ts: u32) -> (u16, u32) {
+    pub(crate) fn outgoing(&self, seq: u16, ts: u32) -> (u16, u32) {
         (
             seq.wrapping_add(self.seq_offset),
             ts.wrapping_add(self.ts_offset),
@@ -100,7 +95,7 @@ impl Munger {
 }
 
 /// Whether sequence number `a` comes after `b` (RFC 1982 serial arithmetic on 16 bits).
-pub fn seq_newer(a: u16, b: u16) -> bool {
+pub(crate) fn seq_newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
 }
 

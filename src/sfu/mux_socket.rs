@@ -19,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 use webrtc_util::conn::Conn;
 
 /// The shared media socket.
-pub struct MuxSocket {
+pub(crate) struct MuxSocket {
     fd: AsyncFd<UdpSocket>,
     local: SocketAddr,
     full: Counter,
@@ -27,7 +27,7 @@ pub struct MuxSocket {
 
 impl MuxSocket {
     /// Wraps a bound, non-blocking socket. Must be called inside a tokio runtime (its reactor serves the reads).
-    pub fn new(socket: UdpSocket) -> io::Result<MuxSocket> {
+    pub(crate) fn new(socket: UdpSocket) -> io::Result<MuxSocket> {
         let local = socket.local_addr()?;
         socket.set_nonblocking(true)?;
         // SAFETY: `std::net::UdpSocket` owns its descriptor: it stays open and the same for as long as the

@@ -194,7 +194,7 @@ impl Sfu {
                 max_packets: config.gop_cache_max_packets,
                 max_bytes: config.gop_cache_max_bytes,
             },
-            requester.clone(),
+            requester,
             ForwardMetrics::new(kind_label),
         )
         .with_shards(ShardPlan {
@@ -213,7 +213,6 @@ impl Sfu {
             rid: rid.clone(),
             codec,
             commands,
-            requester,
         };
         tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()).in_current_span());
         tokio::spawn(drain_receiver_rtcp(receiver, rid).in_current_span());

@@ -43,7 +43,7 @@ impl SessionRole {
 }
 
 /// A random identifier of 128 bits, as 32 hex characters: session ids and ETags are unguessable.
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
@@ -53,7 +53,7 @@ pub fn random_id() -> String {
 const LOG_ID_CHARS: usize = 8;
 
 /// The loggable prefix of a session id.
-pub fn log_id(id: &str) -> &str {
+pub(crate) fn log_id(id: &str) -> &str {
     id.get(..LOG_ID_CHARS).unwrap_or(id)
 }
 

@@ -14,12 +14,11 @@ use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 
 use super::downtrack::DownTrack;
 use super::forward::Start;
-use super::keyframe_request::KeyframeRequester;
 use super::tap::{RecordingHook, Tap};
 use crate::media::{CodecInfo, MediaKind, TapEvent};
 
 /// A command to a source's forwarding task.
-pub enum SourceCommand {
+pub(crate) enum SourceCommand {
     Attach(Arc<DownTrack>, Start),
     /// Copy packets to the recorder from now on.
     SetTap(Tap),
@@ -27,18 +26,17 @@ pub enum SourceCommand {
 
 /// A live source of the current publisher, as the stream knows it.
 #[derive(Clone)]
-pub struct SourceHandle {
+pub(crate) struct SourceHandle {
     pub id: u64,
     pub kind: RTPCodecType,
     /// Simulcast layer (`rid`), empty without simulcast.
     pub rid: String,
     pub codec: RTCRtpCodecCapability,
     pub commands: mpsc::UnboundedSender<SourceCommand>,
-    pub requester: Arc<KeyframeRequester>,
 }
 
 /// A viewer of the stream.
-pub struct Viewer {
+pub(crate) struct Viewer {
     pub session_id: String,
     pub audio: Option<Arc<DownTrack>>,
     pub video: Option<Arc<DownTrack>>,
@@ -51,7 +49,7 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn new(
+    pub(crate) fn new(
         session_id: String,
         audio: Option<Arc<DownTrack>>,
         video: Option<Arc<DownTrack>>,
@@ -76,7 +74,7 @@ impl Viewer {
 
 /// What a publisher announced in its offer, used to tell when the stream is fully live.
 #[derive(Debug, Clone, Default)]
-pub struct PublishedMedia {
+pub(crate) struct PublishedMedia {
     pub has_audio: bool,
     pub has_video: bool,
     /// Simulcast layers, best first (the offer's order); empty without simulcast.
@@ -105,14 +103,14 @@ struct State {
 
 /// What a viewer can be offered right now.
 #[derive(Debug, Clone)]
-pub struct LiveMedia {
+pub(crate) struct LiveMedia {
     pub audio: Option<RTCRtpCodecCapability>,
     pub video: Option<RTCRtpCodecCapability>,
     pub layers: Vec<String>,
 }
 
 /// One stream's publisher, sources and viewers.
-pub struct Stream {
+pub(crate) struct Stream {
     pub name: String,
     state: Mutex<State>,
 }
@@ -122,7 +120,7 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl Stream {
-    pub fn new(name: &str) -> Stream {
+    pub(crate) fn new(name: &str) -> Stream {
         Stream {
             name: name.to_owned(),
             state: Mutex::new(State::default()),
@@ -130,7 +128,7 @@ impl Stream {
     }
 
     /// Makes `session_id` the publisher unless another one is live. Returns the new epoch.
-    pub fn claim_publisher(&self, session_id: &str, media: PublishedMedia) -> Option<u64> {
+    pub(crate) fn claim_publisher(&self, session_id: &str, media: PublishedMedia) -> Option<u64> {
         let mut st = lock(&self.state);
         if st.publisher.is_some() {
             return None;
@@ -143,17 +141,17 @@ impl Stream {
     }
 
     /// The current publisher's session id.
-    pub fn publisher(&self) -> Option<String> {
+    pub(crate) fn publisher(&self) -> Option<String> {
         lock(&self.state).publisher.clone()
     }
 
     /// The current publisher epoch.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         lock(&self.state).epoch
     }
 
     /// Removes the publisher if it is `session_id`. Returns the epoch it had, for the grace timer.
-    pub fn release_publisher(&self, session_id: &str) -> Option<u64> {
+    pub(crate) fn release_publisher(&self, session_id: &str) -> Option<u64> {
         let mut st = lock(&self.state);
         if st.publisher.as_deref() != Some(session_id) {
             return None;
@@ -170,14 +168,14 @@ impl Stream {
     }
 
     /// Takes the recording channel of the open broadcast (it ends: the caller sends `End`).
-    pub fn take_tap(&self) -> Option<mpsc::Sender<TapEvent>> {
+    pub(crate) fn take_tap(&self) -> Option<mpsc::Sender<TapEvent>> {
         let mut st = lock(&self.state);
         st.recording_started = false;
         st.tap.take()
     }
 
     /// Whether every kind the publisher announced has a source: only then do viewers get a session.
-    pub fn live_media(&self) -> Option<LiveMedia> {
+    pub(crate) fn live_media(&self) -> Option<LiveMedia> {
         let st = lock(&self.state);
         st.publisher.as_ref()?;
         let has = |k| st.sources.iter().any(|s| s.kind == k);
@@ -199,7 +197,7 @@ impl Stream {
 
     /// Registers a new source of publisher `epoch` and attaches the viewers it should feed. Returns the sessions
     /// of viewers that cannot take the new codec (a returning publisher changed codec): the caller ends them.
-    pub fn add_source(
+    pub(crate) fn add_source(
         &self,
         epoch: u64,
         source: SourceHandle,
@@ -247,7 +245,7 @@ impl Stream {
     }
 
     /// Forgets a source that ended (its track closed) and moves its viewers to the best remaining layer.
-    pub fn remove_source(&self, source_id: u64) {
+    pub(crate) fn remove_source(&self, source_id: u64) {
         let mut st = lock(&self.state);
         let before = st.sources.len();
         st.sources.retain(|s| s.id != source_id);
@@ -270,19 +268,19 @@ impl Stream {
     }
 
     /// Adds a viewer (not yet connected).
-    pub fn add_viewer(&self, viewer: Arc<Viewer>) {
+    pub(crate) fn add_viewer(&self, viewer: Arc<Viewer>) {
         lock(&self.state)
             .viewers
             .insert(viewer.session_id.clone(), viewer);
     }
 
     /// Number of viewers.
-    pub fn viewer_count(&self) -> usize {
+    pub(crate) fn viewer_count(&self) -> usize {
         lock(&self.state).viewers.len()
     }
 
     /// The viewer's peer connection is up: attach its tracks to the sources, video from the picture cache.
-    pub fn viewer_connected(&self, session_id: &str) {
+    pub(crate) fn viewer_connected(&self, session_id: &str) {
         let st = lock(&self.state);
         let Some(viewer) = st.viewers.get(session_id).cloned() else {
             return;
@@ -301,7 +299,7 @@ impl Stream {
     }
 
     /// The viewer chose a layer (None: the best). False when no such layer exists.
-    pub fn choose_layer(&self, session_id: &str, layer: Option<String>) -> bool {
+    pub(crate) fn choose_layer(&self, session_id: &str, layer: Option<String>) -> bool {
         let st = lock(&self.state);
         let Some(viewer) = st.viewers.get(session_id).cloned() else {
             return false;
@@ -325,7 +323,7 @@ impl Stream {
     }
 
     /// Removes a viewer and closes its tracks.
-    pub fn remove_viewer(&self, session_id: &str) -> bool {
+    pub(crate) fn remove_viewer(&self, session_id: &str) -> bool {
         let removed = lock(&self.state).viewers.remove(session_id);
         if let Some(v) = &removed {
             v.close_tracks();
@@ -334,18 +332,18 @@ impl Stream {
     }
 
     /// Session ids of every viewer.
-    pub fn viewer_sessions(&self) -> Vec<String> {
+    pub(crate) fn viewer_sessions(&self) -> Vec<String> {
         lock(&self.state).viewers.keys().cloned().collect()
     }
 
     /// Whether nothing is left: no publisher, no viewer, and no broadcast waiting out its grace period.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         let st = lock(&self.state);
         st.publisher.is_none() && st.viewers.is_empty() && st.tap.is_none()
     }
 
     /// Simulcast layers currently received, best first.
-    pub fn layers(&self) -> Vec<String> {
+    pub(crate) fn layers(&self) -> Vec<String> {
         let st = lock(&self.state);
         ordered_video_sources(&st)
             .into_iter()
@@ -355,7 +353,7 @@ impl Stream {
 }
 
 /// The codec as the recorder sees it.
-pub fn codec_info(c: &RTCRtpCodecCapability) -> CodecInfo {
+pub(crate) fn codec_info(c: &RTCRtpCodecCapability) -> CodecInfo {
     CodecInfo {
         mime_type: c.mime_type.clone(),
         clock_rate: c.clock_rate,

@@ -213,7 +213,7 @@ impl Sfu {
 /// How many packets one viewer may have resent per second (shared by its audio and video senders): a NACK can
 /// name hundreds of packets, and a viewer that sends them without end must not make us send without end.
 #[derive(Debug)]
-pub struct ResendBudget {
+pub(crate) struct ResendBudget {
     per_second: u32,
     /// (start of the current one-second window, resends in it).
     window: std::sync::Mutex<(std::time::Instant, u32)>,
@@ -221,7 +221,7 @@ pub struct ResendBudget {
 
 impl ResendBudget {
     /// A budget of `per_second` resends (0: no limit).
-    pub fn new(per_second: u32) -> ResendBudget {
+    pub(crate) fn new(per_second: u32) -> ResendBudget {
         ResendBudget {
             per_second,
             window: std::sync::Mutex::new((std::time::Instant::now(), 0)),
@@ -229,7 +229,7 @@ impl ResendBudget {
     }
 
     /// Takes one resend at `now`; false when this second's budget is spent.
-    pub fn take_at(&self, now: std::time::Instant) -> bool {
+    pub(crate) fn take_at(&self, now: std::time::Instant) -> bool {
         if self.per_second == 0 {
             return true;
         }
