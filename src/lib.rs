@@ -256,6 +256,11 @@ fn spawn_gauges(
             let peers = ipfs.connected_peers().await;
             metrics::gauge!("zipiq_ipfs_connected_peers").set(peers as f64);
             http::health::archive_state(&archiver);
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+                + sfu.media_thread_tasks();
+            metrics::gauge!("zipiq_tokio_tasks").set(tasks as f64);
             let c = sfu.counts();
             systemd::status(&format!(
                 "{} live streams, {} publishers, {} viewers; {peers} IPFS peers",

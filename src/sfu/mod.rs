@@ -231,6 +231,16 @@ impl Sfu {
         self.inner.next_source_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Tasks alive on the media threads' runtimes (the soak's "no task left" adds the main runtime's).
+    pub(crate) fn media_thread_tasks(&self) -> usize {
+        self.inner
+            .media
+            .handles()
+            .iter()
+            .map(|h| h.metrics().num_alive_tasks())
+            .sum()
+    }
+
     /// What is live now.
     pub fn counts(&self) -> SfuCounts {
         let sessions = lock(&self.inner.sessions);

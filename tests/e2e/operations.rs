@@ -176,6 +176,7 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
         "zipiq_http_requests_total",
         "zipiq_http_request_duration_seconds",
         "zipiq_db_pool_connections",
+        "zipiq_tokio_tasks",
     ]
     .into_iter()
     .map(|n| (n, total(&scrape, n)))
