@@ -18,20 +18,9 @@ impl IpfsNode {
         let dag = tokio::task::spawn_blocking(move || unixfs::import_file(&bytes))
             .await
             .map_err(|e| StoreError::Node(format!("import task failed: {e}")))?;
-        let blocks = dag
-            .blocks
-            .into_iter()
-            .map(|(cid, data)| rust_ipfs::Block::new_unchecked(cid, data))
-            .collect();
-        self.ipfs
-            .repo()
-            .put_blocks(blocks)
-            .await
-            .map_err(StoreError::node)?;
-        self.pin_local(&dag.root).await?;
+        let root = self.store_dag(dag.blocks, dag.root, false).await?;
         metrics::counter!("zipiq_ipfs_added_bytes_total").increment(len as u64);
-        self.queue_announce(dag.root, false);
-        Ok(dag.root)
+        Ok(root)
     }
 
     /// Makes a UnixFS directory linking existing local DAGs by CID (nothing is re-added), pins it and queues its
@@ -58,8 +47,18 @@ impl IpfsNode {
             });
         }
         let dir = unixfs::build_directory(links)?;
-        let blocks = dir
-            .blocks
+        self.store_dag(dir.blocks, dir.root, true).await
+    }
+
+    /// Puts a DAG just built here into the repository, pins its root and queues its announcement (`directory`:
+    /// announced as a directory, which keeps a reserve of provider-record slots).
+    async fn store_dag(
+        &self,
+        blocks: Vec<(Cid, Bytes)>,
+        root: Cid,
+        directory: bool,
+    ) -> Result<Cid> {
+        let blocks = blocks
             .into_iter()
             .map(|(cid, data)| rust_ipfs::Block::new_unchecked(cid, data))
             .collect();
@@ -68,9 +67,9 @@ impl IpfsNode {
             .put_blocks(blocks)
             .await
             .map_err(StoreError::node)?;
-        self.pin_local(&dir.root).await?;
-        self.queue_announce(dir.root, true);
-        Ok(dir.root)
+        self.pin_local(&root).await?;
+        self.queue_announce(root, directory);
+        Ok(root)
     }
 
     /// The cumulative size of a local DAG root and, for a file, its size in bytes.
