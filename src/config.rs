@@ -40,6 +40,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub media: MediaConfig,
     pub database: DatabaseConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub gateway: GatewayConfig,
@@ -228,6 +229,24 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+}
+
+/// `[cluster]`: several nodes sharing streams through PostgreSQL (see `src/cluster`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Whether this node joins the cluster (needs PostgreSQL).
+    pub enabled: bool,
+    /// Free-text region name placement prefers.
+    pub region: String,
+    /// Period of the registry heartbeat and lease renewal, in ms.
+    pub heartbeat_interval_ms: u64,
+    /// Age of a heartbeat after which its node is dead, in ms.
+    pub node_dead_after_ms: u64,
+    /// Lifetime of a stream route without renewal, in ms.
+    pub lease_ms: u64,
+    /// CPU-use difference (0.0-1.0) past which a publisher is redirected to a less loaded node.
+    pub placement_cpu_margin: f64,
 }
 
 /// `[log]`
@@ -514,6 +533,26 @@ impl Config {
                 self.database.url.split(':').next().unwrap_or("")
             )));
         }
+        if self.cluster.enabled && !self.database.url.starts_with("postgres") {
+            return Err(ConfigError::Invalid(
+                "cluster.enabled = true needs a shared PostgreSQL database: database.url is not postgres://".into(),
+            ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0
+            || c.node_dead_after_ms <= c.heartbeat_interval_ms
+            || c.lease_ms <= c.heartbeat_interval_ms
+        {
+            return Err(ConfigError::Invalid(
+                "cluster.heartbeat_interval_ms must be at least 1 and below cluster.node_dead_after_ms and cluster.lease_ms"
+                    .into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&c.placement_cpu_margin) {
+            return Err(ConfigError::Invalid(
+                "cluster.placement_cpu_margin must be between 0.0 and 1.0".into(),
+            ));
+        }
         let auth = &self.auth;
         if auth.argon2_memory_kib < 8 * auth.argon2_parallelism.max(1)
             || auth.argon2_iterations == 0
@@ -710,6 +749,29 @@ mod tests {
         assert_eq!(c.smtp.security, SmtpSecurity::Starttls);
         assert_eq!(c.rate_limits.login_per_account.requests, 10);
         assert!(c.http.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn the_cluster_needs_postgres_and_says_which_key() {
+        let env = vec![("ZIPIQ_CLUSTER__ENABLED".to_owned(), "true".to_owned())];
+        let err = Config::from_layers(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.enabled") && err.contains("database.url"),
+            "{err}"
+        );
+        let env = vec![
+            ("ZIPIQ_CLUSTER__ENABLED".to_owned(), "true".to_owned()),
+            (
+                "ZIPIQ_DATABASE__URL".to_owned(),
+                "postgres://u@127.0.0.1/db".to_owned(),
+            ),
+        ];
+        let c = Config::from_layers(None, env).unwrap();
+        assert!(c.cluster.enabled);
+        assert_eq!(c.cluster.lease_ms, 10_000);
+        let env = vec![("ZIPIQ_CLUSTER__LEASE_MS".to_owned(), "1000".to_owned())];
+        let err = Config::from_layers(None, env).unwrap_err().to_string();
+        assert!(err.contains("cluster.lease_ms"), "{err}");
     }
 
     #[test]

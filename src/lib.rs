@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod auth;
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 pub mod db;
 pub(crate) mod http;
@@ -47,6 +48,7 @@ pub struct Server {
     pub config: Arc<Config>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    cluster: Option<cluster::Cluster>,
 }
 
 /// The stream created on first start, with its key (shown once).
@@ -137,6 +139,22 @@ impl Server {
             http::admin_listener::AdminGuard::new(admin_addr, &config.admin, admin_token);
         let config = with_bound_public_url(config, http_addr);
         let auth = Arc::new(auth::Auth::new(config.clone()).context("setting up accounts")?);
+        let cluster = if config.cluster.enabled {
+            let cluster = cluster::Cluster::new(
+                db.clone(),
+                &config,
+                &config.public_url(),
+                announced_media_addr(&config, sfu.media_addr()),
+            );
+            cluster
+                .join(&sfu)
+                .await
+                .context("joining the cluster (writing this node's row in cluster_nodes)")?;
+            tracing::info!(node = %cluster.node_id(), region = %config.cluster.region, "joined the cluster");
+            Some(cluster)
+        } else {
+            None
+        };
         let state = AppState {
             config: config.clone(),
             db: db.clone(),
@@ -144,6 +162,7 @@ impl Server {
             auth: auth.clone(),
             ipfs: ipfs.clone(),
             archiver: archiver.clone(),
+            cluster: cluster.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
 
@@ -180,11 +199,21 @@ impl Server {
             ipfs.clone(),
             sfu.clone(),
             archiver.clone(),
+            cluster.clone(),
             stop_rx.clone(),
         );
         let key_watch_task = sfu::key_watch::spawn(sfu.clone(), db.clone(), stop_rx.clone());
         let prune_task = pruner::spawn(db.clone(), auth.clone(), config.clone(), stop_rx.clone());
         let archive_tasks = archiver.spawn(stop_rx.clone());
+        let cluster_tasks = match &cluster {
+            Some(c) => cluster::spawn(
+                c.clone(),
+                sfu.clone(),
+                config.database.url.clone(),
+                stop_rx.clone(),
+            ),
+            None => Vec::new(),
+        };
         tracing::info!(http = %http_addr, admin = %admin_addr, media = %sfu.media_addr(), "zipIQ is serving");
         Ok((
             Server {
@@ -208,7 +237,9 @@ impl Server {
                 ]
                 .into_iter()
                 .chain(archive_tasks)
+                .chain(cluster_tasks)
                 .collect(),
+                cluster,
             },
             first,
         ))
@@ -217,8 +248,21 @@ impl Server {
     /// Stops accepting, ends every session, lets the recorder commit the last segments (bounded by
     /// `server.shutdown_timeout_ms`), then stops IPFS and the database.
     pub async fn shutdown(self) {
+        if let Some(cluster) = &self.cluster {
+            // No new placements here from now on (307 to other nodes); the sessions have until
+            // server.shutdown_timeout_ms to end.
+            cluster
+                .drain(
+                    &self.sfu,
+                    Duration::from_millis(self.config.server.shutdown_timeout_ms),
+                )
+                .await;
+        }
         let _ = self.stop.send(true);
         self.sfu.shutdown().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
         self.recorder
             .drain(Duration::from_millis(
                 self.config.server.shutdown_timeout_ms,
@@ -239,6 +283,7 @@ fn spawn_gauges(
     ipfs: Arc<store::IpfsNode>,
     sfu: Sfu,
     archiver: archive::worker::Archiver,
+    cluster: Option<cluster::Cluster>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -262,10 +307,14 @@ fn spawn_gauges(
                 + sfu.media_thread_tasks();
             metrics::gauge!("zipiq_tokio_tasks").set(tasks as f64);
             let c = sfu.counts();
-            systemd::status(&format!(
+            let mut status = format!(
                 "{} live streams, {} publishers, {} viewers; {peers} IPFS peers",
                 c.streams, c.publishers, c.viewers
-            ));
+            );
+            if let Some(cluster) = &cluster {
+                status.push_str(&cluster.status_line());
+            }
+            systemd::status(&status);
             // Histograms are summarised by the exporter's upkeep (installed without its own upkeep task).
             if let Some(handle) = telemetry::prometheus() {
                 handle.run_upkeep();
@@ -324,6 +373,24 @@ fn with_bound_public_url(config: Arc<Config>, bound: SocketAddr) -> Arc<Config> 
     };
     patched.http.public_url = format!("http://{}", SocketAddr::new(host, bound.port()));
     Arc::new(patched)
+}
+
+/// The media address other nodes and the registry see: the first `media.public_ips` entry, else the bound
+/// address (with the loopback address for a wildcard bind), on the bound port.
+fn announced_media_addr(config: &Config, bound: SocketAddr) -> String {
+    let ip = config
+        .media
+        .public_ips
+        .iter()
+        .find_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            } else {
+                bound.ip()
+            }
+        });
+    SocketAddr::new(ip, bound.port()).to_string()
 }
 
 /// A database URL without its password, for messages.

@@ -163,6 +163,13 @@ pub struct Negotiated {
     pub links: Vec<String>,
 }
 
+/// An HTTP client that leaves redirects to [`negotiate`].
+fn no_redirects_client() -> Result<reqwest::Client, ClientError> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
 /// Sends `pc`'s offer (after gathering) to `url`; applies the answer.
 async fn negotiate(
     http: &reqwest::Client,
@@ -178,19 +185,40 @@ async fn negotiate(
         .local_description()
         .await
         .ok_or_else(|| ClientError::Protocol("no local description".into()))?;
-    let mut request = http
-        .post(url)
-        .header("Content-Type", "application/sdp")
-        .body(local.sdp);
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    if status != 201 {
-        let body = response.text().await.unwrap_or_default();
-        return Err(ClientError::Refused { status, body });
-    }
+    // Redirects (a cluster node placing the session on another node) are followed here, as OBS does: the offer
+    // and the bearer token go again to the new URL (reqwest's own redirects drop Authorization across hosts), and
+    // the session's Location is resolved against the URL that answered.
+    let mut url = reqwest::Url::parse(url)
+        .map_err(|e| ClientError::Protocol(format!("bad URL {url:?}: {e}")))?;
+    let mut redirects = 0;
+    let response = loop {
+        let mut request = http
+            .post(url.clone())
+            .header("Content-Type", "application/sdp")
+            .body(local.sdp.clone());
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        if matches!(status, 307 | 308) && redirects < 5 {
+            let next = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| ClientError::Protocol(format!("{status} without Location")))?;
+            url = url
+                .join(next)
+                .map_err(|e| ClientError::Protocol(format!("bad redirect {next:?}: {e}")))?;
+            redirects += 1;
+            continue;
+        }
+        if status != 201 {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ClientError::Refused { status, body });
+        }
+        break response;
+    };
     let location = response
         .headers()
         .get("location")
@@ -208,8 +236,8 @@ async fn negotiate(
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    let resource_url = reqwest::Url::parse(url)
-        .and_then(|base| base.join(&location))
+    let resource_url = url
+        .join(&location)
         .map(|u| u.to_string())
         .map_err(|e| ClientError::Protocol(format!("bad Location {location:?}: {e}")))?;
     let answer = response.text().await?;
@@ -285,7 +313,7 @@ impl WhipClient {
         token: Option<&str>,
         options: PublishOptions,
     ) -> Result<WhipClient, ClientError> {
-        let http = reqwest::Client::new();
+        let http = no_redirects_client()?;
         let mut codecs = Vec::new();
         if options.audio {
             codecs.push((opus_capability(), 111, RTPCodecType::Audio));
@@ -493,7 +521,7 @@ impl WhepClient {
         token: Option<&str>,
         options: WatchOptions,
     ) -> Result<WhepClient, ClientError> {
-        let http = reqwest::Client::new();
+        let http = no_redirects_client()?;
         let mut codecs = Vec::new();
         if options.audio {
             codecs.push((opus_capability(), 111, RTPCodecType::Audio));

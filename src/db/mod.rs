@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod broadcasts;
 pub mod bundles;
+pub mod cluster;
 pub mod jobs;
 pub(crate) mod prune;
 pub mod streams;

@@ -7,6 +7,7 @@ pub(crate) mod admin_listener;
 pub(crate) mod api;
 pub(crate) mod body;
 pub(crate) mod broadcasts;
+pub(crate) mod cluster;
 pub(crate) mod error;
 pub(crate) mod gateway;
 pub(crate) mod health;
@@ -47,6 +48,8 @@ pub(crate) struct AppState {
     pub auth: Arc<Auth>,
     pub ipfs: Arc<crate::store::IpfsNode>,
     pub archiver: crate::archive::worker::Archiver,
+    /// This node's part in the cluster, when `cluster.enabled`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -3,9 +3,10 @@
 //! A tokenless viewer's unguessable session URL is its own capability. A private stream needs a viewer token
 //! (a JWT scoped to the stream) as `Authorization: Bearer`: none or an invalid one is 401, one for another stream
 //! 403. A stream of a disabled account, or a viewer token made by one, is refused with 403. Requests count against
-//! the per-address WHEP limit, and those with a token against the per-token one.
+//! the per-address WHEP limit, and those with a token against the per-token one. On a node of a cluster, a stream
+//! live on another node is answered with a 307 to that node (see `http::cluster`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -50,6 +51,7 @@ pub(crate) async fn watch(
     ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
     Query(query): Query<WatchQuery>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
@@ -90,6 +92,12 @@ pub(crate) async fn watch(
         return Err(HttpError::forbidden(
             "the viewer token was made by an account that is disabled",
         ));
+    }
+    if let Some(cluster) = &state.cluster
+        && let Some(redirect) =
+            super::cluster::viewer_elsewhere(&state, cluster, &stream, raw_query.as_deref()).await?
+    {
+        return Ok(redirect);
     }
     let layer = query.layer.filter(|l| !l.is_empty());
     let accepted = state

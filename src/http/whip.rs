@@ -3,9 +3,10 @@
 //! Every request counts against the per-address WHIP rate limit; only those that prove themselves (the right stream
 //! key, or a session's own bearer token) count against the stream owner's budget too, so strangers cannot spend it.
 //! A stream of a disabled account refuses its key with 403 (checked after the key, so it tells only the key's
-//! holder).
+//! holder). On a node of a cluster a publisher may be redirected (307) to a less loaded node, and claims its
+//! stream's route first (409 when another node is its origin; see `http::cluster`).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -43,6 +44,7 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
@@ -76,10 +78,25 @@ pub(crate) async fn publish(
         .auth
         .limits
         .check_account(Action::Whip, &account_key(row))?;
-    let accepted = state
+    if let Some(cluster) = &state.cluster
+        && let Some(redirect) =
+            super::cluster::place_and_claim(cluster, &stream, query.as_deref()).await?
+    {
+        return Ok(redirect);
+    }
+    let accepted = match state
         .sfu
         .accept_publisher(&stream, &offer, Some(token), ip)
-        .await?;
+        .await
+    {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            if let Some(cluster) = &state.cluster {
+                cluster.release_if_unused(&state.sfu, &stream).await;
+            }
+            return Err(e.into());
+        }
+    };
     let location = format!("/whip/{stream}/{}", accepted.session_id);
     Ok(negotiation::created(&state, accepted, location))
 }

@@ -102,6 +102,15 @@ struct Entry {
     awaiting_keyframe: bool,
 }
 
+/// Payload bytes forwarded to viewers by every forwarder of the process, read by the cluster's heartbeat for the
+/// node's egress rate (the metrics facade cannot be read back). Added once per packet, like the counters below.
+static FORWARDED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Payload bytes forwarded to viewers since the process started.
+pub fn forwarded_bytes() -> u64 {
+    FORWARDED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Counters of one forwarder, exported as metrics.
 #[derive(Clone)]
 pub struct ForwardMetrics {
@@ -299,6 +308,10 @@ impl Forwarder {
                         self.metrics
                             .bytes_out
                             .increment(packet.payload.len() as u64);
+                        FORWARDED_BYTES.fetch_add(
+                            packet.payload.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                     }
                 }
                 self.entries.push(Entry {
@@ -388,6 +401,10 @@ impl Forwarder {
             self.metrics
                 .bytes_out
                 .increment(sent * packet.payload.len() as u64);
+            FORWARDED_BYTES.fetch_add(
+                sent * packet.payload.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 

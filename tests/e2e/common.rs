@@ -32,6 +32,20 @@ impl TestServer {
 /// Starts a server on loopback with `overrides` (TOML text) laid over the test defaults. Two media threads on any
 /// machine, so a stream's viewers are always spread over both and the cross-thread fan-out is what tests see.
 pub async fn start_server(overrides: &str) -> TestServer {
+    let (server, first, dir) = start_node(overrides).await;
+    let FirstStream { key, .. } = first.expect("first start creates the live stream");
+    let base = format!("http://{}", server.http_addr);
+    TestServer {
+        server,
+        key,
+        base,
+        _dir: dir,
+    }
+}
+
+/// Starts a server like [`start_server`] but on a database that may hold streams already (another node's):
+/// returns the server, the first stream if this start created it, and the temp dir to keep while it runs.
+pub async fn start_node(overrides: &str) -> (Server, Option<FirstStream>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("zipiq.db");
     let base = format!(
@@ -61,14 +75,7 @@ pub async fn start_server(overrides: &str) -> TestServer {
         .expect("test config");
     zipiq::telemetry::init_logs(&config.log);
     let (server, first) = Server::start(config).await.expect("server starts");
-    let FirstStream { key, .. } = first.expect("first start creates the live stream");
-    let base = format!("http://{}", server.http_addr);
-    TestServer {
-        server,
-        key,
-        base,
-        _dir: dir,
-    }
+    (server, first, dir)
 }
 
 /// Polls `f` every 20 ms until it is true or `timeout` passes.

@@ -16,6 +16,7 @@ mod archive_bundler;
 mod archive_crash;
 mod archive_queue;
 mod arlocal;
+mod cluster;
 mod common;
 mod databases;
 mod db_queries;

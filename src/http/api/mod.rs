@@ -13,6 +13,7 @@
 pub(crate) mod accounts;
 pub(crate) mod admin;
 pub(crate) mod broadcasts;
+pub(crate) mod cluster;
 pub(crate) mod live;
 pub(crate) mod responses;
 pub(crate) mod streams;
@@ -183,6 +184,7 @@ pub(crate) fn router(
         .merge(broadcasts::router())
         .merge(live::router())
         .merge(admin::router())
+        .merge(cluster::router())
         .split_for_parts();
     for missing in constrain(&mut openapi, config) {
         tracing::error!(property = %missing, "OpenAPI document: no such property to constrain");

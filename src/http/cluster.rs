@@ -1,0 +1,112 @@
+//! What WHIP and WHEP do differently on a node of a cluster: a publisher is placed on the least loaded node (307 to
+//! it, with an absolute `Location`) and claims its stream's route (409 when another live node is the origin, 503
+//! with `Retry-After` when the database cannot say); a viewer of a stream whose origin is another node is sent
+//! there (307) until edges pull streams themselves.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::HttpError;
+use crate::cluster::placement::Placement;
+use crate::cluster::{ClaimOutcome, Cluster};
+
+/// The query parameter a placement redirect adds, naming the node it chose: that node then takes the publisher
+/// whatever its own view of the load, so a publisher is never bounced twice.
+const PLACED: &str = "placed";
+
+/// A 307 to `url` (the method and body are kept, as WHIP and WHEP clients need).
+fn redirect(url: &str, kind: &'static str) -> Result<Response, HttpError> {
+    let location = HeaderValue::from_str(url)
+        .map_err(|_| HttpError::internal("a cluster node's URL is not a valid header value"))?;
+    metrics::counter!("zipiq_cluster_redirects_total", "kind" => kind).increment(1);
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response())
+}
+
+/// Whether the request's query says this node was chosen by a placement already.
+fn placed_here(raw_query: Option<&str>, node_id: &str) -> bool {
+    raw_query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(k, v)| k == PLACED && v == node_id)
+        })
+    })
+}
+
+/// The WHIP publisher's placement and route claim. `Ok(Some(response))`: answer with it (a redirect);
+/// `Ok(None)`: accept here, this node is the stream's origin now.
+pub(crate) async fn place_and_claim(
+    cluster: &Cluster,
+    stream: &str,
+    raw_query: Option<&str>,
+) -> Result<Option<Response>, HttpError> {
+    if !placed_here(raw_query, cluster.node_id()) {
+        match cluster.place_publisher() {
+            Placement::Here => {}
+            Placement::There(node) => {
+                let url = format!(
+                    "{}/whip/{stream}?{PLACED}={}",
+                    node.report.http_url, node.report.node_id
+                );
+                tracing::info!(stream = %stream, to = %node.report.node_id, "publisher placed on another node");
+                return redirect(&url, "whip").map(Some);
+            }
+            Placement::Nowhere => {
+                return Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this node is draining or full and no other node of the cluster can take the stream",
+                )
+                .with_header(header::RETRY_AFTER, "5"));
+            }
+        }
+    }
+    match cluster.claim(stream).await? {
+        ClaimOutcome::Origin => Ok(None),
+        ClaimOutcome::Elsewhere(route) => Err(HttpError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "stream {stream:?} is already published on node {:?}",
+                route.node_id
+            ),
+        )
+        .with_header(header::RETRY_AFTER, "2")),
+    }
+}
+
+/// A WHEP viewer of a stream that is not live here but live on another node: `Some` 307 to that node.
+pub(crate) async fn viewer_elsewhere(
+    state: &AppState,
+    cluster: &Cluster,
+    stream: &str,
+    raw_query: Option<&str>,
+) -> Result<Option<Response>, HttpError> {
+    if state.sfu.is_live(stream) {
+        return Ok(None);
+    }
+    let Some(route) = cluster.route_elsewhere(stream).await? else {
+        return Ok(None);
+    };
+    let Some(base) = route.http_url else {
+        return Ok(None);
+    };
+    let query = raw_query.map(|q| format!("?{q}")).unwrap_or_default();
+    redirect(&format!("{base}/whep/{stream}{query}"), "whep").map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_placement_naming_this_node_counts() {
+        assert!(placed_here(Some("placed=b"), "b"));
+        assert!(placed_here(Some("x=1&placed=b"), "b"));
+        assert!(!placed_here(Some("placed=a"), "b"));
+        assert!(!placed_here(Some("placedx=b"), "b"));
+        assert!(!placed_here(None, "b"));
+    }
+}

@@ -1,0 +1,302 @@
+//! The cluster on one real PostgreSQL database, with in-process nodes and real WebRTC peers: one stream has one
+//! origin (two simultaneous publishes on two nodes give one 201 and one 409), a viewer on another node is sent to
+//! the origin and gets the media, the route is given back when the publisher leaves, a node whose route was taken
+//! over stops serving as origin, a full node places a publisher on a node with room (307, absolute Location), and
+//! `GET /api/v1/cluster` shows nodes and routes to admins.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::Executor;
+use zipiq::Server;
+use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+
+use crate::common::{eventually, packet, start_node, video_payload};
+use crate::databases;
+
+/// Fast heartbeats so that tests see leases and deaths in seconds.
+fn node_config(pg_url: &str, name: &str, extra: &str) -> String {
+    format!(
+        "[database]\nurl = \"{pg_url}\"\n[server]\nnode_name = \"{name}\"\n\
+         [cluster]\nenabled = true\nheartbeat_interval_ms = 200\nnode_dead_after_ms = 1000\nlease_ms = 1500\n\
+         placement_cpu_margin = 1.0\n{extra}"
+    )
+}
+
+fn base(server: &Server) -> String {
+    format!("http://{}", server.http_addr)
+}
+
+/// Sends synthetic H.264 (a keyframe every 25 packets) every 10 ms until `stop`.
+fn pump(publisher: Arc<WhipClient>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i: u32 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let p = packet(
+                i as u16,
+                i.wrapping_mul(3000),
+                true,
+                video_payload(0, i, 25),
+            );
+            let _ = publisher.send_video(0, &p).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+fn video_only() -> PublishOptions {
+    PublishOptions {
+        audio: false,
+        ..PublishOptions::default()
+    }
+}
+
+/// Whether `server` has a publisher session of `stream`.
+fn publishes(server: &Server, stream: &str) -> bool {
+    server
+        .sfu
+        .publisher_sessions()
+        .iter()
+        .any(|s| s.stream == stream)
+}
+
+/// An admin's access token on `server`: an account made as `zipiq users create --admin` makes it, then a login.
+async fn admin_token(server: &Server) -> String {
+    let text =
+        zipiq::cli::users::create_user(&server.db, &server.config, "root@example.org", true, false)
+            .await
+            .expect("create admin");
+    let password = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once; change it after logging in): "))
+        .expect("generated password")
+        .to_owned();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", base(server)))
+        .json(&serde_json::json!({"email": "root@example.org", "password": password}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    answer["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned()
+}
+
+async fn route_count(pg: &databases::TestDb, stream: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM stream_routes WHERE stream = $1")
+        .bind(stream)
+        .fetch_one(pg.db.pool())
+        .await
+        .expect("count routes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_has_one_origin_and_viewers_elsewhere_are_sent_to_it() {
+    let pg = databases::postgres().await;
+    let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", "")).await;
+    let (b, none, _dir_b) = start_node(&node_config(&pg.url, "node-b", "")).await;
+    let key = first.expect("the first node creates the first stream").key;
+    assert!(none.is_none(), "the second node finds the stream there");
+
+    // Two publishers of one stream on two nodes at the same instant: exactly one 201, the other 409.
+    let (url_a, url_b) = (
+        format!("{}/whip/live", base(&a)),
+        format!("{}/whip/live", base(&b)),
+    );
+    let (ra, rb) = tokio::join!(
+        WhipClient::connect(&url_a, Some(&key), video_only()),
+        WhipClient::connect(&url_b, Some(&key), video_only()),
+    );
+    let (publisher, origin, edge) = match (ra, rb) {
+        (Ok(p), Err(ClientError::Refused { status: 409, body })) => {
+            assert!(body.contains("node-a"), "{body}");
+            (p, &a, &b)
+        }
+        (Err(ClientError::Refused { status: 409, body }), Ok(p)) => {
+            assert!(body.contains("node-b"), "{body}");
+            (p, &b, &a)
+        }
+        (ra, rb) => panic!(
+            "expected one 201 and one 409, got {:?} and {:?}",
+            ra.err(),
+            rb.err()
+        ),
+    };
+    assert_eq!(route_count(&pg, "live").await, 1);
+    let publisher = Arc::new(publisher);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pumping = pump(publisher.clone(), stop.clone());
+    assert!(eventually(Duration::from_secs(5), || origin.sfu.is_live("live")).await);
+
+    // A viewer who asks the other node is sent to the origin (307) and gets the media there.
+    let mut viewer = WhepClient::connect(
+        &format!("{}/whep/live", base(edge)),
+        None,
+        WatchOptions {
+            audio: false,
+            ..WatchOptions::default()
+        },
+    )
+    .await
+    .expect("viewer follows the redirect to the origin");
+    assert!(
+        viewer.negotiated.resource_url.starts_with(&base(origin)),
+        "the session lives on the origin: {}",
+        viewer.negotiated.resource_url
+    );
+    let got = tokio::time::timeout(Duration::from_secs(5), viewer.packets.recv())
+        .await
+        .expect("a packet within 5 s")
+        .expect("packet");
+    assert!(!got.payload.is_empty());
+
+    // Admins see both nodes alive and the route.
+    let token = admin_token(&a).await;
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .get(format!("{}/api/v1/cluster", base(&a)))
+        .send()
+        .await
+        .expect("cluster view");
+    assert_eq!(anonymous.status(), 401);
+    let view: serde_json::Value = http
+        .get(format!("{}/api/v1/cluster", base(&a)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("cluster view")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["enabled"], true);
+    let nodes: Vec<&str> = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["alive"] == true)
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert_eq!(nodes, vec!["node-a", "node-b"], "{view}");
+    let routes = view["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 1, "{view}");
+    assert_eq!(routes[0]["stream"], "live");
+    assert_eq!(
+        routes[0]["node_id"].as_str(),
+        Some(origin.config.server.node().as_str())
+    );
+    assert_eq!(routes[0]["epoch"], 1);
+    assert_eq!(routes[0]["valid"], true);
+
+    // The publisher leaves: the route is given back, and the other node may take the stream.
+    stop.store(true, Ordering::Relaxed);
+    let _ = pumping.await;
+    let _ = viewer.close().await;
+    let publisher = Arc::try_unwrap(publisher).ok().expect("only owner");
+    assert_eq!(publisher.close().await.expect("DELETE"), 200);
+    let mut released = false;
+    for _ in 0..50 {
+        if route_count(&pg, "live").await == 0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(released, "the route is given back after the publisher left");
+    let again = WhipClient::connect(
+        &format!("{}/whip/live", base(edge)),
+        Some(&key),
+        video_only(),
+    )
+    .await
+    .expect("the other node takes the stream once it is free");
+    let _ = again.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_route_was_taken_over_stops_serving_as_origin() {
+    let pg = databases::postgres().await;
+    let (a, first, _dir) = start_node(&node_config(&pg.url, "node-a", "")).await;
+    let key = first.expect("first stream").key;
+    let publisher =
+        WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
+            .await
+            .expect("publish");
+    assert!(publishes(&a, "live"));
+    // Another node took the route over (a new epoch), as after a partition in which node-a looked dead.
+    pg.db
+        .pool()
+        .execute(
+            "UPDATE stream_routes SET node_id = 'node-z', epoch = epoch + 1 WHERE stream = 'live'",
+        )
+        .await
+        .expect("take over");
+    assert!(
+        eventually(Duration::from_secs(5), || !publishes(&a, "live")).await,
+        "node-a ends its publisher once it learns it is no longer the origin"
+    );
+    drop(publisher);
+    a.shutdown().await;
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_places_a_publisher_on_a_node_with_room() {
+    let pg = databases::postgres().await;
+    let full = "[media]\nmax_sessions = 1\nreserved_publisher_sessions = 0\n";
+    let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", full)).await;
+    let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", "")).await;
+    let key = first.expect("first stream").key;
+    let (_, second_key) = a.db.create_stream("second").await.expect("second stream");
+    let busy = WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
+        .await
+        .expect("publish on node-a");
+    // Wait for node-a's heartbeat to count the session.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // The answer itself: a 307 with an absolute Location on node-b, which keeps method and body.
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{}/whip/second", base(&a)))
+        .bearer_auth(&second_key)
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .expect("WHIP POST");
+    assert_eq!(raw.status(), 307);
+    let location = raw.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        location.starts_with(&format!("{}/whip/second", base(&b))),
+        "{location}"
+    );
+
+    // A WHIP client (following redirects as OBS does) ends up publishing on node-b.
+    let moved = WhipClient::connect(
+        &format!("{}/whip/second", base(&a)),
+        Some(&second_key),
+        video_only(),
+    )
+    .await
+    .expect("publisher follows the redirect");
+    assert!(moved.negotiated.resource_url.starts_with(&base(&b)));
+    assert!(publishes(&b, "second") && !publishes(&a, "second"));
+    let _ = moved.close().await;
+    let _ = busy.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    pg.drop_db().await;
+}
