@@ -18,7 +18,7 @@ use crate::databases;
 /// Fast heartbeats so that tests see leases and deaths in seconds.
 fn node_config(pg_url: &str, name: &str, extra: &str) -> String {
     format!(
-        "[database]\nurl = \"{pg_url}\"\n[server]\nnode_name = \"{name}\"\n\
+        "[database]\nurl = \"{pg_url}\"\nacquire_timeout_ms = 1000\n[server]\nnode_name = \"{name}\"\n\
          [cluster]\nenabled = true\nheartbeat_interval_ms = 200\nnode_dead_after_ms = 1000\nlease_ms = 1500\n\
          placement_cpu_margin = 1.0\n{extra}"
     )
@@ -296,6 +296,175 @@ async fn a_full_node_places_a_publisher_on_a_node_with_room() {
     assert!(publishes(&b, "second") && !publishes(&a, "second"));
     let _ = moved.close().await;
     let _ = busy.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    pg.drop_db().await;
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut: while it is down every connection through it is closed
+/// and new ones are refused at once, as when the database server stops. Nodes connect through it; the test itself
+/// talks to PostgreSQL directly.
+struct DbLink {
+    addr: std::net::SocketAddr,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl DbLink {
+    async fn start(target: std::net::SocketAddr) -> DbLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (down, down_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *down_rx.borrow() {
+                    continue; // dropped: refused
+                }
+                let mut cut = down_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|d| *d) => {}
+                    }
+                });
+            }
+        });
+        DbLink { addr, down }
+    }
+
+    fn set_down(&self, down: bool) {
+        let _ = self.down.send(down);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_gone_for_30_s_streams_go_on_and_one_origin_remains() {
+    let pg = databases::postgres().await;
+    let url = reqwest::Url::parse(&pg.url).expect("pg url");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().unwrap_or(5432)
+    )
+    .parse()
+    .expect("pg address");
+    let link = DbLink::start(target).await;
+    let mut proxied = url.clone();
+    proxied.set_port(Some(link.addr.port())).expect("port");
+    let (a, first, _dir_a) = start_node(&node_config(proxied.as_str(), "node-a", "")).await;
+    let (b, _, _dir_b) = start_node(&node_config(proxied.as_str(), "node-b", "")).await;
+    let key = first.expect("first stream").key;
+    let publisher = Arc::new(
+        WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
+            .await
+            .expect("publish on node-a"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let pumping = pump(publisher.clone(), stop.clone());
+    let mut viewer = WhepClient::connect(
+        &format!("{}/whep/live", base(&a)),
+        None,
+        WatchOptions {
+            audio: false,
+            ..WatchOptions::default()
+        },
+    )
+    .await
+    .expect("viewer on node-a");
+    // Packets (by their index) the viewer got, collected in the background.
+    let indexes = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let collector = {
+        let indexes = indexes.clone();
+        tokio::spawn(async move {
+            while let Some(p) = viewer.packets.recv().await {
+                if let Some((_, i)) = crate::common::parse_video_payload(&p.payload) {
+                    indexes.lock().unwrap().push(i);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    link.set_down(true);
+    let cut_at = indexes
+        .lock()
+        .unwrap()
+        .last()
+        .copied()
+        .expect("packets before the cut");
+    // New requests that need the database get 503 with Retry-After while it is gone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}/whip/live", base(&b)))
+        .bearer_auth(&key)
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .expect("WHIP during the outage");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_secs(28)).await;
+    let before_return = indexes.lock().unwrap().last().copied().expect("packets");
+    link.set_down(false);
+
+    // The stream went on: every packet from before the cut to the return arrived, in order, none missing.
+    {
+        let got = indexes.lock().unwrap();
+        let window: Vec<u32> = got
+            .iter()
+            .copied()
+            .filter(|i| (cut_at..=before_return).contains(i))
+            .collect();
+        let expected = (before_return - cut_at + 1) as usize;
+        assert!(
+            before_return - cut_at > 2000,
+            "the publisher kept sending for 30 s ({cut_at}..{before_return})"
+        );
+        let mut unique = window.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            expected,
+            "no packet lost while the database was gone ({} of {expected})",
+            unique.len()
+        );
+    }
+    assert!(publishes(&a, "live"), "node-a is still the origin");
+
+    // Back: node-a renews its route (same node, same epoch) and node-b cannot become a second origin.
+    let mut renewed = false;
+    for _ in 0..50 {
+        let row: Option<(String, i64, bool)> = sqlx::query_as(
+            "SELECT node_id, epoch, lease_until > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT \
+             FROM stream_routes WHERE stream = 'live'",
+        )
+        .fetch_optional(pg.db.pool())
+        .await
+        .expect("route");
+        if row == Some(("node-a".to_owned(), 1, true)) {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed, "node-a holds the route again with epoch 1");
+    let second =
+        WhipClient::connect(&format!("{}/whip/live", base(&b)), Some(&key), video_only()).await;
+    assert!(
+        matches!(second, Err(ClientError::Refused { status: 409, .. })),
+        "a second origin on node-b: {:?}",
+        second.err()
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = pumping.await;
+    collector.abort();
+    drop(publisher);
     a.shutdown().await;
     b.shutdown().await;
     pg.drop_db().await;
