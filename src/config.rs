@@ -247,6 +247,10 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// CPU-use difference (0.0-1.0) past which a publisher is redirected to a less loaded node.
     pub placement_cpu_margin: f64,
+    /// File holding the cluster token (the `cluster-token` systemd credential wins).
+    pub token_file: PathBuf,
+    /// A pull without viewers is closed after this long, in ms.
+    pub pull_idle_ms: u64,
 }
 
 /// `[log]`

@@ -145,7 +145,8 @@ impl Server {
                 &config,
                 &config.public_url(),
                 announced_media_addr(&config, sfu.media_addr()),
-            );
+            )
+            .map_err(|e| anyhow::anyhow!("cluster: {e}"))?;
             cluster
                 .join(&sfu)
                 .await
@@ -257,6 +258,9 @@ impl Server {
                     Duration::from_millis(self.config.server.shutdown_timeout_ms),
                 )
                 .await;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.close_all_pulls(&self.sfu).await;
         }
         let _ = self.stop.send(true);
         self.sfu.shutdown().await;

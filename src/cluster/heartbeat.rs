@@ -75,6 +75,7 @@ impl Cluster {
 
     /// One heartbeat.
     async fn beat(&self, sfu: &Sfu, sampler: &mut LoadSampler) {
+        self.close_idle_pulls(sfu).await;
         let report = self.report(sfu, sampler);
         if let Err(e) = self.inner.db.cluster_heartbeat(&report).await {
             metrics::counter!("zipiq_cluster_heartbeats_failed_total").increment(1);

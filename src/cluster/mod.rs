@@ -5,12 +5,13 @@
 //! database is only touched by HTTP handlers and this module's own tasks; with PostgreSQL down, running streams go
 //! on and new cross-node requests get 503 with `Retry-After`.
 //!
-//! Not built yet (issue 12): edges pulling a stream from its origin over WHEP. Until then a viewer who reaches a
-//! node that is not the stream's origin is redirected (307) to the origin.
+//! A viewer who reaches a node that is not the stream's origin is served from a pull of the stream from the origin
+//! over WHEP (`pull.rs`), or, without a cluster token or when the pull fails, redirected (307) to the origin.
 
 mod heartbeat;
 mod load;
 pub(crate) mod placement;
+pub(crate) mod pull;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,12 @@ struct Inner {
     routes: RwLock<HashMap<String, RouteRow>>,
     nodes: RwLock<Vec<NodeRow>>,
     last_report: Mutex<Option<NodeReport>>,
+    /// The cluster token (pulls present it to origins; origins accept it for relays).
+    token: Option<zeroize::Zeroizing<String>>,
+    /// HTTP client of the pulls' WHEP requests.
+    http: reqwest::Client,
+    pulls: Mutex<HashMap<String, pull::Pull>>,
+    pull_idle: Duration,
 }
 
 /// This node's part in the cluster (cheap to clone).
@@ -91,8 +98,8 @@ pub(crate) struct ClusterView {
     pub nodes: Vec<NodeRow>,
     /// Every stream route.
     pub routes: Vec<RouteRow>,
-    /// Streams this node pulls from their origin (none yet: pulls are not built).
-    pub pulls: Vec<String>,
+    /// Streams this node pulls from their origin.
+    pub pulls: Vec<pull::PullView>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,9 +117,25 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl Cluster {
     /// This node's cluster membership, from the configuration; `http_url` and `media_addr` are what other nodes
     /// and redirected clients reach it at.
-    pub(crate) fn new(db: Db, config: &Config, http_url: &str, media_addr: String) -> Cluster {
+    pub(crate) fn new(
+        db: Db,
+        config: &Config,
+        http_url: &str,
+        media_addr: String,
+    ) -> Result<Cluster, String> {
         let c = &config.cluster;
-        Cluster {
+        let token = pull::load_token(&c.token_file)?;
+        if token.is_none() {
+            tracing::warn!(
+                "no cluster token (cluster.token_file or the cluster-token credential): viewers of streams whose origin is another node are redirected there, not pulled"
+            );
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("the cluster's HTTP client: {e}"))?;
+        Ok(Cluster {
             inner: Arc::new(Inner {
                 db,
                 node_id: config.server.node(),
@@ -131,8 +154,12 @@ impl Cluster {
                 routes: RwLock::new(HashMap::new()),
                 nodes: RwLock::new(Vec::new()),
                 last_report: Mutex::new(None),
+                token,
+                http,
+                pulls: Mutex::new(HashMap::new()),
+                pull_idle: Duration::from_millis(c.pull_idle_ms),
             }),
-        }
+        })
     }
 
     /// This node's name in the registry.
@@ -245,7 +272,7 @@ impl Cluster {
             node_id: i.node_id.clone(),
             nodes: i.db.cluster_nodes(i.dead_after_ms).await?,
             routes: i.db.routes(i.dead_after_ms).await?,
-            pulls: Vec::new(),
+            pulls: self.pulled_streams(),
         })
     }
 

@@ -1,7 +1,7 @@
 //! What WHIP and WHEP do differently on a node of a cluster: a publisher is placed on the least loaded node (307 to
 //! it, with an absolute `Location`) and claims its stream's route (409 when another live node is the origin, 503
-//! with `Retry-After` when the database cannot say); a viewer of a stream whose origin is another node is sent
-//! there (307) until edges pull streams themselves.
+//! with `Retry-After` when the database cannot say); a viewer of a stream whose origin is another node is served
+//! from a pull of the stream (see `cluster::pull`), or sent there (307) when no pull can be made.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -77,19 +77,28 @@ pub(crate) async fn place_and_claim(
     }
 }
 
-/// A WHEP viewer of a stream that is not live here but live on another node: `Some` 307 to that node.
+/// A WHEP viewer of a stream that is not live here but live on another node: the stream is pulled here from its
+/// origin and the viewer served locally (`None`), or, when no pull can be made, `Some` 307 to the origin. A pull's
+/// own request (`relay`) is never pulled or sent on: it is served here or refused.
 pub(crate) async fn viewer_elsewhere(
     state: &AppState,
     cluster: &Cluster,
     stream: &str,
     raw_query: Option<&str>,
+    relay: bool,
 ) -> Result<Option<Response>, HttpError> {
-    if state.sfu.is_live(stream) {
+    if relay || state.sfu.is_live(stream) {
         return Ok(None);
     }
     let Some(route) = cluster.route_elsewhere(stream).await? else {
         return Ok(None);
     };
+    match cluster.ensure_pull(&state.sfu, stream, &route).await {
+        Ok(()) => return Ok(None),
+        Err(reason) => {
+            tracing::warn!(stream = %stream, origin = %route.node_id, reason = %reason, "no pull: the viewer is sent to the origin");
+        }
+    }
     let Some(base) = route.http_url else {
         return Ok(None);
     };

@@ -63,9 +63,17 @@ pub(crate) async fn watch(
         .await?
         .ok_or_else(|| HttpError::not_found(format!("no stream {stream:?}")))?;
     let token = bearer(&headers);
+    // Another node of the cluster pulling the stream (its edge), with the cluster token: it may watch any stream.
+    let relay = state
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.is_relay_token(token));
+    if relay {
+        metrics::counter!("zipiq_cluster_relay_sessions_total").increment(1);
+    }
     // The account whose viewer token this is (private streams only: elsewhere a bearer token is not checked).
     let mut issuer = None;
-    if row.visibility == Visibility::Private {
+    if row.visibility == Visibility::Private && !relay {
         match state.auth.check_viewer(&row, token) {
             Ok(claims) => issuer = claims.sub.parse::<i64>().ok(),
             Err(denied) => {
@@ -95,7 +103,8 @@ pub(crate) async fn watch(
     }
     if let Some(cluster) = &state.cluster
         && let Some(redirect) =
-            super::cluster::viewer_elsewhere(&state, cluster, &stream, raw_query.as_deref()).await?
+            super::cluster::viewer_elsewhere(&state, cluster, &stream, raw_query.as_deref(), relay)
+                .await?
     {
         return Ok(redirect);
     }

@@ -246,10 +246,10 @@ impl Engine {
         self.local_addr
     }
 
-    fn setting_engine(&self, sender_rtx: bool) -> SettingEngine {
+    fn setting_engine(&self, sender_rtx: bool, lite: bool) -> SettingEngine {
         let mut s = SettingEngine::default();
         s.set_udp_network(UDPNetwork::Muxed(self.udp_mux.clone()));
-        s.set_lite(self.config.ice_lite);
+        s.set_lite(lite);
         // One host candidate, on one address: the others are announced in the answer (see `host_addresses`).
         let gather = self.addresses.gather();
         s.set_include_loopback_candidate(gather.is_loopback());
@@ -314,7 +314,29 @@ impl Engine {
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
-            .with_setting_engine(self.setting_engine(false))
+            .with_setting_engine(self.setting_engine(false, self.config.ice_lite))
+            .build();
+        Ok(Arc::new(
+            api.new_peer_connection(self.rtc_configuration()).await?,
+        ))
+    }
+
+    /// A peer connection that pulls a stream from its origin node as a WHEP client (a cluster edge): it receives
+    /// like a publisher's, on the same media socket, but offers and runs full ICE as the controlling agent (the
+    /// origin is ICE-lite, and two lite agents never connect).
+    pub(crate) async fn pull_peer(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
+        let mut media = MediaEngine::default();
+        for (codec, kind) in publisher_codecs() {
+            media.register_codec(codec, kind)?;
+        }
+        let mut registry = Registry::new();
+        // Lost packets are NACKed upstream to the origin; receiver reports as for a publisher.
+        registry = configure_nack(registry, &mut media, Nack::Generate);
+        registry = configure_rtcp_reports(registry);
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(self.setting_engine(false, false))
             .build();
         Ok(Arc::new(
             api.new_peer_connection(self.rtc_configuration()).await?,
@@ -358,7 +380,7 @@ impl Engine {
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
-            .with_setting_engine(self.setting_engine(true))
+            .with_setting_engine(self.setting_engine(true, self.config.ice_lite))
             .build();
         Ok(Arc::new(
             api.new_peer_connection(self.rtc_configuration()).await?,

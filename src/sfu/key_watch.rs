@@ -49,7 +49,11 @@ pub async fn check_once(sfu: &Sfu, db: &Db) -> usize {
             continue;
         }
         let current = row.and_then(|r| r.key_hash);
-        for session in sessions.iter().filter(|s| s.role == SessionRole::Publisher) {
+        // A pull (cluster edge) has no stream key: its origin checks the key of the real publisher.
+        for session in sessions
+            .iter()
+            .filter(|s| s.role == SessionRole::Publisher && !s.is_pull())
+        {
             let still_valid = match (current.as_deref(), session.token_hash()) {
                 (Some(now), Some(used)) => {
                     subtle::ConstantTimeEq::ct_eq(now.as_bytes(), used.as_bytes()).into()

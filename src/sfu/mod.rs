@@ -20,6 +20,7 @@ pub(crate) mod munger;
 pub(crate) mod mux_socket;
 pub mod offer;
 pub(crate) mod publisher;
+pub(crate) mod pull;
 pub mod retransmit;
 pub mod sdpfrag;
 pub(crate) mod session;

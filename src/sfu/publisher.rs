@@ -134,7 +134,7 @@ impl Sfu {
                 async move {
                     let Some(inner) = weak.upgrade() else { return };
                     let sfu = Sfu::from_inner(inner);
-                    sfu.start_source(stream, epoch, track, receiver, pli_tx);
+                    sfu.start_source(stream, epoch, track, receiver, pli_tx, true);
                 }
                 .instrument(span.clone()),
             )
@@ -165,14 +165,15 @@ impl Sfu {
         })
     }
 
-    /// Starts forwarding one received track (audio, or one video layer).
-    fn start_source(
+    /// Starts forwarding one received track (audio, or one video layer); `record`: also to the recorder.
+    pub(super) fn start_source(
         &self,
         stream: Arc<Stream>,
         epoch: u64,
         track: Arc<TrackRemote>,
         receiver: Arc<RTCRtpReceiver>,
         pli_tx: mpsc::Sender<u32>,
+        record: bool,
     ) {
         let id = self.next_source_id();
         let kind = track.kind();
@@ -216,7 +217,8 @@ impl Sfu {
         };
         tokio::spawn(run_source(track, forwarder, command_rx, stream.clone()).in_current_span());
         tokio::spawn(drain_receiver_rtcp(receiver, rid).in_current_span());
-        let recording = self.recording_hook();
+        // A pulled stream (a cluster edge) is recorded on its origin only.
+        let recording = self.recording_hook().filter(|_| record);
         for viewer in stream.add_source(epoch, handle, recording.as_deref()) {
             self.end_session(
                 &viewer,
@@ -282,7 +284,10 @@ async fn drain_receiver_rtcp(receiver: Arc<RTCRtpReceiver>, rid: String) {
 }
 
 /// Sends queued keyframe requests to the publisher as PLI.
-fn spawn_keyframe_requests(pc: std::sync::Weak<RTCPeerConnection>, mut rx: mpsc::Receiver<u32>) {
+pub(super) fn spawn_keyframe_requests(
+    pc: std::sync::Weak<RTCPeerConnection>,
+    mut rx: mpsc::Receiver<u32>,
+) {
     tokio::spawn(
         async move {
             while let Some(media_ssrc) = rx.recv().await {

@@ -90,6 +90,8 @@ pub struct Session {
     pub mids: Vec<(String, String)>,
     ended: AtomicBool,
     connected: AtomicBool,
+    /// A cluster edge's pull of the stream from its origin (a publisher session without a stream key).
+    pull: AtomicBool,
     /// Serialises ICE restarts of this session.
     pub restart_lock: tokio::sync::Mutex<()>,
     /// Remote candidates taken so far, the offer's and trickled ones together.
@@ -125,6 +127,7 @@ impl Session {
             mids,
             ended: AtomicBool::new(false),
             connected: AtomicBool::new(false),
+            pull: AtomicBool::new(false),
             restart_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -214,6 +217,16 @@ impl Session {
 
     pub fn set_remote_offer(&self, offer: String) {
         *self.remote_offer.lock().unwrap_or_else(|p| p.into_inner()) = offer;
+    }
+
+    /// Marks the session as a cluster pull (see `sfu::pull`).
+    pub fn mark_pull(&self) {
+        self.pull.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session is a cluster pull: its publisher is another node, not a stream key holder.
+    pub fn is_pull(&self) -> bool {
+        self.pull.load(Ordering::Relaxed)
     }
 
     /// Marks the session ended; true the first time only.

@@ -140,6 +140,14 @@ impl Stream {
         Some(st.epoch)
     }
 
+    /// Corrects what publisher `session_id` sends, once known (a pull learns it from the origin's answer).
+    pub(crate) fn set_published(&self, session_id: &str, media: PublishedMedia) {
+        let mut st = lock(&self.state);
+        if st.publisher.as_deref() == Some(session_id) {
+            st.published = media;
+        }
+    }
+
     /// The current publisher's session id.
     pub(crate) fn publisher(&self) -> Option<String> {
         lock(&self.state).publisher.clone()

@@ -469,3 +469,111 @@ async fn with_the_database_gone_for_30_s_streams_go_on_and_one_origin_remains() 
     b.shutdown().await;
     pg.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_pull_the_stream_once_and_their_viewers_get_every_packet_from_a_keyframe() {
+    let pg = databases::postgres().await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("cluster-token");
+    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
+    let extra = format!(
+        "token_file = \"{}\"\npull_idle_ms = 1000\n",
+        token_file.display()
+    );
+    let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &extra)).await;
+    let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", &extra)).await;
+    let (c, _, _dir_c) = start_node(&node_config(&pg.url, "node-c", &extra)).await;
+    let key = first.expect("first stream").key;
+    let publisher = Arc::new(
+        WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
+            .await
+            .expect("publish on node-a"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let pumping = pump(publisher.clone(), stop.clone());
+    assert!(eventually(Duration::from_secs(5), || a.sfu.is_live("live")).await);
+
+    // Five viewers on each edge, joining together.
+    let mut joins = Vec::new();
+    for edge in [&b, &c] {
+        for _ in 0..5 {
+            let url = format!("{}/whep/live", base(edge));
+            joins.push(tokio::spawn(async move {
+                WhepClient::connect(
+                    &url,
+                    None,
+                    WatchOptions {
+                        audio: false,
+                        ..WatchOptions::default()
+                    },
+                )
+                .await
+            }));
+        }
+    }
+    let mut viewers = Vec::new();
+    for (n, join) in joins.into_iter().enumerate() {
+        let viewer = join.await.expect("join").expect("viewer on an edge");
+        let edge = if n < 5 { &b } else { &c };
+        assert!(
+            viewer.negotiated.resource_url.starts_with(&base(edge)),
+            "served by the edge, not redirected: {}",
+            viewer.negotiated.resource_url
+        );
+        viewers.push(viewer);
+    }
+    // The origin has exactly one relay session per edge; each edge one pull.
+    assert_eq!(
+        a.sfu.counts().viewers,
+        2,
+        "one relay per edge at the origin"
+    );
+    assert_eq!(b.sfu.counts().publishers, 1);
+    assert_eq!(c.sfu.counts().publishers, 1);
+
+    // Every viewer starts on a keyframe and gets every packet after it, byte for byte, for two seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (n, viewer) in viewers.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while let Ok(p) = viewer.packets.try_recv() {
+            got.push(p);
+        }
+        assert!(got.len() > 100, "viewer {n} got {} packets", got.len());
+        let first = crate::common::parse_video_payload(&got[0].payload)
+            .expect("ours")
+            .1;
+        assert_eq!(
+            first % 25,
+            0,
+            "viewer {n} starts on a keyframe, not at {first}"
+        );
+        for (k, p) in got.iter().enumerate() {
+            let expected = video_payload(0, first + k as u32, 25);
+            assert_eq!(
+                p.payload, expected,
+                "viewer {n}, packet {k}: every packet, in order, unchanged"
+            );
+        }
+    }
+
+    // node-b's viewers leave: its pull is closed after pull_idle_ms, and the origin's relay with it.
+    for viewer in viewers.drain(..5) {
+        let _ = viewer.close().await;
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || a.sfu.counts().viewers == 1
+            && b.sfu.counts().publishers == 0)
+        .await,
+        "the idle pull and its relay session end"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = pumping.await;
+    for viewer in viewers {
+        let _ = viewer.close().await;
+    }
+    drop(publisher);
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+    pg.drop_db().await;
+}

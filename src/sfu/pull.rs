@@ -1,0 +1,237 @@
+//! A pull: this node receives a stream from its origin node as a WHEP client (a cluster edge), and the pulled
+//! tracks enter the same fan-out as a publisher's (GOP cache, retransmissions, keyframe requests upstream, the
+//! shard queues). Made in two steps around the HTTP exchange, which the cluster does: [`Sfu::prepare_pull`] makes
+//! the peer connection (full ICE, controlling, on the shared media socket) and its offer, [`Sfu::complete_pull`]
+//! applies the origin's answer. Both run on the stream's home media thread, like a publisher's session. A pull is a
+//! publisher session of the stream here (one per stream: a real publisher cannot take the stream meanwhile) that
+//! records nothing: recording runs on the origin only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+
+use super::publisher::spawn_keyframe_requests;
+use super::session::{Session, SessionPlace, SessionRole, log_id, random_id};
+use super::stream::PublishedMedia;
+use super::{Sfu, SfuError};
+
+/// How long the offer waits for its host candidate.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Sfu {
+    /// Makes a pull of `stream_name`: its session (registered, role publisher) and the SDP offer to POST to the
+    /// origin's WHEP endpoint. `PublisherExists` when the stream has a publisher or a pull here already.
+    pub(crate) async fn prepare_pull(
+        &self,
+        stream_name: &str,
+    ) -> Result<(String, String), SfuError> {
+        let sfu = self.clone();
+        let name = stream_name.to_owned();
+        let home = self.inner.media.home(stream_name);
+        let work = async move { sfu.prepare_pull_here(home, &name).await };
+        match self.inner.media.handle(home).spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(SfuError::Internal(format!(
+                "the media thread dropped the pull: {e}"
+            ))),
+        }
+    }
+
+    async fn prepare_pull_here(
+        &self,
+        home: usize,
+        stream_name: &str,
+    ) -> Result<(String, String), SfuError> {
+        let stream = self.stream_or_create(stream_name);
+        let session_id = random_id();
+        let media = PublishedMedia {
+            has_audio: true,
+            has_video: true,
+            layers: Vec::new(),
+        };
+        let Some(epoch) = stream.claim_publisher(&session_id, media) else {
+            return Err(SfuError::PublisherExists(stream_name.to_owned()));
+        };
+        let span = tracing::info_span!("webrtc_session", role = "pull", stream = %stream_name, session = %log_id(&session_id));
+        let made = async {
+            let pc = self.inner.engine.pull_peer().await?;
+            for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
+                pc.add_transceiver_from_kind(
+                    kind,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        send_encodings: Vec::new(),
+                    }),
+                )
+                .await
+                .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            }
+            let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
+            spawn_keyframe_requests(Arc::downgrade(&pc), pli_rx);
+            let weak = self.weak();
+            let stream_for_tracks = stream.clone();
+            let span = tracing::Span::current();
+            pc.on_track(Box::new(move |track, receiver, _transceiver| {
+                let weak = weak.clone();
+                let stream = stream_for_tracks.clone();
+                let pli_tx = pli_tx.clone();
+                Box::pin(
+                    async move {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let sfu = Sfu::from_inner(inner);
+                        sfu.start_source(stream, epoch, track, receiver, pli_tx, false);
+                    }
+                    .instrument(span.clone()),
+                )
+            }));
+            let offer = pc
+                .create_offer(None)
+                .await
+                .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            let mut gathered = pc.gathering_complete_promise().await;
+            pc.set_local_description(offer)
+                .await
+                .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
+            let local = pc
+                .local_description()
+                .await
+                .ok_or_else(|| SfuError::Negotiation("no local description".into()))?;
+            let offer_sdp = self.inner.engine.addresses().announce(&local.sdp);
+            let session = Arc::new(
+                Session::new(
+                    session_id.clone(),
+                    &stream.name,
+                    SessionRole::Publisher,
+                    None,
+                    pc.clone(),
+                    offer_sdp.clone(),
+                    Vec::new(),
+                )
+                .placed(SessionPlace {
+                    thread: home,
+                    pending: None,
+                    offered_candidates: 0,
+                }),
+            );
+            session.mark_pull();
+            self.register_session(session);
+            self.watch_state(&pc, &session_id);
+            Ok::<String, SfuError>(offer_sdp)
+        }
+        .instrument(span)
+        .await;
+        match made {
+            Ok(offer_sdp) => Ok((session_id, offer_sdp)),
+            Err(e) => {
+                if self.session(&session_id).is_some() {
+                    self.end_session(&session_id, "pull negotiation failed");
+                } else {
+                    stream.release_publisher(&session_id);
+                    self.drop_stream_if_idle(stream_name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the origin's answer to the pull `session_id`.
+    pub(crate) async fn complete_pull(
+        &self,
+        session_id: &str,
+        answer_sdp: String,
+    ) -> Result<(), SfuError> {
+        let session = self.session(session_id).ok_or(SfuError::SessionNotFound)?;
+        // The stream goes live here once every kind the origin sends has arrived.
+        if let Some(stream) = self.stream(&session.stream) {
+            let (has_audio, has_video) = sent_kinds(&answer_sdp);
+            stream.set_published(
+                session_id,
+                PublishedMedia {
+                    has_audio,
+                    has_video,
+                    layers: Vec::new(),
+                },
+            );
+        }
+        let pc = session.pc.clone();
+        let work = async move {
+            let answer = RTCSessionDescription::answer(answer_sdp)
+                .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            pc.set_remote_description(answer)
+                .await
+                .map_err(|e| SfuError::Negotiation(e.to_string()))
+        };
+        let applied = match self.inner.media.handle(session.thread).spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(SfuError::Internal(format!(
+                "the media thread dropped the pull: {e}"
+            ))),
+        };
+        if applied.is_err() {
+            self.end_session(session_id, "the origin's answer could not be applied");
+        }
+        applied
+    }
+
+    /// Viewers of `stream` on this node.
+    pub(crate) fn viewers_of(&self, stream: &str) -> usize {
+        self.stream(stream).map_or(0, |s| s.viewer_count())
+    }
+}
+
+/// Which kinds (audio, video) an answer's media sections send: a section with a port other than 0 and a direction
+/// of `sendonly` or `sendrecv`.
+fn sent_kinds(answer: &str) -> (bool, bool) {
+    let (mut audio, mut video) = (false, false);
+    let mut current: Option<(&str, bool)> = None;
+    let mut close = |section: Option<(&str, bool)>, sending: bool| {
+        if let Some((kind, open)) = section
+            && open
+            && sending
+        {
+            match kind {
+                "audio" => audio = true,
+                "video" => video = true,
+                _ => {}
+            }
+        }
+    };
+    let mut sending = false;
+    for line in answer.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            close(current, sending);
+            let mut fields = m.split(' ');
+            let kind = fields.next().unwrap_or("");
+            let open = fields.next().is_some_and(|port| port != "0");
+            current = Some((kind, open));
+            sending = false;
+        } else if line == "a=sendonly" || line == "a=sendrecv" {
+            sending = true;
+        }
+    }
+    close(current, sending);
+    (audio, video)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sections_that_send_count() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+        assert_eq!(sent_kinds(answer), (false, true));
+        let answer =
+            "m=audio 0 UDP/TLS/RTP/SAVPF 0\r\na=sendonly\r\nm=video 9 x 96\r\na=sendrecv\r\n";
+        assert_eq!(sent_kinds(answer), (false, true));
+        assert_eq!(sent_kinds("m=audio 9 x 111\na=sendonly\n"), (true, false));
+    }
+}
