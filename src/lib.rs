@@ -347,16 +347,25 @@ fn http_limits(config: &Config) -> http::serve::Limits {
     }
 }
 
-/// On first start with an empty database, creates the configured default stream.
+/// On first start with an empty database, creates the configured default stream. Nodes started together on one
+/// empty database may all find it empty: the first insert wins, and the others, refused because the name is now
+/// taken, start without creating anything (only the winner prints the key).
 async fn create_first_stream(db: &Db, config: &Config) -> anyhow::Result<Option<FirstStream>> {
     let name = config.streams.default_stream.trim();
     if name.is_empty() || db.count_streams().await? > 0 {
         return Ok(None);
     }
-    let (row, key) = db
-        .create_stream(name)
-        .await
-        .with_context(|| format!("creating the default stream {name:?}"))?;
+    let (row, key) = match db.create_stream(name).await {
+        Ok(created) => created,
+        Err(db::DbError::Conflict(_)) if db.find_stream(name).await?.is_some() => {
+            tracing::info!(stream = name, "another node created the first stream");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("creating the default stream {name:?}"));
+        }
+    };
     Ok(Some(FirstStream {
         name: row.name,
         key,

@@ -19,12 +19,19 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migrate, Migrator};
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 use crate::config::DatabaseConfig;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL session advisory lock held while migrations are listed or applied (the start of `zipiq serve`,
+/// `zipiq migrate`): the ASCII bytes of "zipIQmig". Advisory locks belong to one database, so nodes of different
+/// databases on one server never wait on each other. A tool that must not run during a migration can take it too:
+/// `SELECT pg_advisory_lock(8820704805382875495)`.
+pub const MIGRATION_LOCK_KEY: i64 = 0x7a69_7049_516d_6967;
 
 /// Which database engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,9 +135,37 @@ impl Db {
         })
     }
 
-    /// Migrations not yet applied, in order.
+    /// Migrations not yet applied, in order (listed under the migration lock, see [`MIGRATION_LOCK_KEY`]).
     pub async fn pending_migrations(&self) -> Result<Vec<MigrationInfo>, DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.lock_migrations().await?;
+        let pending = self.pending_on(&mut conn).await;
+        self.unlock_migrations(conn).await;
+        pending
+    }
+
+    /// Applies every pending migration (each in its own transaction) and returns what ran. On PostgreSQL the
+    /// whole step, from creating `_sqlx_migrations` to the last migration, holds the migration lock (see
+    /// [`MIGRATION_LOCK_KEY`]): nodes started together against an empty database migrate one after the other, and
+    /// the later ones find nothing left to do.
+    pub async fn migrate(&self) -> Result<Vec<MigrationInfo>, DbError> {
+        let mut conn = self.lock_migrations().await?;
+        let applied = async {
+            let pending = self.pending_on(&mut conn).await?;
+            // On the connection that holds the lock. sqlx takes its own advisory lock (another key) on this same
+            // session: no other node can be holding it while waiting for ours, so the two cannot deadlock.
+            // `run_direct` is what `run` calls once it has a connection; `run(&mut *conn)` itself makes futures
+            // that are not `Send` for every lifetime ("implementation of `Acquire` is not general enough") and so
+            // cannot be spawned.
+            self.migrator().run_direct(None, &mut *conn, false).await?;
+            Ok(pending)
+        }
+        .await;
+        self.unlock_migrations(conn).await;
+        applied
+    }
+
+    /// The up migrations `conn`'s database lacks, creating the migrations table when missing.
+    async fn pending_on(&self, conn: &mut AnyConnection) -> Result<Vec<MigrationInfo>, DbError> {
         conn.ensure_migrations_table(&self.migrator().table_name)
             .await?;
         let applied = conn
@@ -148,11 +183,48 @@ impl Db {
             .collect())
     }
 
-    /// Applies every pending migration (each in its own transaction) and returns what ran.
-    pub async fn migrate(&self) -> Result<Vec<MigrationInfo>, DbError> {
-        let pending = self.pending_migrations().await?;
-        self.migrator().run(&self.pool).await?;
-        Ok(pending)
+    /// A connection for the migration step. On PostgreSQL it holds the session advisory lock
+    /// [`MIGRATION_LOCK_KEY`], waiting for another node that holds it, and is closed rather than given back to the
+    /// pool when dropped: a start that fails or is cancelled mid-way ends its session, which releases the lock. On
+    /// SQLite a pooled connection as it is (one file: writers already queue behind `busy_timeout`).
+    async fn lock_migrations(&self) -> Result<PoolConnection<Any>, DbError> {
+        let mut conn = self.pool.acquire().await?;
+        if self.kind == DbKind::Postgres {
+            conn.close_on_drop();
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(MIGRATION_LOCK_KEY)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !got {
+                tracing::info!(
+                    lock = MIGRATION_LOCK_KEY,
+                    "another node is migrating the database; waiting for it"
+                );
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(MIGRATION_LOCK_KEY)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Releases what [`Db::lock_migrations`] took: on PostgreSQL the lock, then the connection itself.
+    async fn unlock_migrations(&self, mut conn: PoolConnection<Any>) {
+        if self.kind != DbKind::Postgres {
+            return;
+        }
+        if let Err(e) = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+        {
+            // Closing the session below releases it all the same.
+            tracing::warn!(error = %e, "releasing the migration lock failed");
+        }
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the migration connection failed");
+        }
     }
 
     /// A round trip to the database, for readiness checks.

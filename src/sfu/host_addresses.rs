@@ -14,7 +14,9 @@
 //!
 //! `media.interfaces` chooses the interfaces whose addresses are offered; by default every interface except
 //! container and virtual bridges ([`DEFAULT_EXCLUDED`]). `media.public_ips` (1:1 NAT) replaces the offered
-//! addresses; `media.udp_listen` on one address offers that address only.
+//! addresses; `media.udp_listen` on one address offers that address only. A bound address that no interface lists
+//! (127.0.0.2, as several nodes on one host use) is gathered on under another address of the machine and announced
+//! as itself (see [`stand_in`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -66,8 +68,13 @@ impl HostAddresses {
         } else {
             vec![bound]
         };
-        let Some(&gather) = local.first() else {
+        let Some(&first) = local.first() else {
             return Err(no_address_reason(config));
+        };
+        let gather = if bound.is_unspecified() || interfaces.iter().any(|a| a.ip == bound) {
+            first
+        } else {
+            stand_in(bound, interfaces)?
         };
         let offered: Vec<IpAddr> = if public.is_empty() { local } else { public };
         Ok(HostAddresses {
@@ -164,6 +171,29 @@ fn foundation(ip: IpAddr, transport: &str) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h
+}
+
+/// The interface address webrtc-rs gathers on for a socket bound to `bound`, an address no interface lists (a
+/// loopback address other than 127.0.0.1 (Linux answers for all of 127.0.0.0/8 on `lo`, which lists 127.0.0.1
+/// only), or one bound with IP_FREEBIND). webrtc-rs makes host candidates only on listed addresses, so gathering on
+/// `bound` itself would find none ("Candidate IP could not be found") and no peer could connect. The candidate's
+/// address is only a label inside the agent: every candidate shares the one socket, which sends from `bound`, and
+/// [`HostAddresses::announce`] replaces the label with the offered addresses. An address of the same family, a
+/// loopback one for a loopback `bound` (webrtc-rs skips loopback addresses otherwise).
+fn stand_in(bound: IpAddr, interfaces: &[InterfaceAddress]) -> Result<IpAddr, String> {
+    let same_family = |ip: &IpAddr| ip.is_ipv4() == bound.is_ipv4() && !ip.is_unspecified();
+    interfaces
+        .iter()
+        .map(|a| a.ip)
+        .filter(same_family)
+        .find(|ip| ip.is_loopback() == bound.is_loopback())
+        .or_else(|| interfaces.iter().map(|a| a.ip).find(same_family))
+        .ok_or_else(|| {
+            format!(
+                "media.udp_listen: {bound} is on no interface, and no interface has an address of its family to \
+                 gather on"
+            )
+        })
 }
 
 fn parse_public_ips(entries: &[String]) -> Result<Vec<IpAddr>, String> {
@@ -349,6 +379,39 @@ mod tests {
         let bad = config(|c| c.public_ips = vec!["example.com".into()]);
         let e = HostAddresses::choose(&bad, ANY4, &machine()).unwrap_err();
         assert!(e.contains("media.public_ips"), "{e}");
+    }
+
+    #[test]
+    fn an_address_no_interface_lists_is_gathered_under_one_that_is_and_announced_as_itself() {
+        // 127.0.0.2 answers on Linux's `lo`, which lists 127.0.0.1 only.
+        let bound: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = HostAddresses::choose(&config(|_| {}), bound, &machine()).unwrap();
+        assert_eq!(a.offered(), &[bound][..]);
+        assert_eq!(a.gather().to_string(), "127.0.0.1");
+        let out = a.announce("a=candidate:1 1 udp 2130706431 127.0.0.1 8189 typ host\r\n");
+        assert!(
+            out.contains(" 127.0.0.2 8189 typ host") && !out.contains("127.0.0.1"),
+            "{out}"
+        );
+        // With public_ips the public address is announced, still gathered on a listed one.
+        let c = config(|c| c.public_ips = vec!["203.0.113.7".into()]);
+        let a = HostAddresses::choose(&c, bound, &machine()).unwrap();
+        assert_eq!(a.offered(), &["203.0.113.7".parse::<IpAddr>().unwrap()][..]);
+        assert_eq!(a.gather().to_string(), "127.0.0.1");
+        // A non-loopback address bound with IP_FREEBIND: a non-loopback interface address of its family.
+        let freebind: IpAddr = "198.51.100.9".parse().unwrap();
+        let a = HostAddresses::choose(&config(|_| {}), freebind, &machine()).unwrap();
+        assert_eq!(a.gather().to_string(), "192.0.2.2");
+        // A listed address is gathered on as itself.
+        let listed: IpAddr = "10.1.2.3".parse().unwrap();
+        let a = HostAddresses::choose(&config(|_| {}), listed, &machine()).unwrap();
+        assert_eq!(a.gather(), listed);
+        // Nothing of the family to gather on: an error naming the key.
+        let v6: IpAddr = "fd00::99".parse().unwrap();
+        let v4_only: Vec<InterfaceAddress> =
+            machine().into_iter().filter(|a| a.ip.is_ipv4()).collect();
+        let e = HostAddresses::choose(&config(|_| {}), v6, &v4_only).unwrap_err();
+        assert!(e.contains("media.udp_listen"), "{e}");
     }
 
     #[test]

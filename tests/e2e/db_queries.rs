@@ -22,6 +22,76 @@ async fn migrations_dry_run_then_apply_on_both_engines() {
     }
 }
 
+/// Nodes started together on one empty PostgreSQL database: each migrates (and lists what is pending, as `zipiq
+/// migrate --dry-run` does) on its own pool at the same instant; every call succeeds and each migration is applied
+/// exactly once. While another session holds the migration lock, a migration waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_nodes_migrate_one_empty_postgres_database_at_once() {
+    let t = databases::postgres().await;
+    let config = zipiq::config::DatabaseConfig {
+        url: t.url.clone(),
+        max_connections: 2,
+        acquire_timeout_ms: 10_000,
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..5 {
+        nodes.push(zipiq::db::Db::connect(&config).await.expect("connect"));
+    }
+    let runs = futures::future::join_all(nodes.iter().enumerate().map(|(i, db)| async move {
+        if i % 2 == 0 {
+            db.migrate().await.map(|applied| applied.len())
+        } else {
+            db.pending_migrations().await.map(|_| 0)
+        }
+    }))
+    .await;
+    let mut applied = 0;
+    for r in runs {
+        applied += r.expect("every node's migration step succeeds");
+    }
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(t.db.pool())
+        .await
+        .expect("count migrations");
+    assert!(total >= 6, "{total} migrations");
+    assert_eq!(
+        i64::try_from(applied).unwrap(),
+        total,
+        "each migration is applied exactly once"
+    );
+    assert!(t.db.pending_migrations().await.unwrap().is_empty());
+
+    // Another session holds the lock: a migration step waits until it is released.
+    let mut holder = t.db.pool().acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(zipiq::db::MIGRATION_LOCK_KEY)
+        .execute(&mut *holder)
+        .await
+        .expect("take the lock");
+    let waiting = tokio::spawn({
+        let db = nodes[0].clone();
+        async move { db.migrate().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the migration waits for the lock");
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(zipiq::db::MIGRATION_LOCK_KEY)
+        .execute(&mut *holder)
+        .await
+        .expect("release the lock");
+    drop(holder);
+    let after = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the migration goes on once the lock is free")
+        .expect("task")
+        .expect("migrate");
+    assert!(after.is_empty());
+    for db in nodes {
+        db.close().await;
+    }
+    t.drop_db().await;
+}
+
 #[tokio::test]
 async fn stream_keys_rotate_and_revoke_on_both_engines() {
     for t in both().await {

@@ -17,6 +17,7 @@ mod archive_crash;
 mod archive_queue;
 mod arlocal;
 mod cluster;
+mod cluster_start;
 mod common;
 mod databases;
 mod db_queries;
