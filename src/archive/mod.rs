@@ -26,6 +26,6 @@ pub(crate) mod worker;
 #[cfg(test)]
 mod arlocal_tests;
 #[cfg(test)]
-mod js_tests;
+pub(crate) mod js_tests;
 #[cfg(test)]
 mod test_wallets;
