@@ -20,6 +20,8 @@ pub mod sfu;
 pub mod store;
 pub(crate) mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

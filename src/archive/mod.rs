@@ -26,6 +26,6 @@ pub(crate) mod worker;
 #[cfg(test)]
 mod arlocal_tests;
 #[cfg(test)]
-pub(crate) mod js_tests;
+mod js_tests;
 #[cfg(test)]
 mod test_wallets;

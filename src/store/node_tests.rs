@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::archive::js_tests::repo_root;
 use crate::store::{Cid, ContentPath, EntryKind, IpfsConfig, IpfsNode, StoreError};
+use crate::test_support::repo_root;
 
 /// Every test gets this long, network included.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,6 +126,18 @@ async fn temp_node(adjust: impl FnOnce(&mut IpfsConfig)) -> TempNode {
     adjust(&mut config);
     let node = IpfsNode::start(&config).await.expect("node starts");
     TempNode { node, _repo: repo }
+}
+
+/// Dials `to`'s first listen address from `from`.
+async fn connect(from: &IpfsNode, to: &IpfsNode) {
+    let addr = to
+        .listen_addrs()
+        .await
+        .expect("addresses")
+        .into_iter()
+        .next()
+        .expect("the node listens");
+    from.connect(addr).await.expect("the nodes connect");
 }
 
 async fn bounded<F: std::future::Future>(future: F) -> F::Output {
@@ -265,14 +277,7 @@ async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address(
         }
         let root = a.add_directory(&entries).await.expect("directory");
 
-        let addr = a
-            .listen_addrs()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("a listens");
-        b.connect(addr).await.expect("b connects to a");
+        connect(&b, &a).await;
         assert!(b.connected_peers().await >= 1);
 
         for (name, bytes) in [
@@ -405,14 +410,7 @@ async fn added_roots_are_announced_to_dht_peers() {
         let b = temp_node(|_| {}).await;
         a.force_dht_server().await;
         b.force_dht_server().await;
-        let addr = b
-            .listen_addrs()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("b listens");
-        a.connect(addr).await.expect("a connects to b");
+        connect(&a, &b).await;
         // Give identify a moment to put each peer in the other's routing table.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cid = a.add(test_bytes(4000, 81)).await.expect("added");
@@ -561,14 +559,7 @@ async fn a_network_fetch_of_content_nobody_has_ends_at_the_timeout() {
             c.fetch_timeout_ms = 1500;
         })
         .await;
-        let addr = a
-            .listen_addrs()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("a listens");
-        b.connect(addr).await.expect("b connects to a");
+        connect(&b, &a).await;
         let absent =
             crate::store::block::cid_v1(crate::store::block::RAW, b"neither node has this");
         let started = Instant::now();
