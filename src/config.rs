@@ -19,15 +19,31 @@ pub const ENV_PREFIX: &str = "ZIPIQ_";
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `--config` file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file given.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The file is not valid TOML, or does not fit the configuration's keys and types.
     #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The file (`config.toml` for the embedded defaults).
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A `ZIPIQ_<SECTION>__<KEY>` variable names no key, or its value does not fit.
     #[error("environment variable {name}: {reason}")]
-    Env { name: String, reason: String },
+    Env {
+        /// The variable's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The keys parse but their values do not work together (the message says which).
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -36,21 +52,37 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[server]`.
     pub server: ServerConfig,
+    /// `[http]`.
     pub http: HttpConfig,
+    /// `[media]`.
     pub media: MediaConfig,
+    /// `[database]`.
     pub database: DatabaseConfig,
+    /// `[cluster]`.
     pub cluster: ClusterConfig,
+    /// `[log]`.
     pub log: LogConfig,
+    /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[gateway]`.
     pub gateway: GatewayConfig,
+    /// `[streams]`.
     pub streams: StreamsConfig,
+    /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[smtp]`.
     pub smtp: SmtpConfig,
+    /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[rate_limits]`.
     pub rate_limits: RateLimitsConfig,
+    /// `[recording]`.
     pub recording: RecordingConfig,
+    /// `[ipfs]`.
     pub ipfs: IpfsConfig,
+    /// `[archive]`.
     pub archive: ArchiveConfig,
 }
 
@@ -58,7 +90,11 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// Audit rows older than this many days are deleted by the pruning task. 0: keep them forever.
     pub retention_days: u64,
+    /// How often the pruning task runs, in seconds. Each run deletes, in batches: audit rows past retention_days, used
+    /// or expired email tokens (verification, reset), expired refresh tokens, login sessions unused for longer than
+    /// auth.refresh_token_ttl_s, and rate-limit state of keys that have been quiet for a whole period.
     pub prune_interval_s: u64,
 }
 
@@ -66,8 +102,11 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ArchiveMode {
+    /// Each chunk as one signed ANS-104 data item posted to a bundler (`bundler_url`).
     Bundler,
+    /// Chunks packed into ANS-104 bundles, posted as Arweave transactions to the gateway (`gateway_url`).
     Gateway,
+    /// No uploads: chunks wait in the queue.
     Off,
 }
 
@@ -75,24 +114,49 @@ pub enum ArchiveMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
+    /// Where archive uploads go: "bundler" (a Bundlr-protocol bundler such as ArDrive Turbo: one signed ANS-104 data
+    /// item per chunk), "gateway" (no middleman: ready items are bundled and posted to an Arweave gateway as
+    /// transactions, then followed to confirmation), or "off" (chunks wait in the queue).
     pub mode: ArchiveMode,
+    /// Bundler endpoint (Bundlr protocol: ArDrive Turbo, up.arweave.net).
     pub bundler_url: String,
+    /// Token the bundler is paid in ("arweave": the wallets' AR).
     pub bundler_token: String,
+    /// Arweave gateway: prices, balances, transaction status, GraphQL and data for `zipiq verify`; uploads in "gateway"
+    /// mode.
     pub gateway_url: String,
+    /// Directory of Arweave JWK wallet files (*.json). Empty: $CREDENTIALS_DIRECTORY/wallets when systemd provides it,
+    /// else ./data/wallets. Archival runs only when at least one usable wallet is there; wallet keys never go in this
+    /// file.
     pub wallets_dir: String,
+    /// Uploads in flight at once.
     pub concurrency: usize,
+    /// Timeout of every call to a bundler or gateway, in milliseconds.
     pub request_timeout_ms: u64,
+    /// How long a worker owns a claimed job (or bundle) before another may take it over (a crashed worker's jobs come
+    /// back), in ms. A restarted node takes its own leases back at start; other nodes wait this long.
     pub lease_ms: u64,
+    /// Shortest retry delay (exponential up to `retry_max_ms`, with jitter), in milliseconds.
     pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
     pub retry_max_ms: u64,
+    /// Consecutive failures after which an endpoint's circuit breaker opens.
     pub breaker_failures: u32,
+    /// How long an opened circuit breaker stays open, in milliseconds.
     pub breaker_open_ms: u64,
+    /// "gateway" mode: confirmations before a bundle counts as archived.
     pub confirmations: u64,
+    /// "gateway" mode: most data items in one bundle.
     pub bundle_max_items: usize,
+    /// "gateway" mode: most bytes in one bundle.
     pub bundle_max_bytes: usize,
+    /// "gateway" mode: how long a posted bundle may stay unknown to the gateway before it is posted again, in ms.
     pub repost_after_ms: u64,
+    /// How often wallet balances are read, in milliseconds.
     pub balance_poll_ms: u64,
+    /// Runway (balance / recent spend) below which a warning is logged, in hours.
     pub runway_warning_hours: u64,
+    /// How often the worker looks for due jobs when idle, in milliseconds.
     pub poll_ms: u64,
 }
 
@@ -139,7 +203,10 @@ impl ArchiveConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// This node's name, recorded with each broadcast (several nodes may share one PostgreSQL database). Empty: the
+    /// host name.
     pub node_name: String,
+    /// On SIGTERM, how long to wait for the last segments to reach IPFS and the archive queue before exiting, in ms.
     pub shutdown_timeout_ms: u64,
 }
 
@@ -161,9 +228,13 @@ impl ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingConfig {
+    /// Cut every live stream into CMAF segments, store them in the embedded IPFS node and queue them for archival.
     pub enabled: bool,
+    /// A media segment closes at the first keyframe after this duration, in milliseconds.
     pub segment_target_ms: u64,
+    /// A media segment also closes when it reaches this size, in bytes, keyframe or not.
     pub segment_max_bytes: usize,
+    /// Media segments listed by a live HLS playlist (the sliding window).
     pub live_playlist_segments: usize,
 }
 
@@ -171,15 +242,32 @@ pub struct RecordingConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Address and port of the HTTP server: WHIP, WHEP, API, IPFS gateway and web pages.
     pub listen: SocketAddr,
+    /// The URL streamers and viewers use to reach this server, used in printed OBS settings and links. Empty: derived
+    /// from `listen` (http://127.0.0.1:PORT when listening on every interface).
     pub public_url: String,
+    /// Largest request body accepted (SDP offers, trickle fragments, API bodies), in bytes. Larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Origins allowed to call WHIP/WHEP and the API from a browser (CORS). "*" allows any origin. The API takes bearer
+    /// tokens only (no cookies), so a foreign origin cannot act with a visitor's credentials either way.
     pub cors_origins: Vec<String>,
+    /// Addresses of reverse proxies in front of zipIQ. Only when a request comes from one of them is its X-Forwarded-
+    /// For header believed (its right-most address not in this list is the client, for rate limits and the audit log).
+    /// Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Most HTTP connections open at once (this listener and the admin one each). Kept below three quarters of the
+    /// process's open-file limit, which zipIQ raises to its hard limit at start. A connection over the cap gets a quick
+    /// 503 with Retry-After and is closed.
     pub max_connections: usize,
+    /// How long a client may take to send a request's headers, in milliseconds; then the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// Longest pause while a client sends a request body, in milliseconds; then 408.
     pub body_timeout_ms: u64,
+    /// Longest time for a whole request until its answer starts, in milliseconds; then 408.
     pub request_timeout_ms: u64,
+    /// A connection that moves no byte either way for this long (an idle keep-alive, a stalled client) is closed, in
+    /// milliseconds.
     pub idle_timeout_ms: u64,
 }
 
@@ -187,9 +275,12 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
+    /// The server's `stun:` / `turn:` URLs.
     pub urls: Vec<String>,
+    /// TURN user name, if the server needs one.
     #[serde(default)]
     pub username: Option<String>,
+    /// TURN password, if the server needs one.
     #[serde(default)]
     pub credential: Option<String>,
 }
@@ -198,27 +289,61 @@ pub struct IceServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
+    /// Address of the one UDP socket every WebRTC peer connection shares (ICE, DTLS, SRTP).
     pub udp_listen: SocketAddr,
+    /// Public addresses to announce as host candidates (1:1 NAT). Empty: the addresses of the local interfaces.
     pub public_ips: Vec<String>,
+    /// ICE-lite (the server never sends connectivity checks; OBS and browsers do). false: full ICE.
     pub ice_lite: bool,
+    /// Offer loopback addresses (127.0.0.1, ::1) as candidates. Useful for tests and local set-ups only.
     pub include_loopback: bool,
+    /// Interfaces whose addresses are offered as host candidates (with udp_listen on 0.0.0.0 or [::] and no
+    /// public_ips): names ("eth0") or prefixes ending in "*" ("enp*"). Empty: every interface except container, VM and
+    /// overlay bridges (docker*, br-*, veth*, virbr*, vnet*, cni*, flannel*, cali*, weave*, vxlan*, lxcbr*, lxdbr*,
+    /// podman*, kube-*, tunl*, cilium*, genev*). All addresses share the one socket and port; peers try each.
     pub interfaces: Vec<String>,
+    /// Announce IPv6 candidates as well as IPv4.
     pub ipv6: bool,
+    /// ICE servers given to clients in `Link: rel="ice-server"` headers.
     pub ice_servers: Vec<IceServer>,
+    /// Most WebRTC sessions (publishers + viewers) at once. Further WHIP/WHEP requests get 503 with Retry-After.
     pub max_sessions: usize,
+    /// Most viewers of one stream. Further WHEP requests for that stream get 503.
     pub max_viewers_per_stream: usize,
+    /// How long viewers stay attached after their publisher goes, waiting for it to come back, in milliseconds.
     pub grace_period_ms: u64,
+    /// How long a session may take to connect (ICE + DTLS) after its answer before it is dropped, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Most packets of the per-layer GOP cache (kept from the last keyframe so a new viewer starts at once) before it is dropped until the next keyframe.
     pub gop_cache_max_packets: usize,
+    /// Most bytes of the per-layer GOP cache before it is dropped until the next keyframe.
     pub gop_cache_max_bytes: usize,
+    /// Shortest interval between two keyframe requests (PLI/FIR) sent to a publisher for one layer, in milliseconds.
     pub keyframe_request_interval_ms: u64,
+    /// Packets kept per video source (layer) to answer viewers' NACKs (a power of two): 512 is 1.7 s of a 2.5 Mbit/s
+    /// stream. One buffer per source serves all of its viewers (about 120 bytes per packet kept, not per viewer).
     pub nack_buffer_packets: u16,
+    /// Capacity of the channel from the live fan-out to the segmenter, in packets. When full, packets for the recording
+    /// are dropped and counted (zipiq_tap_dropped_packets_total); live viewers are never slowed.
     pub tap_channel_capacity: usize,
+    /// Media threads. Every WebRTC session runs on one of them, with all the tasks webrtc-rs makes for it; a stream's
+    /// publisher runs on the thread its name hashes to, so different streams spread over the threads. 0: one per core.
     pub threads: usize,
+    /// Spread the viewers of each stream round robin over the media threads, so one big stream uses every core (each
+    /// packet then crosses once to each other thread that has viewers of it). false: a stream's viewers all run on its
+    /// publisher's thread, and a packet's fan-out never wakes another thread.
     pub spread_viewers: bool,
+    /// Most remote ICE candidates one session takes, in its offer and by trickle (PATCH) together: an offer with more
+    /// gets 400, a PATCH past it 422. ICE-lite needs none (the client's checks reach us); a browser sends a handful.
     pub max_remote_candidates: usize,
+    /// Of max_sessions, how many only publishers may take: viewers get 503 once max_sessions minus this many are open,
+    /// so anonymous viewers can never keep streamers from publishing.
     pub reserved_publisher_sessions: usize,
+    /// Most sessions from one client address (IPv6: one /64) that have not connected yet; further offers get 429 with
+    /// Retry-After until one connects, ends or times out (connect_timeout_ms). 0: no limit.
     pub max_pending_sessions_per_ip: usize,
+    /// Most packets resent to one viewer per second in answer to its NACKs; NACKed packets past it are not resent and
+    /// are counted (zipiq_rtp_retransmissions_refused_total). 0: no limit.
     pub max_retransmits_per_viewer_per_second: u32,
 }
 
@@ -226,8 +351,12 @@ pub struct MediaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
+    /// sqlite://PATH for the embedded database (created when missing: the file, its WAL and shm mode 0600, a missing
+    /// directory 0700, whatever the umask) or postgres://USER:PASS@HOST/DB for a shared one.
     pub url: String,
+    /// Largest number of pooled connections.
     pub max_connections: u32,
+    /// How long to wait for a pooled connection before failing a request, in milliseconds.
     pub acquire_timeout_ms: u64,
 }
 
@@ -257,8 +386,15 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    /// Level filter (trace, debug, info, warn, error, or a tracing directive such as "info,zipiq::sfu=debug").
+    /// RUST_LOG, when set, wins.
     pub level: String,
+    /// "text" for people, "json" for log collectors.
     pub format: LogFormat,
+    /// At most `events` log events of one kind (one place in the code: level, target, file and line) per `per_seconds`
+    /// seconds; the rest are dropped, counted in zipiq_log_events_suppressed_total{target}, and summed up in a "log
+    /// events suppressed" line per kind at the end of each window. Bounds what junk input (UDP datagrams, offers,
+    /// floods of requests) can write to the disk. Audit events are never dropped. events = 0: no limit.
     pub rate_limit: LogRateLimit,
 }
 
@@ -266,7 +402,9 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LogRateLimit {
+    /// Most events of one kind per window.
     pub events: u32,
+    /// The window, in seconds.
     pub per_seconds: u64,
 }
 
@@ -274,7 +412,9 @@ pub struct LogRateLimit {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object a line.
     Json,
 }
 
@@ -282,8 +422,19 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Address of the admin listener: Prometheus metrics at /metrics and the archive's operator endpoints. Keep it
+    /// private. Whatever the token, it answers only requests whose Host is its own address (an IP literal with its
+    /// port, or localhost when it listens on loopback) or one of `allowed_hosts`, refuses any request carrying an
+    /// Origin header (403: browsers, cross-site forms, DNS rebinding), and takes POST bodies as application/json only
+    /// (415).
     pub listen: SocketAddr,
+    /// File holding the admin token. When there is one, every admin request needs `Authorization: Bearer <token>` (401
+    /// otherwise; at least 16 characters). The systemd credential `admin-token` ($CREDENTIALS_DIRECTORY/admin-token,
+    /// see systemd/zipiq.service) wins over this file; an empty credential means no token. Read at start. Empty (and no
+    /// credential): no token.
     pub token_file: PathBuf,
+    /// More names the admin listener answers to in Host, as "host" (on the listener's port) or "host:port", e.g. the
+    /// name Prometheus scrapes it by: ["zipiq-1.internal"]. Empty: only its own address.
     pub allowed_hosts: Vec<String>,
 }
 
@@ -291,13 +442,20 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// A separate origin for the IPFS gateway, e.g. "https://ipfs.example.org" (a second name for this server, or a
+    /// proxy in front of it; it must pass the Host header). Replay links, the playlists' segment URIs and the API's
+    /// `ipfs_playlist` then point there, and HTML, script, SVG and XML from IPFS keep their media types there only
+    /// (still under `Content-Security-Policy: sandbox`); that origin serves nothing but /ipfs/. Empty: the gateway
+    /// shares the pages' origin, where such files are served as text/plain.
     pub public_url: String,
 }
 
 /// A web origin's host (lowercase; IPv6 in brackets) and port (the scheme's default when the URL names none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
+    /// Host name or address, lowercase (IPv6 in brackets).
     pub host: String,
+    /// The port, explicit or the scheme's default.
     pub port: u16,
     /// The default port of the origin's scheme (80 or 443): what a `Host` without a port means.
     pub scheme_port: u16,
@@ -368,6 +526,8 @@ impl GatewayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
+    /// On first start with an empty database, create this stream and print its key and the OBS settings once. Empty:
+    /// create nothing.
     pub default_stream: String,
 }
 
@@ -375,18 +535,33 @@ pub struct StreamsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// Argon2id memory of account password hashing, in KiB (hashes are upgraded at the next successful login).
     pub argon2_memory_kib: u32,
+    /// Argon2id passes of account password hashing.
     pub argon2_iterations: u32,
+    /// Argon2id lanes of account password hashing.
     pub argon2_parallelism: u32,
+    /// Shortest password accepted at sign-up, reset and change (characters). The longest is 1024.
     pub password_min_length: usize,
+    /// Lifetime of a JWT access token, in seconds. Logout and password changes end it at once all the same.
     pub access_token_ttl_s: u64,
+    /// Lifetime of a refresh token, in seconds. Each use replaces it with a new one (rotation).
     pub refresh_token_ttl_s: u64,
+    /// Lifetime of a viewer token when none is asked for, in seconds.
     pub viewer_token_ttl_s: u64,
+    /// Longest lifetime a viewer token can be asked for, in seconds.
     pub viewer_token_max_ttl_s: u64,
+    /// How long the link of an email-verification mail works, in seconds (used once).
     pub email_verification_ttl_s: u64,
+    /// How long the link of a password-reset mail works, in seconds (used once).
     pub password_reset_ttl_s: u64,
+    /// File of the JWT signing keys (HS256, each with a `kid`), used when the systemd credential `jwt-key` is not there
+    /// ($CREDENTIALS_DIRECTORY/jwt-key wins). Created with one random key when missing. `zipiq secrets rotate-jwt` adds
+    /// a key; old keys verify until every token they signed has expired. Never put a key in this file.
     pub jwt_key_file: PathBuf,
+    /// Whether anyone may sign up. false: only `zipiq users create` makes accounts.
     pub signup_open: bool,
+    /// Most streams one account may own (admins: no limit).
     pub max_streams_per_user: u32,
 }
 
@@ -394,8 +569,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
     Starttls,
+    /// TLS from the first byte (implicit TLS).
     Tls,
+    /// No encryption.
     None,
 }
 
@@ -403,12 +581,21 @@ pub enum SmtpSecurity {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
+    /// Mail server for verification and password-reset mails. Empty: no mail is sent and the mail, with its link, is
+    /// written to the log instead (fine for a single-person server; see README "Accounts").
     pub host: String,
+    /// 587 for starttls, 465 for tls, 25 (or a local relay's port) for none.
     pub port: u16,
+    /// "starttls" (upgrade a plain connection, required), "tls" (TLS from the first byte) or "none" (no encryption:
+    /// only for a relay on this machine or in tests).
     pub security: SmtpSecurity,
+    /// Login name at the mail server. Empty: no authentication.
     pub username: String,
+    /// File holding the mail server password (else the systemd credential `smtp-password`). Empty: none.
     pub password_file: PathBuf,
+    /// Sender of the mails.
     pub from: String,
+    /// Longest wait for the mail server, in milliseconds.
     pub timeout_ms: u64,
 }
 
@@ -416,7 +603,9 @@ pub struct SmtpConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    /// Requests allowed per window (0: no limit).
     pub requests: u32,
+    /// The window, in seconds.
     pub per_seconds: u64,
 }
 
@@ -424,16 +613,27 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
+    /// Login attempts per client address (IPv6 per /64).
     pub login_per_ip: RateLimit,
+    /// Login attempts per email address.
     pub login_per_account: RateLimit,
+    /// Sign-ups per client address.
     pub signup_per_ip: RateLimit,
+    /// Sign-ups per email address.
     pub signup_per_account: RateLimit,
+    /// Password-reset requests per client address.
     pub reset_per_ip: RateLimit,
+    /// Password-reset requests per email address.
     pub reset_per_account: RateLimit,
+    /// WHIP requests (POST, PATCH, DELETE) per client address.
     pub whip_per_ip: RateLimit,
+    /// WHIP requests per stream owner.
     pub whip_per_account: RateLimit,
+    /// WHEP requests per client address.
     pub whep_per_ip: RateLimit,
+    /// WHEP requests per viewer token.
     pub whep_per_account: RateLimit,
+    /// PATCHes of one WHIP/WHEP session (trickle ICE, ICE restart): a client trickles a handful of candidates at start.
     pub patch_per_session: RateLimit,
 }
 

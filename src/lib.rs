@@ -20,6 +20,8 @@ pub mod sfu;
 pub mod store;
 pub(crate) mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,15 +38,25 @@ use crate::sfu::Sfu;
 
 /// A running server.
 pub struct Server {
+    /// The accounts, tokens and stream-key checks the HTTP handlers use.
     pub auth: Arc<auth::Auth>,
+    /// Where the HTTP listener (WHIP, WHEP, API, gateway, pages) is bound.
     pub http_addr: SocketAddr,
+    /// Where the admin listener (metrics, health) is bound.
     pub admin_addr: SocketAddr,
+    /// Where the shared WebRTC media UDP socket is bound.
     pub media_addr: SocketAddr,
+    /// The SFU: live streams, their publisher and viewer sessions.
     pub sfu: Sfu,
+    /// The metadata database.
     pub db: Db,
+    /// The embedded IPFS node recordings are stored in.
     pub ipfs: Arc<store::IpfsNode>,
+    /// The recorder that cuts live streams into chunks.
     pub recorder: recorder::Recorder,
+    /// The archive worker that uploads chunks to Arweave.
     pub archiver: archive::worker::Archiver,
+    /// The configuration the server started with.
     pub config: Arc<Config>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -54,7 +66,9 @@ pub struct Server {
 /// The stream created on first start, with its key (shown once).
 #[derive(Debug, Clone)]
 pub struct FirstStream {
+    /// The stream's name (its WHIP/WHEP path).
     pub name: String,
+    /// The stream key, in clear text: only its hash is stored.
     pub key: String,
 }
 

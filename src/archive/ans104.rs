@@ -48,21 +48,41 @@ fn lengths(signature_type: u16) -> Option<(usize, usize)> {
 /// Why bytes are not a data item, or why an item cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DataItemError {
+    /// The bytes end inside the named part.
     #[error("the data item ends inside its {0}")]
     Truncated(&'static str),
+    /// The signature type is none ANS-104 defines.
     #[error("unknown signature type {0}")]
     UnknownSignatureType(u16),
+    /// A target or anchor presence byte is neither 0 nor 1.
     #[error("the {field} presence byte is {value}; only 0 and 1 are allowed")]
-    BadPresenceByte { field: &'static str, value: u8 },
+    BadPresenceByte {
+        /// Which one: "target" or "anchor".
+        field: &'static str,
+        /// The byte found.
+        value: u8,
+    },
     #[error(
         "the header says {announced} bytes of tags, at most {} allowed",
         avro_tags::MAX_ENCODED_BYTES
     )]
-    TagBytesTooLong { announced: u64 },
+    /// The header announces more tag bytes than ANS-104 allows.
+    TagBytesTooLong {
+        /// The announced size.
+        announced: u64,
+    },
+    /// The tag bytes do not hold as many tags as the header says.
     #[error("the header says {announced} tags but the tag bytes hold {decoded}")]
-    TagCountMismatch { announced: u64, decoded: usize },
+    TagCountMismatch {
+        /// The count in the header.
+        announced: u64,
+        /// The count decoded.
+        decoded: usize,
+    },
+    /// The tags break ANS-104's limits or encoding.
     #[error("tags: {0}")]
     Tags(#[from] TagError),
+    /// Signing failed.
     #[error("signing: {0}")]
     Sign(#[from] JwkError),
 }
@@ -70,8 +90,10 @@ pub enum DataItemError {
 /// Why a data item's signature is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// The item is signed with a key type other than Arweave's (type 1).
     #[error("signature type {0} cannot be verified here (only Arweave, type 1)")]
     UnsupportedSignatureType(u16),
+    /// The signature does not verify.
     #[error(transparent)]
     Signature(#[from] SignatureError),
 }
@@ -201,6 +223,7 @@ impl DataItem {
         &self.raw
     }
 
+    /// The item's bytes, as signed.
     pub fn into_bytes(self) -> Bytes {
         self.raw
     }
@@ -215,14 +238,17 @@ impl DataItem {
         self.raw.is_empty()
     }
 
+    /// The signature type (1: Arweave).
     pub fn signature_type(&self) -> u16 {
         self.signature_type
     }
 
+    /// The signature's bytes.
     pub fn signature(&self) -> &[u8] {
         &self.raw[2..2 + self.signature_len]
     }
 
+    /// The owner's public key (for type 1 the RSA modulus).
     pub fn owner(&self) -> &[u8] {
         let start = 2 + self.signature_len;
         &self.raw[start..start + self.owner_len]
@@ -233,16 +259,19 @@ impl DataItem {
         jwk::address_of(self.owner())
     }
 
+    /// The target address, if any.
     pub fn target(&self) -> Option<&[u8]> {
         self.target
             .map(|start| &self.raw[start..start + TARGET_LEN])
     }
 
+    /// The anchor, if any.
     pub fn anchor(&self) -> Option<&[u8]> {
         self.anchor
             .map(|start| &self.raw[start..start + ANCHOR_LEN])
     }
 
+    /// The tags, in order.
     pub fn tags(&self) -> &[Tag] {
         &self.tags
     }
@@ -265,6 +294,7 @@ impl DataItem {
         self.raw.slice(self.data_start..)
     }
 
+    /// Size of the data in bytes.
     pub fn data_len(&self) -> usize {
         self.raw.len() - self.data_start
     }
@@ -332,6 +362,7 @@ pub struct DataItemBuilder {
 }
 
 impl DataItemBuilder {
+    /// An item carrying `data`.
     pub fn new(data: impl Into<Bytes>) -> Self {
         Self {
             data: data.into(),
@@ -347,6 +378,7 @@ impl DataItemBuilder {
         self
     }
 
+    /// Adds tags, in order (checked when signing).
     pub fn tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
         self.tags.extend(tags);
         self
@@ -413,20 +445,36 @@ impl DataItemBuilder {
 /// Why bytes are not a bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// The bytes end inside the named part.
     #[error("the bundle ends inside its {0}")]
     Truncated(&'static str),
+    /// A 32-byte header number does not fit in 64 bits.
     #[error("a 32-byte number in the bundle header does not fit in 64 bits")]
     NumberTooLarge,
+    /// The header announces more items than the bundle's bytes can hold.
     #[error("the bundle announces {count} items, more than its {len} bytes can hold")]
-    TooManyItems { count: u64, len: usize },
+    TooManyItems {
+        /// The announced count.
+        count: u64,
+        /// The bundle's size in bytes.
+        len: usize,
+    },
+    /// An item is not a valid data item.
     #[error("item {index}: {source}")]
     Item {
+        /// The item's position.
         index: usize,
+        /// What is wrong with it.
         #[source]
         source: DataItemError,
     },
+    /// The id in the header is not that of the item.
     #[error("item {index}: the header's id is not the id of the item's signature")]
-    IdMismatch { index: usize },
+    IdMismatch {
+        /// The item's position.
+        index: usize,
+    },
+    /// Bytes follow the last item.
     #[error("{0} bytes after the last item")]
     TrailingBytes(usize),
 }

@@ -15,9 +15,10 @@ use crate::archive::ans104::{self, DataItem, DataItemBuilder};
 use crate::archive::arweave_tx::TransactionBuilder;
 use crate::archive::b64url;
 use crate::archive::gateway_client::{GatewayClient, TagFilter, TxStatus};
-use crate::archive::js_tests::{node, repo_root};
+use crate::archive::js_tests::node;
 use crate::archive::merkle::DataTree;
 use crate::archive::test_wallets;
+use crate::test_support::repo_root;
 
 /// An arlocal to talk to: shared (from the environment) or our own child process, whose stderr (arlocal logs
 /// every refused transaction and its own insert races there) is kept in a file and shown only if the test fails.

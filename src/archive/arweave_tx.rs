@@ -21,28 +21,50 @@ pub const MAX_TAG_BYTES: usize = 2048;
 /// Why a transaction cannot be made, read or trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum TxError {
+    /// The JSON's `format` is not 2.
     #[error("transaction format {0}; only format 2 is supported")]
     Format(u8),
+    /// A tag has an empty name or value.
     #[error("tag {index} has an empty name or value")]
-    EmptyTag { index: usize },
+    EmptyTag {
+        /// The tag's position.
+        index: usize,
+    },
+    /// The tags are larger than Arweave allows.
     #[error("the tags hold {len} bytes, at most {MAX_TAG_BYTES} allowed")]
-    TagsTooLong { len: usize },
+    TagsTooLong {
+        /// Their size in bytes.
+        len: usize,
+    },
+    /// A tag's name or value is not UTF-8.
     #[error("tag {index} is not UTF-8")]
-    TagNotUtf8 { index: usize },
+    TagNotUtf8 {
+        /// The tag's position.
+        index: usize,
+    },
+    /// The named JSON field is not base64url.
     #[error("the field {0:?} is not base64url")]
     Base64(&'static str),
+    /// The named JSON field is not a decimal number.
     #[error("the field {0:?} is not a decimal number")]
     Number(&'static str),
+    /// A binary JSON field has the wrong length.
     #[error("the field {field:?} has {len} bytes; expected {expected}")]
     FieldLength {
+        /// The field.
         field: &'static str,
+        /// Its length in bytes.
         len: usize,
+        /// The length it must have, in words.
         expected: &'static str,
     },
+    /// The id is not SHA-256 of the signature.
     #[error("the id is not SHA-256 of the signature")]
     IdMismatch,
+    /// The signature does not verify.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// Signing failed.
     #[error("signing: {0}")]
     Sign(#[from] JwkError),
 }
@@ -50,20 +72,25 @@ pub enum TxError {
 /// A signed format-2 transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
+    /// The transaction id: SHA-256 of the signature.
     pub id: [u8; 32],
     /// The anchor: a recent block hash or the owner's last transaction id (`GET /tx_anchor`).
     pub last_tx: Vec<u8>,
+    /// The signer's RSA modulus (n), big-endian.
     pub owner: Vec<u8>,
+    /// The tags, in order.
     pub tags: Vec<Tag>,
     /// The address tokens go to, when `quantity` is not zero.
     pub target: Option<[u8; 32]>,
     /// Winston sent to `target`.
     pub quantity: u128,
+    /// Size of the data in bytes (0: none).
     pub data_size: u64,
     /// The merkle root of the data; `None` for a transaction without data.
     pub data_root: Option<[u8; 32]>,
     /// Winston paid to the miners (`GET /price/{data_size}` gives it).
     pub reward: u128,
+    /// The RSA-PSS signature over the transaction's deep hash.
     pub signature: Vec<u8>,
 }
 
@@ -92,27 +119,32 @@ impl TransactionBuilder {
         self
     }
 
+    /// Sets the anchor (see [`Transaction::last_tx`]).
     pub fn last_tx(mut self, anchor: Vec<u8>) -> Self {
         self.last_tx = anchor;
         self
     }
 
+    /// Sets the fee paid to the miners, in winston.
     pub fn reward(mut self, winston: u128) -> Self {
         self.reward = winston;
         self
     }
 
+    /// Sends `winston` to the address `target`.
     pub fn transfer(mut self, target: [u8; 32], winston: u128) -> Self {
         self.target = Some(target);
         self.quantity = winston;
         self
     }
 
+    /// Adds a tag.
     pub fn tag(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.push(Tag::new(name, value));
         self
     }
 
+    /// Adds tags, in order.
     pub fn tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
         self.tags.extend(tags);
         self
@@ -283,35 +315,54 @@ impl Transaction {
 /// A transaction as gateways exchange it in JSON: binary fields in base64url, numbers as decimal strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionJson {
+    /// Always 2.
     pub format: u8,
+    /// [`Transaction::id`].
     pub id: String,
+    /// [`Transaction::last_tx`].
     pub last_tx: String,
+    /// [`Transaction::owner`].
     pub owner: String,
+    /// [`Transaction::tags`].
     pub tags: Vec<TagJson>,
+    /// [`Transaction::target`]; empty for none.
     pub target: String,
+    /// [`Transaction::quantity`].
     pub quantity: String,
+    /// The data inline; empty when it goes up in chunks (`POST /chunk`).
     #[serde(default)]
     pub data: String,
+    /// [`Transaction::data_size`].
     pub data_size: String,
+    /// [`Transaction::data_root`]; empty for none.
     pub data_root: String,
+    /// [`Transaction::reward`].
     pub reward: String,
+    /// [`Transaction::signature`].
     pub signature: String,
 }
 
 /// A tag in a transaction's JSON: name and value in base64url.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagJson {
+    /// The tag's name.
     pub name: String,
+    /// The tag's value.
     pub value: String,
 }
 
 /// One chunk and its proof, the body of `POST /chunk`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkUpload {
+    /// The transaction's data root, base64url.
     pub data_root: String,
+    /// The transaction's data size, decimal.
     pub data_size: String,
+    /// The merkle proof of the chunk, base64url.
     pub data_path: String,
+    /// The offset of the chunk's last byte in the data, decimal.
     pub offset: String,
+    /// The chunk's bytes, base64url.
     pub chunk: String,
 }
 

@@ -23,11 +23,14 @@ const MAX_VARINT_BYTES: usize = 10;
 /// One tag: a name and a value, both non-empty UTF-8.
 #[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tag {
+    /// The tag's name.
     pub name: String,
+    /// The tag's value.
     pub value: String,
 }
 
 impl Tag {
+    /// A tag (checked when encoded).
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -45,28 +48,70 @@ impl fmt::Debug for Tag {
 /// Why tags cannot be encoded, or why encoded tags are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
+    /// More tags than ANS-104 allows.
     #[error("{count} tags, at most {MAX_TAGS} allowed")]
-    TooManyTags { count: usize },
+    TooManyTags {
+        /// How many.
+        count: usize,
+    },
+    /// A tag's name is longer than allowed.
     #[error("tag {index}: name of {len} bytes, at most {MAX_NAME_BYTES} allowed")]
-    NameTooLong { index: usize, len: usize },
+    NameTooLong {
+        /// The tag's position.
+        index: usize,
+        /// The name's length in bytes.
+        len: usize,
+    },
+    /// A tag's value is longer than allowed.
     #[error("tag {index}: value of {len} bytes, at most {MAX_VALUE_BYTES} allowed")]
-    ValueTooLong { index: usize, len: usize },
+    ValueTooLong {
+        /// The tag's position.
+        index: usize,
+        /// The value's length in bytes.
+        len: usize,
+    },
+    /// A tag's name is empty.
     #[error("tag {index}: empty name")]
-    EmptyName { index: usize },
+    EmptyName {
+        /// The tag's position.
+        index: usize,
+    },
+    /// A tag's value is empty.
     #[error("tag {index}: empty value")]
-    EmptyValue { index: usize },
+    EmptyValue {
+        /// The tag's position.
+        index: usize,
+    },
+    /// A tag's name or value is not UTF-8.
     #[error("tag {index}: name or value is not UTF-8")]
-    NotUtf8 { index: usize },
+    NotUtf8 {
+        /// The tag's position.
+        index: usize,
+    },
+    /// The encoded tags are larger than allowed.
     #[error("{len} bytes of encoded tags, at most {MAX_ENCODED_BYTES} allowed")]
-    TooManyBytes { len: usize },
+    TooManyBytes {
+        /// Their size in bytes.
+        len: usize,
+    },
+    /// The encoded tags end early.
     #[error("encoded tags end early")]
     Truncated,
+    /// A varint is too long or overflows 64 bits.
     #[error("a varint is longer than {MAX_VARINT_BYTES} bytes or overflows 64 bits")]
     BadVarint,
+    /// A length is negative.
     #[error("negative length {0}")]
     NegativeLength(i64),
+    /// An Avro block's byte size does not match its contents.
     #[error("a block announces {announced} bytes but holds {actual}")]
-    BlockSizeMismatch { announced: i64, actual: usize },
+    BlockSizeMismatch {
+        /// The byte size the block announces.
+        announced: i64,
+        /// The bytes it holds.
+        actual: usize,
+    },
+    /// Bytes follow the end of the tag array.
     #[error("{0} bytes after the end of the tag array")]
     TrailingBytes(usize),
 }

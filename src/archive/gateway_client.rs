@@ -23,22 +23,42 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// Why a gateway call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The request did not get an answer.
     #[error("{endpoint}: {source}")]
     Transport {
+        /// The gateway endpoint asked (`GET /tx/…`, ...).
         endpoint: String,
+        /// Why it failed.
         #[source]
         source: reqwest::Error,
     },
+    /// The gateway answered with an unexpected status.
     #[error("{endpoint}: HTTP {status}: {body}")]
     Status {
+        /// The gateway endpoint asked.
         endpoint: String,
+        /// The HTTP status.
         status: u16,
+        /// An excerpt of the answer's body.
         body: String,
     },
+    /// The answer's body is not what the endpoint gives.
     #[error("{endpoint}: unexpected answer: {detail}")]
-    Answer { endpoint: String, detail: String },
+    Answer {
+        /// The gateway endpoint asked.
+        endpoint: String,
+        /// What is wrong with the answer.
+        detail: String,
+    },
+    /// The answer is larger than this client reads.
     #[error("{endpoint}: the answer is larger than {limit} bytes")]
-    TooLarge { endpoint: String, limit: usize },
+    TooLarge {
+        /// The gateway endpoint asked.
+        endpoint: String,
+        /// The most bytes read, for that endpoint.
+        limit: usize,
+    },
+    /// The configured gateway URL is not an http(s) URL.
     #[error("the gateway URL {0:?} is not an http(s) URL")]
     BadUrl(String),
 }
@@ -65,9 +85,13 @@ pub enum TxStatus {
     NotFound,
     /// Accepted, not in a block yet.
     Pending,
+    /// In a block.
     Confirmed {
+        /// The block's height.
         block_height: u64,
+        /// The block's independent hash.
         block_indep_hash: String,
+        /// How many confirmations the gateway counts.
         number_of_confirmations: u64,
     },
 }
@@ -75,11 +99,14 @@ pub enum TxStatus {
 /// A tag filter for GraphQL: transactions with tag `name` equal to any of `values`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagFilter {
+    /// The tag's name.
     pub name: String,
+    /// Values that match.
     pub values: Vec<String>,
 }
 
 impl TagFilter {
+    /// Transactions whose tag `name` is `value`.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -91,13 +118,17 @@ impl TagFilter {
 /// One transaction or data item found by GraphQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundTransaction {
+    /// The transaction's or item's id.
     pub id: String,
+    /// The signer's address.
     pub owner_address: String,
+    /// Its tags as (name, value), in order.
     pub tags: Vec<(String, String)>,
     /// The bundle holding it, for a data item.
     pub bundled_in: Option<String>,
     /// The block height, once mined.
     pub block_height: Option<u64>,
+    /// The data's size in bytes, when the gateway gives it.
     pub data_size: Option<u64>,
     /// Pass as `after` to get the next page.
     pub cursor: String,
@@ -106,7 +137,9 @@ pub struct FoundTransaction {
 /// A page of GraphQL results.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundPage {
+    /// The transactions found, in the gateway's order.
     pub transactions: Vec<FoundTransaction>,
+    /// Whether there are more (ask again with the last one's `cursor`).
     pub has_next_page: bool,
 }
 
@@ -147,6 +180,7 @@ impl GatewayClient {
         Ok(GatewayClient { http, base })
     }
 
+    /// The gateway's base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base
     }

@@ -3,7 +3,6 @@
 //! verifies. This is the proof that data items sign `deepHash(["dataitem", "1", "1", owner, target, anchor,
 //! <raw Avro tags>, data])` as arbundles does. The scripts are in tests/js/.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
@@ -16,23 +15,7 @@ use crate::archive::avro_tags::Tag;
 use crate::archive::b64url;
 use crate::archive::merkle::DataTree;
 use crate::archive::test_wallets;
-
-/// The repository root: `src/archive/js_tests.rs` is three levels down.
-pub(crate) fn repo_root() -> PathBuf {
-    // In the main crate `file!()` is relative to the manifest dir; in a scratch crate including this file by
-    // absolute path it is absolute.
-    let file = Path::new(file!());
-    let source = if file.is_absolute() {
-        file.to_path_buf()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
-    };
-    source
-        .ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
+use crate::test_support::repo_root;
 
 /// Runs `node tests/js/<script> args...` from the repository root and gives its stdout; fails the test clearly
 /// when node or the npm packages are missing.

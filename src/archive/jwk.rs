@@ -29,20 +29,28 @@ pub const PUBLIC_EXPONENT: u64 = 65537;
 /// Why a wallet key cannot be loaded, made or used.
 #[derive(Debug, thiserror::Error)]
 pub enum JwkError {
+    /// The key is not JSON of a JSON Web Key.
     #[error("the wallet key is not a JSON Web Key: {0}")]
     Json(#[source] serde_json::Error),
+    /// The key is not an RSA key (its `kty`).
     #[error("the wallet key has kty {0:?}; Arweave wallets are \"RSA\"")]
     NotRsa(String),
+    /// The named field is not base64url.
     #[error("the wallet key's field {0:?} is not base64url")]
     Field(&'static str),
+    /// The modulus is not 4096 bits (its size in bits).
     #[error("the wallet key's modulus has {0} bits; Arweave wallets are RSA-4096")]
     ModulusSize(usize),
+    /// The public exponent is not 65537.
     #[error("the wallet key's public exponent is not 65537 (\"AQAB\")")]
     Exponent,
+    /// The key's components do not form a valid RSA key.
     #[error("the wallet key's components are inconsistent: {0}")]
     Rejected(String),
+    /// Signing failed.
     #[error("signing failed")]
     Sign,
+    /// Making a new key failed.
     #[error("making a new key failed: {0}")]
     Generate(String),
 }
@@ -50,10 +58,18 @@ pub enum JwkError {
 /// Why a signature does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The owner is not an RSA modulus of 1024 to 8192 bits.
     #[error("the owner is not an RSA modulus of 1024 to 8192 bits")]
     BadOwner,
+    /// The signature is not as long as the modulus.
     #[error("the signature has {actual} bytes; the owner's modulus has {expected}")]
-    BadLength { expected: usize, actual: usize },
+    BadLength {
+        /// The modulus's length in bytes.
+        expected: usize,
+        /// The signature's length in bytes.
+        actual: usize,
+    },
+    /// The signature does not match the owner and the message.
     #[error("the signature does not match the owner and the signed message")]
     Mismatch,
 }

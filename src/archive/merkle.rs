@@ -25,21 +25,27 @@ const MAX_PROOF_DEPTH: usize = 64;
 /// One chunk of the data: where it lies and the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataChunk {
+    /// The chunk's bytes within the data.
     pub range: Range<u64>,
+    /// SHA-256 of the chunk's bytes.
     pub data_hash: [u8; 32],
 }
 
 /// The proof of one chunk, as `POST /chunk` wants it: the chunk's last byte offset and its path from the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkProof {
+    /// The offset of the chunk's last byte in the data.
     pub offset: u64,
+    /// The proof: the path from the data root to the chunk's leaf.
     pub data_path: Vec<u8>,
 }
 
 /// The data root, the chunks to upload and their proofs.
 #[derive(Debug, Clone)]
 pub struct DataTree {
+    /// The merkle root of the data (a transaction's `data_root`).
     pub data_root: [u8; 32],
+    /// The data's size in bytes.
     pub data_size: u64,
     /// The chunks to upload, in order (an empty last chunk is not among them).
     pub chunks: Vec<DataChunk>,
@@ -230,14 +236,24 @@ fn collect_proofs(
 /// Why a chunk proof is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
+    /// The proof's length fits no tree.
     #[error("the proof has {0} bytes; a proof is 64 bytes plus 96 per level")]
     BadLength(usize),
+    /// The proof has more levels than any data can need.
     #[error("the proof is deeper than {MAX_PROOF_DEPTH} levels")]
     TooDeep,
+    /// The offset is not inside the data.
     #[error("offset {offset} is outside data of {data_size} bytes")]
-    OffsetOutOfRange { offset: u64, data_size: u64 },
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// The data's size in bytes.
+        data_size: u64,
+    },
+    /// The proof does not lead from the data root to the chunk.
     #[error("the proof does not lead from the data root to the chunk")]
     Mismatch,
+    /// The chunk's bytes do not hash to the proof's leaf.
     #[error("the chunk's bytes do not hash to the proof's leaf")]
     ChunkMismatch,
 }

@@ -22,9 +22,13 @@ const MAX_BYTES: usize = 256 << 20;
 /// One line of the proof.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChunkCheck {
+    /// The chunk's sequence number in the broadcast.
     pub seq: i64,
+    /// `init` or `media`.
     pub kind: String,
+    /// The chunk's recorded CID.
     pub cid: String,
+    /// The id of the data item that archived it, if any.
     pub item_id: Option<String>,
     /// The bytes from IPFS hash to the recorded CID.
     pub ipfs: Result<(), String>,
@@ -39,6 +43,7 @@ pub struct ChunkCheck {
 }
 
 impl ChunkCheck {
+    /// Whether every check passed.
     pub fn ok(&self) -> bool {
         self.ipfs.is_ok()
             && self.arweave_data.is_ok()

@@ -18,7 +18,9 @@ use super::jwk::Jwk;
 
 /// One wallet of the pool.
 pub struct Wallet {
+    /// The wallet's Arweave address.
     pub address: String,
+    /// Its JWK file.
     pub file: PathBuf,
     jwk: Jwk,
     state: Mutex<WalletState>,
@@ -59,21 +61,29 @@ impl Wallet {
 /// A wallet as `zipiq archive status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletStatus {
+    /// The wallet's Arweave address.
     pub address: String,
+    /// Its JWK file.
     pub file: String,
+    /// Whether it is disabled (`zipiq wallets disable`).
     pub disabled: bool,
     /// Known short of funds (until the next successful balance read or the back-off ends).
     pub short_of_funds: bool,
+    /// The last balance read, in winston (decimal); None before the first read.
     pub balance_winston: Option<String>,
+    /// How long the balance lasts at the recent spend, in hours; None when unknown.
     pub runway_hours: Option<f64>,
 }
 
 /// Why wallets could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
+    /// The directory could not be read.
     #[error("cannot read the wallets directory {path}: {source}")]
     Dir {
+        /// The directory.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
 }
@@ -197,6 +207,7 @@ impl WalletPool {
         self.wallets.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Whether no wallet is loaded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

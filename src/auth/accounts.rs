@@ -20,32 +20,45 @@ use crate::db::{Db, DbError, now_ms};
 /// Why an account request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
+    /// A request field is invalid (names the field).
     #[error(transparent)]
     Field(#[from] FieldError),
+    /// Wrong email or password (one answer for both, so it tells no one which accounts exist).
     #[error("wrong email or password")]
     BadCredentials,
+    /// The email is not verified yet; a new confirmation link was sent.
     #[error("confirm your email address first: a new confirmation link was sent to it")]
     Unverified,
+    /// The account is disabled.
     #[error("this account is disabled")]
     Disabled,
+    /// The current password given for a change is wrong.
     #[error("the current password is wrong")]
     WrongPassword,
+    /// Sign-up is turned off on this server.
     #[error("sign-up is closed on this server; ask its admin for an account")]
     SignupClosed,
     #[error(
         "the link is not valid: it was already used, has expired, or was replaced by a newer one"
     )]
+    /// A verification or reset link is used, expired or replaced.
     BadLink,
+    /// The refresh token is unknown, expired or of a revoked session.
     #[error("the refresh token is not valid; log in again")]
     RefreshRefused,
+    /// The access token is missing or not valid (says why).
     #[error("{0}")]
     Unauthenticated(String),
+    /// A rate limit was hit; try again after its `retry_after`.
     #[error("too many requests")]
     Limited(Limited),
+    /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Too many password hashes are being computed at once.
     #[error("too many password checks at once; try again in a second")]
     Busy,
+    /// Something that should not fail did (says what).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -83,11 +96,14 @@ pub struct TokenPair {
 /// The user behind a valid access token.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
+    /// The user, as the database holds it now.
     pub user: UserRow,
+    /// The login session the token belongs to.
     pub session_id: i64,
 }
 
 impl CurrentUser {
+    /// Whether the user has the admin role.
     pub fn is_admin(&self) -> bool {
         self.user.role == Role::Admin
     }
@@ -108,12 +124,16 @@ impl CurrentUser {
 /// Why a viewer was refused a private stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ViewerDenied {
+    /// No viewer token was given.
     #[error("this stream is private: watching it needs a viewer token (Authorization: Bearer)")]
     Missing,
+    /// The token does not verify, or has expired.
     #[error("the viewer token is not valid: {0}")]
     Invalid(TokenError),
+    /// The token is for another stream.
     #[error("the viewer token is for another stream")]
     WrongStream,
+    /// The token was revoked (the stream's viewer tokens were revoked after it was issued).
     #[error("the viewer token was revoked")]
     Revoked,
 }

@@ -24,10 +24,13 @@ pub use accounts::{AccountError, CurrentUser, TokenPair, ViewerDenied};
 /// Why the account machinery could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
+    /// The password hasher's parameters are invalid.
     #[error(transparent)]
     Password(#[from] passwords::PasswordError),
+    /// The JWT keys could not be read or made.
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
+    /// The mailer could not be set up.
     #[error(transparent)]
     Mail(#[from] mail::MailError),
 }
@@ -35,12 +38,17 @@ pub enum AuthSetupError {
 /// The account service: configuration, password hasher, JWT keys, mailer and rate limits (cheap to share).
 #[derive(Debug)]
 pub struct Auth {
+    /// The server's configuration.
     pub config: Arc<Config>,
+    /// Hashes and checks account passwords (Argon2id).
     pub passwords: passwords::Passwords,
+    /// Signs and checks access and viewer tokens.
     pub jwt: jwt::Jwt,
     /// Where the JWT keys came from (a credential, or a file `rotate-jwt` may rewrite).
     pub jwt_source: secrets::SecretSource,
+    /// Sends verification and reset mails.
     pub mailer: mail::Mailer,
+    /// The account and WHIP/WHEP rate limits.
     pub limits: rate_limit::RateLimits,
     /// Which rate-limited logins were audited already (one audit row per burst).
     pub refusal_bursts: rate_limit::Bursts,

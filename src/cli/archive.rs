@@ -14,12 +14,15 @@ use crate::db::Db;
 pub enum ArchiveAction {
     /// Jobs by state, age of the oldest pending job, wallets and their runway.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Give a dead job (or every dead job with --dead) another chance.
     Retry {
+        /// The id of the dead job to retry.
         job: Option<i64>,
+        /// Retry every dead job.
         #[arg(long)]
         dead: bool,
     },

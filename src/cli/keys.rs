@@ -10,9 +10,15 @@ use crate::db::audit::{AuditEvent, actions};
 #[derive(Subcommand, Debug)]
 pub enum KeysAction {
     /// Make a new key for a stream (creating the stream if needed) and print it once. The old key stops working.
-    Create { stream: String },
+    Create {
+        /// The stream's name.
+        stream: String,
+    },
     /// Remove a stream's key: nobody can publish to it until a new key is made.
-    Revoke { stream: String },
+    Revoke {
+        /// The stream's name.
+        stream: String,
+    },
     /// List streams and whether they have a key.
     List,
 }

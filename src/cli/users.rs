@@ -21,6 +21,7 @@ use crate::db::users::Role;
 pub enum UsersAction {
     /// Make an account with a verified email. Without --password-stdin a password is generated and printed once.
     Create {
+        /// The account's email address.
         email: String,
         /// Give it the admin role.
         #[arg(long)]
@@ -32,11 +33,22 @@ pub enum UsersAction {
     /// List accounts.
     List,
     /// Set an account's role (admin or streamer).
-    SetRole { email: String, role: String },
+    SetRole {
+        /// The account's email address.
+        email: String,
+        /// The new role: admin or streamer.
+        role: String,
+    },
     /// Disable an account: its sessions end and it cannot log in.
-    Disable { email: String },
+    Disable {
+        /// The account's email address.
+        email: String,
+    },
     /// Enable a disabled account.
-    Enable { email: String },
+    Enable {
+        /// The account's email address.
+        email: String,
+    },
 }
 
 /// Runs one `zipiq users` command and prints what it returns.

@@ -14,12 +14,17 @@ pub enum WalletsAction {
     List,
     /// Stop using a wallet at once (lost or compromised); running servers notice within seconds.
     Disable {
+        /// The wallet's Arweave address.
         address: String,
+        /// Why, recorded with it.
         #[arg(long, default_value = "disabled by an operator")]
         reason: String,
     },
     /// Use a disabled wallet again.
-    Enable { address: String },
+    Enable {
+        /// The wallet's Arweave address.
+        address: String,
+    },
     /// Make a new Arweave wallet (RSA-4096 JWK) in the wallets directory and print its address to fund.
     Create,
 }

@@ -11,38 +11,41 @@ use super::{Db, DbError, now_ms};
 
 /// Well-known actions (other modules may add their own, such as `wallet.added`, in the same dotted style).
 pub mod actions {
-    pub const SIGNUP: &str = "user.signup";
-    pub const EMAIL_VERIFIED: &str = "user.email_verified";
-    pub const USER_CREATED: &str = "user.created";
-    pub const LOGIN: &str = "login";
-    pub const LOGOUT: &str = "logout";
-    pub const REFRESH_TOKEN_REUSE: &str = "refresh_token.reuse";
-    pub const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";
-    pub const PASSWORD_RESET: &str = "password.reset";
-    pub const PASSWORD_CHANGED: &str = "password.changed";
-    pub const JWT_KEY_ROTATED: &str = "jwt_key.rotated";
-    pub const STREAM_CREATED: &str = "stream.created";
-    pub const STREAM_RENAMED: &str = "stream.renamed";
-    pub const STREAM_DELETED: &str = "stream.deleted";
-    pub const STREAM_VISIBILITY: &str = "stream.visibility_changed";
-    pub const STREAM_KEY_ROTATED: &str = "stream.key_rotated";
-    pub const STREAM_KEY_REVOKED: &str = "stream.key_revoked";
-    pub const VIEWER_TOKEN_ISSUED: &str = "viewer_token.issued";
-    pub const VIEWER_TOKENS_REVOKED: &str = "viewer_token.revoked_all";
-    pub const ADMIN_ROLE_CHANGED: &str = "admin.user_role_changed";
-    pub const ADMIN_USER_DISABLED: &str = "admin.user_disabled";
-    pub const ADMIN_USER_ENABLED: &str = "admin.user_enabled";
+    pub(crate) const SIGNUP: &str = "user.signup";
+    pub(crate) const EMAIL_VERIFIED: &str = "user.email_verified";
+    pub(crate) const USER_CREATED: &str = "user.created";
+    pub(crate) const LOGIN: &str = "login";
+    pub(crate) const LOGOUT: &str = "logout";
+    pub(crate) const REFRESH_TOKEN_REUSE: &str = "refresh_token.reuse";
+    pub(crate) const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";
+    pub(crate) const PASSWORD_RESET: &str = "password.reset";
+    pub(crate) const PASSWORD_CHANGED: &str = "password.changed";
+    pub(crate) const JWT_KEY_ROTATED: &str = "jwt_key.rotated";
+    pub(crate) const STREAM_CREATED: &str = "stream.created";
+    pub(crate) const STREAM_RENAMED: &str = "stream.renamed";
+    pub(crate) const STREAM_DELETED: &str = "stream.deleted";
+    pub(crate) const STREAM_VISIBILITY: &str = "stream.visibility_changed";
+    pub(crate) const STREAM_KEY_ROTATED: &str = "stream.key_rotated";
+    pub(crate) const STREAM_KEY_REVOKED: &str = "stream.key_revoked";
+    pub(crate) const VIEWER_TOKEN_ISSUED: &str = "viewer_token.issued";
+    pub(crate) const VIEWER_TOKENS_REVOKED: &str = "viewer_token.revoked_all";
+    pub(crate) const ADMIN_ROLE_CHANGED: &str = "admin.user_role_changed";
+    pub(crate) const ADMIN_USER_DISABLED: &str = "admin.user_disabled";
+    pub(crate) const ADMIN_USER_ENABLED: &str = "admin.user_enabled";
 }
 
 /// Whether the action happened or was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// The action happened.
     Success,
+    /// The action was refused or failed.
     Failure,
 }
 
 impl Outcome {
+    /// The stored form: `success` or `failure`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -54,12 +57,19 @@ impl Outcome {
 /// One entry to record. Build it with [`AuditEvent::new`] and the builder methods.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
+    /// The action, dotted (see [`actions`]).
     pub action: String,
+    /// Whether it happened or was refused.
     pub outcome: Outcome,
+    /// The acting user's id, if a user acted.
     pub actor_id: Option<i64>,
+    /// Who acted: the user's email, or "anonymous", "cli", "system".
     pub actor: String,
+    /// The client address the request came from, if any.
     pub ip: Option<String>,
+    /// What was acted on, as `kind:id` (`user:7`, `stream:live`).
     pub target: Option<String>,
+    /// Further details (never a secret).
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -136,15 +146,23 @@ impl AuditEvent {
 /// One recorded entry.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
+    /// Row id, increasing with time.
     pub id: i64,
     /// Unix milliseconds.
     pub at: i64,
+    /// The acting user's id, if a user acted.
     pub actor_id: Option<i64>,
+    /// Who acted: the user's email, or "anonymous", "cli", "system".
     pub actor: String,
+    /// The client address the request came from, if any.
     pub ip: Option<String>,
+    /// The action, dotted (see [`actions`]).
     pub action: String,
+    /// Whether it happened or was refused.
     pub outcome: Outcome,
+    /// What was acted on, as `kind:id`.
     pub target: Option<String>,
+    /// Further details, a JSON object.
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }

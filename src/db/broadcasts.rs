@@ -11,11 +11,14 @@ use super::{Db, DbError, now_ms};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkKind {
+    /// The init segment: track set-up, no samples.
     Init,
+    /// A media segment: samples.
     Media,
 }
 
 impl ChunkKind {
+    /// The stored form: `init` or `media`.
     pub fn as_str(self) -> &'static str {
         match self {
             ChunkKind::Init => "init",
@@ -35,38 +38,61 @@ impl ChunkKind {
 /// One broadcast.
 #[derive(Debug, Clone, Serialize)]
 pub struct BroadcastRow {
+    /// Row id.
     pub id: i64,
+    /// The stream it is a broadcast of.
     pub stream_id: i64,
+    /// When it started, in Unix milliseconds.
     pub started_at: i64,
+    /// When it ended, in Unix milliseconds; None while live.
     pub ended_at: Option<i64>,
+    /// The UnixFS directory of all its chunks and index.m3u8, set when it ends.
     pub root_cid: Option<String>,
+    /// The node that recorded it.
     pub node: String,
 }
 
 /// A new chunk, as the recorder hands it over.
 #[derive(Debug, Clone)]
 pub struct NewChunk {
+    /// The broadcast it belongs to.
     pub broadcast_id: i64,
+    /// Its number in the broadcast: 0, 1, 2, ..., init segments included.
     pub seq: i64,
+    /// Init or media segment.
     pub kind: ChunkKind,
+    /// Its CID in the IPFS node.
     pub cid: String,
+    /// Its size in bytes.
     pub size: i64,
+    /// Media duration in milliseconds (0 for init segments).
     pub duration_ms: i64,
+    /// Presentation time of its first sample since the broadcast started, in milliseconds.
     pub start_ms: i64,
+    /// `start_ms` plus its duration, in milliseconds.
     pub end_ms: i64,
 }
 
 /// One chunk.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChunkRow {
+    /// Row id.
     pub id: i64,
+    /// The broadcast it belongs to.
     pub broadcast_id: i64,
+    /// Its number in the broadcast: 0, 1, 2, ..., init segments included.
     pub seq: i64,
+    /// Init or media segment.
     pub kind: ChunkKind,
+    /// Its CID in the IPFS node.
     pub cid: String,
+    /// Its size in bytes.
     pub size: i64,
+    /// Media duration in milliseconds (0 for init segments).
     pub duration_ms: i64,
+    /// Presentation time of its first sample since the broadcast started, in milliseconds.
     pub start_ms: i64,
+    /// `start_ms` plus its duration, in milliseconds.
     pub end_ms: i64,
 }
 

@@ -26,6 +26,7 @@ pub enum BundleState {
 }
 
 impl BundleState {
+    /// The stored form: `signed`, `posted`, `abandoned` or `dropped`.
     pub fn as_str(self) -> &'static str {
         match self {
             BundleState::Signed => "signed",
@@ -48,11 +49,15 @@ impl BundleState {
 /// A bundle transaction to store before it is posted.
 #[derive(Debug, Clone)]
 pub struct NewBundle<'a> {
+    /// The transaction id (base64url).
     pub tx_id: &'a str,
+    /// The address of the wallet that signed it.
     pub wallet: &'a str,
     /// The signed transaction's JSON for `POST /tx`, data left out.
     pub tx_json: &'a str,
+    /// The fee paid, in winston.
     pub reward: u128,
+    /// The bundle's size in bytes.
     pub data_size: i64,
     /// (job id, item id) of each item, in bundle order.
     pub items: &'a [(i64, String)],
@@ -61,28 +66,41 @@ pub struct NewBundle<'a> {
 /// A stored bundle transaction.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredBundle {
+    /// The transaction id (base64url).
     pub tx_id: String,
+    /// The address of the wallet that signed it.
     pub wallet: String,
+    /// The signed transaction's JSON for `POST /tx`, data left out.
     pub tx_json: String,
+    /// How far it got.
     pub state: BundleState,
+    /// How many times it was posted.
     pub attempts: i64,
+    /// When it was stored, in Unix milliseconds.
     pub created_at: i64,
 }
 
 /// One item of a stored bundle, with its stored signed bytes.
 #[derive(Debug, Clone)]
 pub struct BundleItem {
+    /// The archive job of the item.
     pub job_id: i64,
+    /// The data item's id (base64url).
     pub item_id: String,
+    /// The signed data item, if still stored.
     pub signed_item: Option<Vec<u8>>,
 }
 
 /// A bundle transaction that carried one of a broadcast's items.
 #[derive(Debug, Clone, Serialize)]
 pub struct ItemTransaction {
+    /// The archive job of the item.
     pub job_id: i64,
+    /// The data item's id (base64url).
     pub item_id: String,
+    /// The bundle transaction's id (base64url).
     pub tx_id: String,
+    /// How far that bundle got.
     pub state: BundleState,
 }
 

@@ -75,7 +75,12 @@ pub struct RouteRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// This node is the origin now, with this epoch.
-    Claimed { epoch: i64, took_over: bool },
+    Claimed {
+        /// The route's fencing epoch: the same when this node held it already, higher after a takeover.
+        epoch: i64,
+        /// Whether the route was another node's (its lease lapsed or its heartbeat stopped).
+        took_over: bool,
+    },
     /// Another live node holds the route.
     HeldBy(RouteRow),
 }

@@ -30,6 +30,7 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The stored form: `pending`, `signed`, `uploaded`, `confirmed` or `dead`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
@@ -40,6 +41,7 @@ impl JobState {
         }
     }
 
+    /// The state of a stored form; None for an unknown one.
     pub fn parse(s: &str) -> Option<JobState> {
         Some(match s {
             "pending" => JobState::Pending,
@@ -65,31 +67,51 @@ impl JobState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
+    /// One chunk.
     Chunk,
+    /// A finished broadcast's directory.
     Broadcast,
 }
 
 /// One archive job.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
+    /// Row id.
     pub id: i64,
+    /// What it archives.
     pub kind: JobKind,
+    /// The chunk, for chunk jobs.
     pub chunk_id: Option<i64>,
+    /// The broadcast the chunk or directory belongs to.
     pub broadcast_id: i64,
+    /// How far it got.
     pub state: JobState,
+    /// Failed attempts so far.
     pub attempts: i64,
+    /// When it may be tried next, in Unix milliseconds.
     pub next_attempt_at: i64,
+    /// The worker that holds it, while claimed.
     pub claimed_by: Option<String>,
+    /// When that worker's claim lapses, in Unix milliseconds.
     pub lease_until: Option<i64>,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// The signed ANS-104 data item's id, once signed.
     pub item_id: Option<String>,
+    /// The signed data item, stored before the first upload so that a retry sends the same bytes.
     #[serde(skip)]
     pub signed_item: Option<Vec<u8>>,
+    /// The address of the wallet that signed it.
     pub wallet: Option<String>,
+    /// The bundle or Arweave transaction that carries it.
     pub bundle_tx: Option<String>,
+    /// The bundler's receipt (JSON), in bundler mode.
     pub receipt: Option<String>,
+    /// When it was uploaded, in Unix milliseconds.
     pub uploaded_at: Option<i64>,
+    /// When it was confirmed, in Unix milliseconds.
     pub confirmed_at: Option<i64>,
+    /// When it was queued, in Unix milliseconds.
     pub created_at: i64,
 }
 
@@ -133,6 +155,7 @@ fn job_from(row: &sqlx::any::AnyRow) -> Result<Job, DbError> {
 /// Queue figures for `zipiq archive status` and metrics.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct QueueStatus {
+    /// How many jobs are in each state (`pending`, `signed`, ...).
     pub jobs_by_state: BTreeMap<String, i64>,
     /// Age in seconds of the oldest job not yet uploaded (pending or signed).
     pub oldest_pending_age_s: Option<i64>,
@@ -510,7 +533,9 @@ impl Db {
 /// What an archive job's data item describes.
 #[derive(Debug, Clone)]
 pub struct JobContext {
+    /// The stream's name.
     pub stream: String,
+    /// The broadcast's id.
     pub broadcast_id: i64,
     /// Chunk jobs: sequence number, kind (`init`/`media`), CID and size.
     pub chunk: Option<(i64, String, String, i64)>,

@@ -36,26 +36,36 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x7a69_7049_516d_6967;
 /// Which database engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
+    /// `sqlite://…`
     Sqlite,
+    /// `postgres://…` or `postgresql://…`
     Postgres,
 }
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// A query or connection failed.
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// A migration could not be applied.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names neither engine.
     #[error("database url {0:?} is neither sqlite:// nor postgres://")]
     UnsupportedUrl(String),
+    /// The SQLite file or its directory could not be created.
     #[error("cannot create the SQLite database {path} or its directory: {source}")]
     CreateDir {
+        /// The database file.
         path: String,
+        /// Why it could not be created.
         source: std::io::Error,
     },
+    /// The change clashes with what exists, such as a name already taken (the API answers 409).
     #[error("{0}")]
     Conflict(String),
+    /// What the change is about does not exist (the API answers 404).
     #[error("{0}")]
     NotFound(String),
     /// An account already has as many of something as it may (the API answers 403).
@@ -69,7 +79,9 @@ pub enum DbError {
 /// A migration that would run, or ran.
 #[derive(Debug, Clone)]
 pub struct MigrationInfo {
+    /// The migration's version (its file name's number).
     pub version: i64,
+    /// The migration's description (the rest of its file name).
     pub description: String,
 }
 

@@ -22,6 +22,7 @@ pub enum Visibility {
 }
 
 impl Visibility {
+    /// The stored form: `public` or `private`.
     pub fn as_str(self) -> &'static str {
         match self {
             Visibility::Public => "public",
@@ -30,6 +31,7 @@ impl Visibility {
         }
     }
 
+    /// The visibility of a stored form; None for an unknown one.
     pub fn parse(s: &str) -> Option<Visibility> {
         match s {
             "public" => Some(Visibility::Public),
@@ -43,10 +45,15 @@ impl Visibility {
 /// One row of `streams`.
 #[derive(Debug, Clone)]
 pub struct StreamRow {
+    /// Row id.
     pub id: i64,
+    /// The name: its WHIP/WHEP path and API name.
     pub name: String,
+    /// The stream key's hash; None once the key is revoked.
     pub key_hash: Option<String>,
+    /// Public, or private (viewer token needed).
     pub visibility: Visibility,
+    /// When it was created, in Unix milliseconds.
     pub created_at: i64,
     /// The owning user; None for streams made by the CLI or at first start (admins manage those).
     pub owner_id: Option<i64>,

@@ -20,6 +20,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The stored form: `admin` or `streamer`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -27,6 +28,7 @@ impl Role {
         }
     }
 
+    /// The role of a stored form; None for an unknown one.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
@@ -39,20 +41,29 @@ impl Role {
 /// One row of `users`.
 #[derive(Debug, Clone)]
 pub struct UserRow {
+    /// Row id.
     pub id: i64,
+    /// The account's email, normalised (lowercase, NFKC).
     pub email: String,
+    /// The password's Argon2id hash (PHC string).
     pub password_hash: String,
+    /// Admin or streamer.
     pub role: Role,
+    /// When the email was verified, in Unix milliseconds; None: not yet.
     pub email_verified_at: Option<i64>,
+    /// When the account was disabled, in Unix milliseconds; None: enabled.
     pub disabled_at: Option<i64>,
+    /// When it was created, in Unix milliseconds.
     pub created_at: i64,
 }
 
 impl UserRow {
+    /// Whether the email is verified.
     pub fn is_verified(&self) -> bool {
         self.email_verified_at.is_some()
     }
 
+    /// Whether the account is disabled.
     pub fn is_disabled(&self) -> bool {
         self.disabled_at.is_some()
     }
@@ -61,7 +72,9 @@ impl UserRow {
 /// What an email token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenPurpose {
+    /// Email verification.
     Verify,
+    /// Password reset.
     Reset,
 }
 
@@ -78,9 +91,19 @@ impl TokenPurpose {
 #[derive(Debug, Clone)]
 pub enum RefreshOutcome {
     /// The token was current: it is now used, and the new one (whose hash was given) replaces it.
-    Rotated { session_id: i64, user: UserRow },
+    Rotated {
+        /// The session the token belongs to.
+        session_id: i64,
+        /// Its user.
+        user: UserRow,
+    },
     /// The token had already been exchanged: someone replays it. Its whole session is now revoked.
-    Reused { session_id: i64, user: UserRow },
+    Reused {
+        /// The session, now revoked.
+        session_id: i64,
+        /// Its user.
+        user: UserRow,
+    },
     /// Unknown, expired, or of a revoked session.
     Refused,
 }
@@ -88,14 +111,18 @@ pub enum RefreshOutcome {
 /// A user before and after [`Db::change_user`].
 #[derive(Debug, Clone)]
 pub struct UserChange {
+    /// As it was.
     pub before: UserRow,
+    /// As it is now.
     pub after: UserRow,
 }
 
 /// A login session as the access-token check sees it.
 #[derive(Debug, Clone)]
 pub struct SessionState {
+    /// The session's user.
     pub user: UserRow,
+    /// Whether the session was revoked.
     pub revoked: bool,
 }
 

@@ -21,35 +21,51 @@ const MAX_HEADER: usize = 64 * 1024;
 /// Why a capture could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CaptureError {
+    /// The file does not start with the capture magic.
     #[error("not a zipIQ capture (bad magic)")]
     Magic,
+    /// The file ends early.
     #[error("truncated capture")]
     Truncated,
+    /// The header is not valid (says why).
     #[error("capture header: {0}")]
     Header(String),
+    /// A record is not valid.
     #[error("record {index}: {reason}")]
-    Record { index: usize, reason: String },
+    Record {
+        /// The record's position.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The codecs of a capture.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureHeader {
+    /// The audio codec, if the capture has audio.
     pub audio: Option<CodecInfo>,
+    /// The video codec, if the capture has video.
     pub video: Option<CodecInfo>,
 }
 
 /// One captured packet.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// When the packet arrived, from the start of the capture.
     pub at: Duration,
+    /// Which track.
     pub kind: MediaKind,
+    /// The packet.
     pub packet: rtp::packet::Packet,
 }
 
 /// A whole capture.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
+    /// The codecs.
     pub header: CaptureHeader,
+    /// The packets, in arrival order.
     pub records: Vec<Record>,
 }
 

@@ -68,6 +68,7 @@ pub struct SeqUnwrapper {
 }
 
 impl SeqUnwrapper {
+    /// The 64-bit number of `seq`: the one nearest the highest seen so far (the first is `seq + 2^16`).
     pub fn unwrap(&mut self, seq: u16) -> u64 {
         let Some(highest) = self.highest else {
             let v = u64::from(seq) + (1 << 16);
@@ -95,6 +96,7 @@ pub struct TsUnwrapper {
 }
 
 impl TsUnwrapper {
+    /// The 64-bit timestamp of `ts`: the one nearest the highest seen so far (the first is `ts + 2^32`).
     pub fn unwrap(&mut self, ts: u32) -> u64 {
         let Some(last) = self.last else {
             let v = u64::from(ts) + (1 << 32);
@@ -162,6 +164,7 @@ pub struct H264Depacketizer {
     pps: Option<Bytes>,
     /// Set when SPS or PPS changed since the last `take_parameter_change`.
     parameters_changed: bool,
+    /// Access units dropped, by reason.
     pub drops: DropCounts,
 }
 

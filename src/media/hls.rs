@@ -10,17 +10,25 @@ use std::fmt::Write;
 /// One chunk as a playlist sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaylistChunk {
+    /// The chunk's sequence number in the broadcast.
     pub seq: i64,
+    /// Whether it is an init segment.
     pub init: bool,
     /// Where a player fetches it: `/ipfs/<cid>` on this server, or a relative file name inside the directory.
     pub uri: String,
+    /// Media duration in milliseconds (0 for init segments).
     pub duration_ms: i64,
 }
 
 /// Live (sliding window of the last `window` media segments) or VOD (everything, ended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaylistKind {
-    Live { window: usize },
+    /// A live playlist of the last `window` media segments.
+    Live {
+        /// How many media segments it lists (at least one).
+        window: usize,
+    },
+    /// A VOD playlist of every segment, ended.
     Vod,
 }
 
@@ -175,8 +183,8 @@ mod tests {
         assert!(!text.contains("/ipfs/m2\n"));
     }
 
-    #[test]
-    fn a_new_init_segment_is_a_discontinuity_with_its_own_map() {
+    /// [`chunks`] with a second init segment (`/ipfs/init3`) at position 3, renumbered.
+    fn chunks_with_a_new_init() -> Vec<PlaylistChunk> {
         let mut c = chunks();
         c.insert(
             3,
@@ -190,6 +198,12 @@ mod tests {
         for (i, x) in c.iter_mut().enumerate() {
             x.seq = i as i64;
         }
+        c
+    }
+
+    #[test]
+    fn a_new_init_segment_is_a_discontinuity_with_its_own_map() {
+        let c = chunks_with_a_new_init();
         let text = playlist(&c, PlaylistKind::Vod);
         let disc = text
             .find("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"/ipfs/init3\"")
@@ -203,19 +217,7 @@ mod tests {
 
     #[test]
     fn a_tail_of_every_init_and_the_last_segments_gives_the_same_live_playlist() {
-        let mut c = chunks();
-        c.insert(
-            3,
-            PlaylistChunk {
-                seq: 3,
-                init: true,
-                uri: "/ipfs/init3".into(),
-                duration_ms: 0,
-            },
-        );
-        for (i, x) in c.iter_mut().enumerate() {
-            x.seq = i as i64;
-        }
+        let c = chunks_with_a_new_init();
         let full = playlist(&c, PlaylistKind::Live { window: 2 });
         let tail: Vec<PlaylistChunk> = c
             .iter()

@@ -24,7 +24,9 @@ pub use segmenter::{Segmenter, SegmenterConfig, SegmenterCounters};
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
+    /// An audio track.
     Audio,
+    /// A video track.
     Video,
 }
 
@@ -33,7 +35,9 @@ pub enum MediaKind {
 pub struct CodecInfo {
     /// `video/H264`, `audio/opus`, ... (case as negotiated).
     pub mime_type: String,
+    /// The RTP clock rate in Hz.
     pub clock_rate: u32,
+    /// Audio channels (0 for video).
     pub channels: u16,
     /// The SDP fmtp line (may carry `sprop-parameter-sets`).
     pub fmtp: String,
@@ -56,13 +60,18 @@ impl CodecInfo {
 pub enum TapEvent {
     /// A publisher (re)connected with these tracks (either may be None).
     Started {
+        /// The audio codec, if the publisher sends audio.
         audio: Option<CodecInfo>,
+        /// The video codec, if the publisher sends video.
         video: Option<CodecInfo>,
     },
     /// One RTP packet of the recorded tracks; the payload is the fan-out's shared `Bytes`.
     Rtp {
+        /// Which track.
         kind: MediaKind,
+        /// The packet as received.
         packet: rtp::packet::Packet,
+        /// When it arrived.
         arrival: Instant,
     },
     /// The publisher went away (it may come back within the grace period).
@@ -74,7 +83,9 @@ pub enum TapEvent {
 /// Init segment or media segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentKind {
+    /// The init segment: track set-up, no samples.
     Init,
+    /// A media segment: samples.
     Media,
 }
 
@@ -83,12 +94,15 @@ pub enum SegmentKind {
 pub struct Segment {
     /// 0, 1, 2, ... per broadcast, init segments included.
     pub seq: u64,
+    /// Init or media segment.
     pub kind: SegmentKind,
+    /// The segment's bytes (fMP4).
     pub bytes: Bytes,
     /// Media duration (zero for init segments).
     pub duration: Duration,
     /// Presentation time of the first and last sample since the broadcast started, in milliseconds.
     pub start_ms: u64,
+    /// `start_ms` plus the segment's duration, in milliseconds.
     pub end_ms: u64,
     /// Whether the segment starts with a keyframe (or is audio only): decodable on its own.
     pub independent: bool,

@@ -43,7 +43,9 @@ impl Default for SegmenterConfig {
 /// What the segmenter did, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmenterCounters {
+    /// Init segments made.
     pub init_segments: u64,
+    /// Media segments made.
     pub media_segments: u64,
     /// Video access units dropped by the depacketizer, by reason.
     pub video_drops: DropCounts,
@@ -186,10 +188,12 @@ pub struct Segmenter {
     next_not_independent: bool,
     next_seq: u64,
     fragment_seq: u32,
+    /// What it did so far.
     pub counters: SegmenterCounters,
 }
 
 impl Segmenter {
+    /// A segmenter that has seen nothing yet.
     pub fn new(config: SegmenterConfig) -> Segmenter {
         Segmenter {
             config,

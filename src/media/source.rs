@@ -18,12 +18,16 @@ use super::{CodecInfo, MediaKind, opus};
 /// Why a media file could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
+    /// The input is not an Ogg stream.
     #[error("not an Ogg stream")]
     NotOgg,
+    /// An Ogg page ends early.
     #[error("truncated Ogg page")]
     Truncated,
+    /// The Ogg stream is not Opus.
     #[error("not an Ogg Opus stream")]
     NotOpus,
+    /// The RTP packetizer failed (says why).
     #[error("packetizing: {0}")]
     Packetize(String),
 }
@@ -145,8 +149,11 @@ pub fn default_codecs() -> CaptureHeader {
 /// RTP numbering of a packetized track.
 #[derive(Debug, Clone, Copy)]
 pub struct Numbering {
+    /// The track's SSRC.
     pub ssrc: u32,
+    /// The first packet's sequence number.
     pub first_seq: u16,
+    /// The first packet's RTP timestamp.
     pub first_ts: u32,
 }
 

@@ -6,10 +6,15 @@ use super::bits::{BitReader, unescape_rbsp};
 /// What zipIQ needs from an SPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sps {
+    /// `profile_idc`.
     pub profile_idc: u8,
+    /// The constraint flags byte (`constraint_set0_flag` to `constraint_set5_flag` and the reserved bits).
     pub constraint_flags: u8,
+    /// `level_idc`.
     pub level_idc: u8,
+    /// Picture width in pixels, after cropping.
     pub width: u32,
+    /// Picture height in pixels, after cropping.
     pub height: u32,
 }
 

@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Calls go through.
     Closed,
+    /// One trial call goes through; its outcome closes or opens the breaker again.
     HalfOpen,
+    /// Calls are refused until `open_for` has passed.
     Open,
 }
 
 impl BreakerState {
+    /// The value of `zipiq_breaker_state`: 0, 1 or 2.
     pub fn as_metric(self) -> f64 {
         match self {
             BreakerState::Closed => 0.0,
@@ -51,6 +55,7 @@ pub enum Permit {
 }
 
 impl Breaker {
+    /// A closed breaker `name` that opens after `failure_threshold` consecutive failures, for `open_for`.
     pub fn new(name: &str, failure_threshold: u32, open_for: Duration) -> Breaker {
         Breaker {
             name: name.to_owned(),

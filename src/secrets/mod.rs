@@ -13,18 +13,30 @@ pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 /// Why a secret could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// The secret file could not be read.
     #[error("cannot read the secret file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
+    /// The secret file could not be written.
     #[error("cannot write the secret file {path}: {source}")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// Why writing it failed.
         source: std::io::Error,
     },
+    /// The secret file's contents are not valid.
     #[error("the secret file {path} is not valid: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Where a secret was found.
@@ -37,6 +49,7 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
+    /// The file the secret is in.
     pub fn path(&self) -> &Path {
         match self {
             SecretSource::Credential(p) | SecretSource::File(p) => p,

@@ -42,7 +42,9 @@ pub enum Start {
 /// Bounds of the group-of-pictures cache.
 #[derive(Debug, Clone, Copy)]
 pub struct GopLimits {
+    /// Most packets kept.
     pub max_packets: usize,
+    /// Most payload bytes kept.
     pub max_bytes: usize,
 }
 
@@ -57,6 +59,7 @@ pub struct GopCache {
 }
 
 impl GopCache {
+    /// An empty cache with these bounds.
     pub fn new(limits: GopLimits) -> GopCache {
         GopCache {
             packets: Vec::new(),
@@ -114,10 +117,15 @@ pub fn forwarded_bytes() -> u64 {
 /// Counters of one forwarder, exported as metrics.
 #[derive(Clone)]
 pub struct ForwardMetrics {
+    /// Packets received from the source (`zipiq_rtp_received_packets_total`).
     pub packets_in: Counter,
+    /// Bytes received from the source (`zipiq_rtp_received_bytes_total`).
     pub bytes_in: Counter,
+    /// Packets sent to viewers, one per viewer (`zipiq_rtp_forwarded_packets_total`).
     pub packets_out: Counter,
+    /// Bytes sent to viewers (`zipiq_rtp_forwarded_bytes_total`).
     pub bytes_out: Counter,
+    /// Packets a write to a viewer failed to send (`zipiq_rtp_dropped_packets_total{reason="write_error"}`).
     pub write_errors: Counter,
     /// Packets a shard's queue had no room for (that thread's viewers miss them).
     pub shard_full: Counter,

@@ -6,9 +6,13 @@
 /// Video codecs the SFU understands well enough to find keyframes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
+    /// H.264
     H264,
+    /// VP8
     Vp8,
+    /// VP9
     Vp9,
+    /// AV1
     Av1,
     /// A codec we forward blindly: every packet is treated as possibly decodable.
     Other,

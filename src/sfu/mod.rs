@@ -45,30 +45,51 @@ use stream::Stream;
 /// Why the SFU refused or failed a request. The HTTP layer maps each to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
+    /// The SDP offer is malformed or asks for what the SFU does not do.
     #[error(transparent)]
     Offer(#[from] OfferError),
+    /// The stream already has a publisher (names the stream).
     #[error("stream {0:?} already has a publisher")]
     PublisherExists(String),
+    /// Nobody publishes the stream (names it).
     #[error("stream {0:?} is not live")]
     NotLive(String),
+    /// The session limit is reached.
     #[error("too many sessions, try again later")]
     Overloaded,
+    /// The client's address has too many sessions still connecting.
     #[error("too many sessions from your address are still connecting, try again later")]
     TooManyPending,
+    /// The offer carries more ICE candidates than a session takes.
     #[error("the offer has {count} ICE candidates; at most {max} are taken")]
-    OfferCandidates { count: usize, max: usize },
+    OfferCandidates {
+        /// How many it carries.
+        count: usize,
+        /// The most taken.
+        max: usize,
+    },
+    /// A trickled candidate would pass the session's limit.
     #[error("this session has taken its {max} remote ICE candidates; no more are accepted")]
-    TrickleCandidates { max: usize },
+    TrickleCandidates {
+        /// The most a session takes.
+        max: usize,
+    },
+    /// The viewer's offer has no codec the stream can be sent in (says which).
     #[error("{0}")]
     IncompatibleCodec(String),
+    /// No session has that id.
     #[error("no such session")]
     SessionNotFound,
+    /// The viewer asked for a simulcast layer the stream does not have.
     #[error("no such layer {0:?}")]
     NoSuchLayer(String),
+    /// The WebRTC stack could not complete the offer/answer (says why).
     #[error("negotiation failed: {0}")]
     Negotiation(String),
+    /// The server is shutting down and takes no new session.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Something that should not fail did (says what).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -82,26 +103,37 @@ impl From<EngineError> for SfuError {
 /// A session that was accepted: the SDP answer and what the HTTP layer puts in headers.
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    /// The session's id: the last part of its resource URL.
     pub session_id: String,
+    /// The SDP answer.
     pub answer_sdp: String,
+    /// The session's current strong ETag, quoted (trickle PATCHes must match it).
     pub etag: String,
 }
 
 /// Counts of what is live, for the API, metrics and the lifecycle tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SfuCounts {
+    /// Streams with a publisher.
     pub streams: usize,
+    /// Publisher sessions.
     pub publishers: usize,
+    /// Viewer sessions.
     pub viewers: usize,
 }
 
 /// A live stream as the home page lists it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LiveStream {
+    /// The stream's name.
     pub name: String,
+    /// Viewer sessions of it.
     pub viewers: usize,
+    /// Its simulcast layers (rids); empty without simulcast.
     pub layers: Vec<String>,
+    /// Its video codec's MIME type, if it sends video.
     pub video_codec: Option<String>,
+    /// Its audio codec's MIME type, if it sends audio.
     pub audio_codec: Option<String>,
 }
 

@@ -14,8 +14,10 @@ pub const MAX_OFFER_BYTES: usize = 256 * 1024;
 /// Why an offer is refused. `Malformed` is a 400, the rest are 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
+    /// The SDP does not parse.
     #[error("malformed SDP: {0}")]
     Malformed(String),
+    /// The SDP parses but asks for what the SFU does not do (says what).
     #[error("{0}")]
     Unsupported(String),
 }
@@ -23,28 +25,39 @@ pub enum OfferError {
 /// Which way media flows, from the offerer's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// `a=sendrecv` (the default).
     SendRecv,
+    /// `a=sendonly`
     SendOnly,
+    /// `a=recvonly`
     RecvOnly,
+    /// `a=inactive`
     Inactive,
 }
 
 /// One codec the offer lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferedCodec {
+    /// The RTP payload type.
     pub payload_type: u8,
     /// `audio/opus`, `video/H264`, ... (kind + `/` + encoding name as written).
     pub mime_type: String,
+    /// The RTP clock rate in Hz.
     pub clock_rate: u32,
+    /// Audio channels (0 when `a=rtpmap` names none).
     pub channels: u16,
+    /// The `a=fmtp` parameters, empty when none.
     pub fmtp: String,
 }
 
 /// One audio or video section of the offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferedMedia {
+    /// The section's `a=mid`.
     pub mid: String,
+    /// The section's direction.
     pub direction: Direction,
+    /// The codecs, in the offer's order of preference.
     pub codecs: Vec<OfferedCodec>,
     /// Simulcast layers the offerer sends (`a=simulcast:send`), in the offer's order; empty without simulcast.
     pub send_rids: Vec<String>,
@@ -53,9 +66,13 @@ pub struct OfferedMedia {
 /// What the SFU needs to know about an offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferSummary {
+    /// The audio section, if any.
     pub audio: Option<OfferedMedia>,
+    /// The video section, if any.
     pub video: Option<OfferedMedia>,
+    /// The offerer's ICE user fragment.
     pub ice_ufrag: String,
+    /// The offerer's ICE password.
     pub ice_pwd: String,
     /// How many `a=candidate` lines the offer carries (the SFU takes a bounded number).
     pub candidates: usize,
@@ -64,7 +81,9 @@ pub struct OfferSummary {
 /// Whether the offer is for publishing (WHIP) or for watching (WHEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// A WHIP offer: the offerer sends.
     Publish,
+    /// A WHEP offer: the offerer receives.
     Watch,
 }
 

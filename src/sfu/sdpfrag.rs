@@ -27,9 +27,13 @@ pub struct FragCandidate {
 /// A parsed fragment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SdpFrag {
+    /// `a=ice-ufrag`, if the fragment carries one.
     pub ice_ufrag: Option<String>,
+    /// `a=ice-pwd`, if the fragment carries one.
     pub ice_pwd: Option<String>,
+    /// The `a=candidate` lines, in order.
     pub candidates: Vec<FragCandidate>,
+    /// Whether it carries `a=end-of-candidates`.
     pub end_of_candidates: bool,
 }
 

@@ -24,10 +24,17 @@ pub const IDENTITY: u64 = 0x00;
 /// Why a block does not match its CID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlockError {
+    /// The block's bytes do not hash to its CID.
     #[error("block {0} does not hash to its CID")]
     HashMismatch(Cid),
+    /// The CID's hash function is one zipIQ cannot check.
     #[error("block {cid} uses multihash 0x{code:x}, which zipIQ cannot verify")]
-    UnsupportedHash { cid: Cid, code: u64 },
+    UnsupportedHash {
+        /// The block.
+        cid: Cid,
+        /// The multihash code.
+        code: u64,
+    },
 }
 
 /// The CIDv1 (sha2-256) of `data` under `codec`.

@@ -23,20 +23,28 @@ pub const MAX_ROOTS: usize = 4096;
 /// Why a CAR cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CarError {
+    /// The header is malformed (says where).
     #[error("CAR header: {0}")]
     Header(&'static str),
+    /// Not CARv1.
     #[error("CAR version {0} is not supported (only CARv1)")]
     UnsupportedVersion(u64),
+    /// The header is larger than zipIQ reads.
     #[error("CAR header of {0} bytes is larger than the {MAX_HEADER_SIZE}-byte limit")]
     HeaderTooLarge(u64),
+    /// A section is larger than zipIQ reads.
     #[error("CAR section of {0} bytes is larger than the {MAX_SECTION_SIZE}-byte limit")]
     SectionTooLarge(u64),
+    /// A section is malformed (says where).
     #[error("CAR section: {0}")]
     Section(&'static str),
+    /// The CAR ends inside the named part.
     #[error("CAR ends in the middle of a {0}")]
     Truncated(&'static str),
+    /// A block does not match its CID.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// Reading or writing failed.
     #[error("CAR I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -117,6 +125,7 @@ impl<W: AsyncWrite + Unpin> CarWriter<W> {
         Ok(CarWriter { writer })
     }
 
+    /// Writes one block's section.
     pub async fn write_block(&mut self, cid: &Cid, data: &[u8]) -> Result<(), CarError> {
         self.writer
             .write_all(&section_prefix(cid, data.len()))
@@ -272,6 +281,7 @@ impl<R: AsyncRead + Unpin> CarReader<R> {
         Ok(CarReader { reader, roots })
     }
 
+    /// The roots the header names.
     pub fn roots(&self) -> &[Cid] {
         &self.roots
     }

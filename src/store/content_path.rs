@@ -16,6 +16,7 @@ pub const MAX_SEGMENTS: usize = 128;
 /// A parsed `/ipfs/{cid}/{path...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentPath {
+    /// The CID the path starts from.
     pub root: Cid,
     /// Decoded names, outermost first; empty for the root itself.
     pub segments: Vec<String>,
@@ -26,12 +27,16 @@ pub struct ContentPath {
 /// Why a request path is not a content path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// The path does not start with `/ipfs/`.
     #[error("path does not start with /ipfs/")]
     NotIpfs,
+    /// The path is longer than allowed.
     #[error("path is longer than {MAX_PATH_LEN} bytes")]
     TooLong,
+    /// The root is not a valid CID (says why).
     #[error("invalid CID: {0}")]
     InvalidCid(String),
+    /// A segment is not acceptable: too many, badly escaped, not UTF-8, `.`/`..`, or an encoded `/` or NUL.
     #[error("invalid path segment: {0}")]
     InvalidSegment(&'static str),
 }

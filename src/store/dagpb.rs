@@ -15,11 +15,17 @@ pub const MAX_NODE_SIZE: usize = 2 * 1024 * 1024;
 /// A UnixFS node type (`Data.Type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
+    /// Raw bytes (type 0).
     Raw,
+    /// A flat directory (type 1).
     Directory,
+    /// A file (type 2).
     File,
+    /// Metadata (type 3).
     Metadata,
+    /// A symbolic link (type 4).
     Symlink,
+    /// A HAMT-sharded directory (type 5).
     HamtShard,
 }
 
@@ -51,10 +57,13 @@ impl DataType {
 /// Why bytes are not a valid dag-pb node or UnixFS `Data`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnixfsError {
+    /// The dag-pb encoding is malformed (says where).
     #[error("dag-pb: {0}")]
     DagPb(&'static str),
+    /// The UnixFS `Data` message is malformed (says where).
     #[error("unixfs data: {0}")]
     Data(&'static str),
+    /// A directory is malformed or cannot be built (says why).
     #[error("directory: {0}")]
     Directory(String),
 }
@@ -62,6 +71,7 @@ pub enum UnixfsError {
 /// A link of a dag-pb node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PbLink {
+    /// The linked node.
     pub cid: Cid,
     /// `None` when the field is absent (it is present and empty in file nodes).
     pub name: Option<String>,
@@ -72,18 +82,26 @@ pub struct PbLink {
 /// A dag-pb node: links, then opaque data (UnixFS `Data` for UnixFS nodes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PbNode {
+    /// The links, in the node's order.
     pub links: Vec<PbLink>,
+    /// The data, if present.
     pub data: Option<Bytes>,
 }
 
 /// The UnixFS `Data` message (mode and mtime are skipped: zipIQ does not serve them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixfsData {
+    /// The node type.
     pub kind: DataType,
+    /// The bytes this node holds itself, if any.
     pub data: Option<Bytes>,
+    /// File size in bytes, for files.
     pub filesize: Option<u64>,
+    /// Size of each linked child's file data in bytes, in link order, for files.
     pub blocksizes: Vec<u64>,
+    /// The hash function (multihash code) of a HAMT shard.
     pub hash_type: Option<u64>,
+    /// The fan-out of a HAMT shard.
     pub fanout: Option<u64>,
 }
 
@@ -424,7 +442,9 @@ impl UnixfsData {
 /// A link of a directory being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryLink {
+    /// The entry's name.
     pub name: String,
+    /// The entry's content.
     pub cid: Cid,
     /// Cumulative size of the linked DAG.
     pub tsize: u64,
@@ -443,8 +463,11 @@ pub fn check_entry_name(name: &str) -> Result<(), UnixfsError> {
 /// A directory ready to store: its root, every block (root last) and the root's cumulative size.
 #[derive(Debug, Clone)]
 pub struct DirectoryDag {
+    /// The directory's root node.
     pub root: Cid,
+    /// Every block, root last.
     pub blocks: Vec<(Cid, Bytes)>,
+    /// Cumulative size of the DAG (what a parent directory records as `Tsize`).
     pub tsize: u64,
 }
 

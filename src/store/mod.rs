@@ -29,40 +29,82 @@ pub use rust_ipfs::{Multiaddr, PeerId};
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The `[ipfs]` configuration is not valid (says why).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Another running node holds the repository.
     #[error("IPFS repository {path} is locked by another running node")]
-    RepoLocked { path: PathBuf },
+    RepoLocked {
+        /// The repository's directory.
+        path: PathBuf,
+    },
+    /// The node's identity key could not be read or made.
     #[error("node identity: {0}")]
     Identity(String),
+    /// The block is not in the repository (and fetching from the network is off).
     #[error("{0} is not in this node's repository")]
     NotFound(Cid),
+    /// A path segment names no link of its directory.
     #[error("no link named {name:?} in {parent}")]
-    NoSuchPath { parent: Cid, name: String },
+    NoSuchPath {
+        /// The directory.
+        parent: Cid,
+        /// The name looked up.
+        name: String,
+    },
+    /// The network did not deliver the block in time.
     #[error("timed out fetching {0} from the network")]
     FetchTimeout(Cid),
+    /// Fetching the block from the network failed.
     #[error("could not fetch {cid} from the network: {reason}")]
-    FetchFailed { cid: Cid, reason: String },
+    FetchFailed {
+        /// The block.
+        cid: Cid,
+        /// Why.
+        reason: String,
+    },
+    /// The content is of a kind zipIQ does not handle (says which).
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A node does not decode as dag-pb/UnixFS.
     #[error("malformed node {cid}: {reason}")]
-    Malformed { cid: Cid, reason: String },
+    Malformed {
+        /// The node's CID.
+        cid: Cid,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A directory entry's content is not the size given for it.
     #[error("{cid} holds {actual} bytes, not the {expected} given")]
     SizeMismatch {
+        /// The content.
         cid: Cid,
+        /// The size given, in bytes.
         expected: u64,
+        /// Its real size, in bytes.
         actual: u64,
     },
+    /// A CAR to import lacks a block of its root's DAG.
     #[error("the DAG of {root} is incomplete: block {missing} is missing")]
-    IncompleteDag { root: Box<Cid>, missing: Box<Cid> },
+    IncompleteDag {
+        /// The root.
+        root: Box<Cid>,
+        /// The first missing block.
+        missing: Box<Cid>,
+    },
+    /// Encoding or decoding UnixFS failed.
     #[error(transparent)]
     Unixfs(#[from] dagpb::UnixfsError),
+    /// A block does not match its CID.
     #[error(transparent)]
     Block(#[from] block::BlockError),
+    /// Reading or writing a CAR failed.
     #[error(transparent)]
     Car(#[from] car::CarError),
+    /// rust-ipfs failed (its error with its causes).
     #[error("IPFS node: {0}")]
     Node(String),
+    /// A file of the repository could not be read or written.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -74,6 +116,7 @@ impl StoreError {
     }
 }
 
+/// The result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::store::{Cid, ContentPath, EntryKind, IpfsConfig, IpfsNode, StoreError};
+use crate::test_support::repo_root;
 
 /// Every test gets this long, network included.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,23 +67,6 @@ fn raw_cid_by_hand(bytes: &[u8]) -> String {
     format!("b{}", base32_lower(&binary))
 }
 
-/// The repository root (`/work/main` or a clone), found from this source file.
-fn repo_root() -> PathBuf {
-    // In the main crate `file!()` is relative to the manifest dir; in a scratch crate including this file by
-    // absolute path it is absolute.
-    let file = Path::new(file!());
-    let source = if file.is_absolute() {
-        file.to_path_buf()
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
-    };
-    source
-        .ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 /// The CID `ipfs-unixfs-importer` (profile unixfs-v1-2025) gives to `args` (see tests/js/unixfs-cid.mjs).
 fn js_importer_cid(args: &[&Path]) -> String {
     let root = repo_root();
@@ -122,6 +106,40 @@ async fn read_all(node: &IpfsNode, cid: Cid, segments: &[&str]) -> Result<Bytes,
     Ok(Bytes::from(chunks.concat()))
 }
 
+/// A started node on a temporary repository of its own, removed after the node is dropped.
+struct TempNode {
+    node: IpfsNode,
+    _repo: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TempNode {
+    type Target = IpfsNode;
+    fn deref(&self) -> &IpfsNode {
+        &self.node
+    }
+}
+
+/// A node on a fresh temporary repository with [`test_config`], changed by `adjust`.
+async fn temp_node(adjust: impl FnOnce(&mut IpfsConfig)) -> TempNode {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(repo.path());
+    adjust(&mut config);
+    let node = IpfsNode::start(&config).await.expect("node starts");
+    TempNode { node, _repo: repo }
+}
+
+/// Dials `to`'s first listen address from `from`.
+async fn connect(from: &IpfsNode, to: &IpfsNode) {
+    let addr = to
+        .listen_addrs()
+        .await
+        .expect("addresses")
+        .into_iter()
+        .next()
+        .expect("the node listens");
+    from.connect(addr).await.expect("the nodes connect");
+}
+
 async fn bounded<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, future)
         .await
@@ -131,10 +149,7 @@ async fn bounded<F: std::future::Future>(future: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_up_to_one_mib_get_the_raw_cid_of_their_sha256() {
     bounded(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path()))
-            .await
-            .expect("node starts");
+        let node = temp_node(|_| {}).await;
         for (len, seed) in [(0, 1), (1, 2), (188 * 1000, 3), (1_048_576, 4)] {
             let bytes = test_bytes(len, seed);
             let cid = node.add(bytes.clone()).await.expect("added");
@@ -189,10 +204,7 @@ async fn larger_files_and_directories_match_the_javascript_importer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_ranges_cross_chunk_boundaries_correctly() {
     bounded(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path()))
-            .await
-            .expect("node starts");
+        let node = temp_node(|_| {}).await;
         let bytes = test_bytes(2_621_440, 11);
         let cid = node.add(bytes.clone()).await.expect("added");
         let path = ContentPath {
@@ -227,10 +239,7 @@ async fn file_ranges_cross_chunk_boundaries_correctly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_content_is_not_found_at_once_when_the_network_is_off() {
     bounded(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path()))
-            .await
-            .expect("node starts");
+        let node = temp_node(|_| {}).await;
         let absent = crate::store::block::cid_v1(crate::store::block::RAW, b"nobody has this");
         let started = Instant::now();
         let err = read_all(&node, absent, &[]).await.expect_err("absent");
@@ -247,14 +256,11 @@ async fn missing_content_is_not_found_at_once_when_the_network_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address() {
     bounded(async {
-        let dir_a = tempfile::tempdir().expect("tempdir");
-        let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path()))
-            .await
-            .expect("node a");
-        let mut config_b = test_config(dir_b.path());
-        config_b.fetch_from_network = true;
-        let b = IpfsNode::start(&config_b).await.expect("node b");
+        let a = temp_node(|_| {}).await;
+        let b = temp_node(|c| {
+            c.fetch_from_network = true;
+        })
+        .await;
         assert_ne!(a.peer_id(), b.peer_id());
 
         let init = test_bytes(900, 21);
@@ -271,14 +277,7 @@ async fn a_second_node_fetches_a_directory_over_bitswap_knowing_only_an_address(
         }
         let root = a.add_directory(&entries).await.expect("directory");
 
-        let addr = a
-            .listen_addrs()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("a listens");
-        b.connect(addr).await.expect("b connects to a");
+        connect(&b, &a).await;
         assert!(b.connected_peers().await >= 1);
 
         for (name, bytes) in [
@@ -326,14 +325,8 @@ async fn a_restarted_node_keeps_its_peer_id_blocks_and_pins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_car_export_imports_into_another_repository_byte_for_byte() {
     bounded(async {
-        let dir_a = tempfile::tempdir().expect("tempdir");
-        let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path()))
-            .await
-            .expect("node a");
-        let b = IpfsNode::start(&test_config(dir_b.path()))
-            .await
-            .expect("node b");
+        let a = temp_node(|_| {}).await;
+        let b = temp_node(|_| {}).await;
         let segment = test_bytes(2_200_000, 41);
         let init = test_bytes(700, 42);
         let s = a.add(segment.clone()).await.expect("added");
@@ -367,14 +360,8 @@ async fn a_car_export_imports_into_another_repository_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_a_car_without_its_whole_dag_fails_and_pins_nothing() {
     bounded(async {
-        let dir_a = tempfile::tempdir().expect("tempdir");
-        let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path()))
-            .await
-            .expect("node a");
-        let b = IpfsNode::start(&test_config(dir_b.path()))
-            .await
-            .expect("node b");
+        let a = temp_node(|_| {}).await;
+        let b = temp_node(|_| {}).await;
         let root = a.add(test_bytes(2_100_000, 51)).await.expect("added");
         // Only the root node: its leaves are missing.
         let root_block = a.block(&root).await.expect("root block");
@@ -395,10 +382,7 @@ async fn importing_a_car_without_its_whole_dag_fails_and_pins_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_entry_with_the_wrong_size_is_refused() {
     bounded(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let node = IpfsNode::start(&test_config(dir.path()))
-            .await
-            .expect("node starts");
+        let node = temp_node(|_| {}).await;
         let cid = node.add(test_bytes(1000, 61)).await.expect("added");
         let err = node
             .add_directory(&[("x.m4s".to_owned(), cid, 999)])
@@ -422,24 +406,11 @@ async fn a_directory_entry_with_the_wrong_size_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_roots_are_announced_to_dht_peers() {
     bounded(async {
-        let dir_a = tempfile::tempdir().expect("tempdir");
-        let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path()))
-            .await
-            .expect("node a");
-        let b = IpfsNode::start(&test_config(dir_b.path()))
-            .await
-            .expect("node b");
+        let a = temp_node(|_| {}).await;
+        let b = temp_node(|_| {}).await;
         a.force_dht_server().await;
         b.force_dht_server().await;
-        let addr = b
-            .listen_addrs()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("b listens");
-        a.connect(addr).await.expect("a connects to b");
+        connect(&a, &b).await;
         // Give identify a moment to put each peer in the other's routing table.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cid = a.add(test_bytes(4000, 81)).await.expect("added");
@@ -582,23 +553,13 @@ async fn a_directory_past_256_kib_is_hamt_sharded_like_the_javascript_importer()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_fetch_of_content_nobody_has_ends_at_the_timeout() {
     bounded(async {
-        let dir_a = tempfile::tempdir().expect("tempdir");
-        let dir_b = tempfile::tempdir().expect("tempdir");
-        let a = IpfsNode::start(&test_config(dir_a.path()))
-            .await
-            .expect("node a");
-        let mut config_b = test_config(dir_b.path());
-        config_b.fetch_from_network = true;
-        config_b.fetch_timeout_ms = 1500;
-        let b = IpfsNode::start(&config_b).await.expect("node b");
-        let addr = a
-            .listen_addrs()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("a listens");
-        b.connect(addr).await.expect("b connects to a");
+        let a = temp_node(|_| {}).await;
+        let b = temp_node(|c| {
+            c.fetch_from_network = true;
+            c.fetch_timeout_ms = 1500;
+        })
+        .await;
+        connect(&b, &a).await;
         let absent =
             crate::store::block::cid_v1(crate::store::block::RAW, b"neither node has this");
         let started = Instant::now();

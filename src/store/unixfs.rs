@@ -25,11 +25,13 @@ pub const MAX_LINKS: usize = 1024;
 /// The blocks of an imported file, leaves first and root last.
 #[derive(Debug, Clone)]
 pub struct FileDag {
+    /// The file's root node.
     pub root: Cid,
     /// File size in bytes.
     pub size: u64,
     /// Cumulative size of the DAG (what a parent directory records as `Tsize`).
     pub tsize: u64,
+    /// Every block, leaves first, root last.
     pub blocks: Vec<(Cid, Bytes)>,
 }
 

@@ -129,24 +129,43 @@ impl Env {
                 .link(&self.url("/account/verify#token="))
                 .expect("verify link"),
         );
-        let v = self
-            .post("/api/v1/auth/verify", json!({"token": token}), None)
-            .await;
+        let v = self.verify(&token).await;
         assert_eq!(v.status, 204, "{}: verify {}", self.engine, v.body);
         self.login(email, password).await
     }
 
     /// Logs in and expects 200.
     pub async fn login(&self, email: &str, password: &str) -> Answer {
-        let a = self
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": email, "password": password}),
-                None,
-            )
-            .await;
+        let a = self.try_login(email, password).await;
         assert_eq!(a.status, 200, "{}: login {}", self.engine, a.body);
         a
+    }
+
+    /// POSTs a login, whatever it answers.
+    pub async fn try_login(&self, email: &str, password: &str) -> Answer {
+        self.post(
+            "/api/v1/auth/login",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    /// POSTs a new stream `name` with `visibility` ("public" or "private") as the holder of `token`, whatever it
+    /// answers.
+    pub async fn create_stream(&self, token: &str, name: &str, visibility: &str) -> Answer {
+        self.post(
+            "/api/v1/streams",
+            json!({"name": name, "visibility": visibility}),
+            Some(token),
+        )
+        .await
+    }
+
+    /// POSTs an email-verification token, whatever it answers.
+    pub async fn verify(&self, token: &str) -> Answer {
+        self.post("/api/v1/auth/verify", json!({"token": token}), None)
+            .await
     }
 
     /// Audit entries with `action`, newest first.

@@ -89,13 +89,7 @@ async fn a_login_flood_gets_503_when_the_argon2_line_is_full() {
     }
     assert!(busy > 0, "the line overflowed at 60 concurrent logins");
     // The server is fine afterwards.
-    let a = env
-        .post(
-            "/api/v1/auth/login",
-            json!({"email": "nobody@example.org", "password": "wrong password"}),
-            None,
-        )
-        .await;
+    let a = env.try_login("nobody@example.org", "wrong password").await;
     assert_eq!(a.status, 401);
     env.stop().await;
 }
@@ -109,13 +103,7 @@ async fn rate_limited_logins_leave_one_audit_row_per_burst() {
         )
         .await;
         for _ in 0..12 {
-            let _ = env
-                .post(
-                    "/api/v1/auth/login",
-                    json!({"email": "ann@example.org", "password": "wrong password"}),
-                    None,
-                )
-                .await;
+            let _ = env.try_login("ann@example.org", "wrong password").await;
         }
         let rows = env.audit("login").await;
         let limited = rows

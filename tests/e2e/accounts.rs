@@ -40,41 +40,17 @@ async fn sign_up_verify_login_refresh_reuse_reset_and_change_password_by_mail() 
         );
 
         // Logging in before verifying is refused, and mails a fresh link that replaces the first.
-        let a = env
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": "ann@example.org", "password": PASSWORD}),
-                None,
-            )
-            .await;
+        let a = env.try_login("ann@example.org", PASSWORD).await;
         assert_eq!(a.status, 403, "{e}: {}", a.body);
         let second = env.smtp.mail_to("ann@example.org").await;
         let second_link = second
             .link(&env.url("/account/verify#token="))
             .expect("second link");
-        let a = env
-            .post(
-                "/api/v1/auth/verify",
-                json!({"token": link_token(&first_link)}),
-                None,
-            )
-            .await;
+        let a = env.verify(&link_token(&first_link)).await;
         assert_eq!(a.status, 404, "{e}: a replaced link is dead: {}", a.body);
-        let a = env
-            .post(
-                "/api/v1/auth/verify",
-                json!({"token": link_token(&second_link)}),
-                None,
-            )
-            .await;
+        let a = env.verify(&link_token(&second_link)).await;
         assert_eq!(a.status, 204, "{e}: {}", a.body);
-        let a = env
-            .post(
-                "/api/v1/auth/verify",
-                json!({"token": link_token(&second_link)}),
-                None,
-            )
-            .await;
+        let a = env.verify(&link_token(&second_link)).await;
         assert_eq!(a.status, 404, "{e}: single use");
 
         // Login, /me, then two rotations.
@@ -200,13 +176,7 @@ async fn sign_up_verify_login_refresh_reuse_reset_and_change_password_by_mail() 
             )
             .await;
         assert_eq!(a.status, 401, "{e}: sessions end at a reset");
-        let old = env
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": "ann@example.org", "password": PASSWORD}),
-                None,
-            )
-            .await;
+        let old = env.try_login("ann@example.org", PASSWORD).await;
         assert_eq!(old.status, 401);
         let session_b = env.login("ann@example.org", new_password).await;
         let session_c = env.login("ann@example.org", new_password).await;
@@ -302,13 +272,7 @@ async fn login_brute_force_answers_429_with_retry_after() {
         // The default limit per account is 10 attempts per 5 minutes; the one above was the first.
         let mut statuses = Vec::new();
         for _ in 0..12 {
-            let a = env
-                .post(
-                    "/api/v1/auth/login",
-                    json!({"email": "bob@example.org", "password": "guess guess guess"}),
-                    None,
-                )
-                .await;
+            let a = env.try_login("bob@example.org", "guess guess guess").await;
             statuses.push(a.status);
             if a.status == 429 {
                 let retry: u64 = a
@@ -325,23 +289,13 @@ async fn login_brute_force_answers_429_with_retry_after() {
             "{engine}: {statuses:?}"
         );
         // The right password does not get through the limit either.
-        let a = env
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": "bob@example.org", "password": PASSWORD}),
-                None,
-            )
-            .await;
+        let a = env.try_login("bob@example.org", PASSWORD).await;
         assert_eq!(a.status, 429);
         // Spreading guesses over many emails meets the per-address limit (30 per 5 minutes).
         let mut limited_at = None;
         for i in 0..40 {
             let a = env
-                .post(
-                    "/api/v1/auth/login",
-                    json!({"email": format!("u{i}@example.org"), "password": "guess guess guess"}),
-                    None,
-                )
+                .try_login(&format!("u{i}@example.org"), "guess guess guess")
                 .await;
             if a.status == 429 {
                 limited_at = Some(i);
@@ -366,19 +320,9 @@ async fn login_brute_force_answers_429_with_retry_after() {
 async fn answers_do_not_reveal_whether_an_account_exists() {
     let mut env = Env::start("sqlite", "").await;
     env.verified_login("cid@example.org", PASSWORD).await;
-    let known = env
-        .post(
-            "/api/v1/auth/login",
-            json!({"email": "cid@example.org", "password": "wrong wrong wrong"}),
-            None,
-        )
-        .await;
+    let known = env.try_login("cid@example.org", "wrong wrong wrong").await;
     let unknown = env
-        .post(
-            "/api/v1/auth/login",
-            json!({"email": "nobody@example.org", "password": "wrong wrong wrong"}),
-            None,
-        )
+        .try_login("nobody@example.org", "wrong wrong wrong")
         .await;
     assert_eq!(known.status, 401);
     assert_eq!(known.status, unknown.status);
@@ -561,13 +505,7 @@ async fn admins_manage_users_and_read_the_audit_log() {
         assert_eq!(a.body["disabled"], true);
         let a = env.get("/api/v1/me", Some(&streamer_token)).await;
         assert_eq!(a.status, 401, "{engine}: a disabled account's sessions end");
-        let a = env
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": "eve@example.org", "password": PASSWORD}),
-                None,
-            )
-            .await;
+        let a = env.try_login("eve@example.org", PASSWORD).await;
         assert_eq!(a.status, 403);
 
         let audit = env

@@ -10,40 +10,13 @@ use zipiq::archive::verify::{missing_jobs, verify_broadcast};
 use zipiq::db::jobs::JobState;
 
 use crate::archive_bundler::{recorded_broadcast, test_wallets};
+use crate::arlocal::{mine_until, mint_test_wallets};
 use crate::common::*;
-
-async fn mine_until(arlocal: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if done().await {
-            return true;
-        }
-        let _ = http.get(format!("{arlocal}/mine")).send().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    done().await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_archived_to_arlocal_verified_then_dropped_and_reposted() {
     let arlocal = crate::arlocal::start();
-    let http = reqwest::Client::new();
-    for file in ["test-only-a.json", "test-only-b.json"] {
-        let jwk =
-            zipiq::archive::jwk::Jwk::from_json(&std::fs::read(test_wallets().join(file)).unwrap())
-                .unwrap();
-        let r = http
-            .get(format!(
-                "{}/mint/{}/100000000000000000",
-                arlocal.url,
-                jwk.address()
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    mint_test_wallets(&arlocal.url).await;
     let config = format!(
         "[archive]\nmode = \"gateway\"\ngateway_url = \"{}\"\nwallets_dir = \"{}\"\nconfirmations = 1\n\
          poll_ms = 100\nretry_base_ms = 100\nretry_max_ms = 1000\nrepost_after_ms = 1000\nbundle_max_items = 50\n",
@@ -99,6 +72,7 @@ async fn broadcast_archived_to_arlocal_verified_then_dropped_and_reposted() {
         .iter()
         .cloned()
         .chain(jobs.iter().filter_map(|j| j.item_id.clone()));
+    let http = reqwest::Client::new();
     for tx in dropped {
         let r = http
             .delete(format!("{}/tx/{tx}", arlocal.url))

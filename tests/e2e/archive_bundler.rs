@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use zipiq::archive::ans104::DataItem;
 use zipiq::archive::verify::cid_of;
-use zipiq::db::broadcasts::{ChunkKind, NewChunk};
 use zipiq::db::jobs::JobState;
 
 use crate::common::*;
@@ -34,22 +33,9 @@ pub async fn record_random_broadcast(server: &zipiq::Server, n: i64) -> i64 {
         let len = 20_000 + (seq as usize * 7919) % 50_000;
         let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
         let cid = server.ipfs.add(Bytes::from(bytes)).await.unwrap();
-        db.insert_chunk(&NewChunk {
-            broadcast_id: b,
-            seq,
-            kind: if seq == 0 {
-                ChunkKind::Init
-            } else {
-                ChunkKind::Media
-            },
-            cid: cid.to_string(),
-            size: len as i64,
-            duration_ms: if seq == 0 { 0 } else { 2000 },
-            start_ms: 0,
-            end_ms: 0,
-        })
-        .await
-        .unwrap();
+        db.insert_chunk(&chunk(b, seq, cid.to_string(), len as i64))
+            .await
+            .unwrap();
     }
     db.finish_broadcast(b, "bafyfakeroot").await.unwrap();
     b

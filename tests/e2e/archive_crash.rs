@@ -9,18 +9,19 @@
 //! left open ends at its last chunk's end, not at the restart.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use zipiq::Server;
 use zipiq::config::Config;
 use zipiq::db::Db;
-use zipiq::db::broadcasts::{ChunkKind, NewChunk};
+use zipiq::db::broadcasts::NewChunk;
 use zipiq::db::jobs::JobState;
 
 use crate::archive_bundler::{record_random_broadcast, test_wallets};
-use crate::common::eventually;
+use crate::arlocal::{mine_until, mint_test_wallets};
+use crate::common::{chunk, eventually};
 use crate::fake_bundler;
 
 const CHUNKS: i64 = 10;
@@ -38,6 +39,18 @@ fn config_text(dir: &Path, archive: &str) -> String {
         dir.join("ipfs").display(),
         test_wallets().display()
     )
+}
+
+/// Writes `dir`/zipiq.toml for bundler mode against `url` (three uploads at once, quick retries, leases of
+/// `lease_ms`) and returns its path.
+fn write_bundler_config(dir: &Path, url: &str, lease_ms: u64) -> PathBuf {
+    let archive = format!(
+        "mode = \"bundler\"\nbundler_url = \"{url}\"\ngateway_url = \"{url}\"\nconcurrency = 3\n\
+         request_timeout_ms = 5000\nlease_ms = {lease_ms}\nretry_base_ms = 50\nretry_max_ms = 400\npoll_ms = 50"
+    );
+    let config = dir.join("zipiq.toml");
+    std::fs::write(&config, config_text(dir, &archive)).unwrap();
+    config
 }
 
 /// Records a finished broadcast of `CHUNKS` random chunks into the data directory with an in-process server whose
@@ -83,13 +96,7 @@ async fn killed_during_uploads_twice_then_every_chunk_is_archived_exactly_once()
     let bundler = fake_bundler::start().await;
     // Slow answers keep uploads in flight when the process dies.
     bundler.ledger().delay = Duration::from_millis(300);
-    let archive = format!(
-        "mode = \"bundler\"\nbundler_url = \"{url}\"\ngateway_url = \"{url}\"\nconcurrency = 3\n\
-         request_timeout_ms = 5000\nlease_ms = 1500\nretry_base_ms = 50\nretry_max_ms = 400\npoll_ms = 50",
-        url = bundler.url()
-    );
-    let config = dir.path().join("zipiq.toml");
-    std::fs::write(&config, config_text(dir.path(), &archive)).unwrap();
+    let config = write_bundler_config(dir.path(), &bundler.url(), 1500);
 
     // Two crashes, each after a few more POSTs have reached the bundler.
     for (round, posts) in [(1, 2usize), (2, 6)] {
@@ -210,38 +217,6 @@ async fn open_db(dir: &Path) -> Db {
     .unwrap()
 }
 
-async fn mint(arlocal: &str) {
-    let http = reqwest::Client::new();
-    for file in ["test-only-a.json", "test-only-b.json"] {
-        let jwk =
-            zipiq::archive::jwk::Jwk::from_json(&std::fs::read(test_wallets().join(file)).unwrap())
-                .unwrap();
-        let r = http
-            .get(format!(
-                "{arlocal}/mint/{}/100000000000000000",
-                jwk.address()
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-}
-
-/// Mines a block every 300 ms until `done` (or `timeout`).
-async fn mine_until(arlocal: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if done().await {
-            return true;
-        }
-        let _ = http.get(format!("{arlocal}/mine")).send().await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    done().await
-}
-
 /// The bundle transactions our wallets posted at the gateway (mined first, so GraphQL lists them) that carry any of
 /// `ours` (arlocal is shared with other tests using the same wallets), with the ids of the items each carries.
 async fn paid_bundles(arlocal: &str, ours: &HashSet<String>) -> Vec<(String, Vec<String>)> {
@@ -299,7 +274,7 @@ async fn paid_bundles(arlocal: &str, ours: &HashSet<String>) -> Vec<(String, Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_right_after_the_gateway_accepted_a_bundle_then_each_item_is_paid_once() {
     let arlocal = crate::arlocal::start();
-    mint(&arlocal.url).await;
+    mint_test_wallets(&arlocal.url).await;
     let dir = tempfile::tempdir().unwrap();
     let broadcast = record(dir.path()).await;
     // A short lease: what is tested here is the re-post of the stored transaction, not taking leases back.
@@ -492,22 +467,13 @@ async fn a_restarted_node_takes_its_leases_back_and_ends_its_open_broadcast_at_i
         let stream = db.find_stream("live").await.unwrap().unwrap();
         let b = db.create_broadcast(stream.id, "crash-node").await.unwrap();
         for seq in 0..3i64 {
+            // Any CID of this node's store would do; the recording's own chunks are some.
+            let recorded = &db.chunks_of(broadcast).await.unwrap()[seq as usize];
             db.insert_chunk(&NewChunk {
-                broadcast_id: b,
-                seq,
-                kind: if seq == 0 {
-                    ChunkKind::Init
-                } else {
-                    ChunkKind::Media
-                },
-                // Any CID of this node's store would do; the recording's own first chunk is one.
-                cid: db.chunks_of(broadcast).await.unwrap()[seq as usize]
-                    .cid
-                    .clone(),
-                size: db.chunks_of(broadcast).await.unwrap()[seq as usize].size,
                 duration_ms: if seq == 0 { 0 } else { 3000 },
                 start_ms: (seq - 1).max(0) * 3000,
                 end_ms: seq * 3000,
+                ..chunk(b, seq, recorded.cid.clone(), recorded.size)
             })
             .await
             .unwrap();
@@ -524,13 +490,7 @@ async fn a_restarted_node_takes_its_leases_back_and_ends_its_open_broadcast_at_i
     let bundler = fake_bundler::start().await;
     bundler.ledger().delay = Duration::from_millis(300);
     // Leases of ten minutes: without taking them back, the jobs in flight at the kill would wait that long.
-    let archive = format!(
-        "mode = \"bundler\"\nbundler_url = \"{url}\"\ngateway_url = \"{url}\"\nconcurrency = 3\n\
-         request_timeout_ms = 5000\nlease_ms = 600000\nretry_base_ms = 50\nretry_max_ms = 400\npoll_ms = 50",
-        url = bundler.url()
-    );
-    let config = dir.path().join("zipiq.toml");
-    std::fs::write(&config, config_text(dir.path(), &archive)).unwrap();
+    let config = write_bundler_config(dir.path(), &bundler.url(), 600000);
     let mut child = spawn(&config, &dir.path().join("run1.log"));
     let reached = eventually(Duration::from_secs(60), || {
         let l = bundler.ledger();

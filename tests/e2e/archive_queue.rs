@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 
 use zipiq::db::Db;
-use zipiq::db::broadcasts::{ChunkKind, NewChunk};
+use zipiq::db::broadcasts::NewChunk;
 use zipiq::db::jobs::JobState;
 
+use crate::common::chunk;
 use crate::databases::both;
 
 async fn chunks(db: &Db, n: i64) -> i64 {
@@ -14,18 +15,8 @@ async fn chunks(db: &Db, n: i64) -> i64 {
     let b = db.create_broadcast(stream.id, "n1").await.unwrap();
     for seq in 0..n {
         db.insert_chunk(&NewChunk {
-            broadcast_id: b,
-            seq,
-            kind: if seq == 0 {
-                ChunkKind::Init
-            } else {
-                ChunkKind::Media
-            },
-            cid: format!("cid{seq}"),
-            size: 10,
             duration_ms: 2000,
-            start_ms: 0,
-            end_ms: 0,
+            ..chunk(b, seq, format!("cid{seq}"), 10)
         })
         .await
         .unwrap();

@@ -63,3 +63,41 @@ pub fn start() -> Arlocal {
         _dir: Some(dir),
     }
 }
+
+/// Asks arlocal at `arlocal` to mine a block every 300 ms until `done` or `timeout`; returns the last `done`.
+pub async fn mine_until(
+    arlocal: &str,
+    timeout: std::time::Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) -> bool {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if done().await {
+            return true;
+        }
+        let _ = http.get(format!("{arlocal}/mine")).send().await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    done().await
+}
+
+/// Gives each test wallet (tests/data/wallets/test-only-{a,b}.json) 10^17 winston at arlocal at `arlocal`.
+pub async fn mint_test_wallets(arlocal: &str) {
+    let http = reqwest::Client::new();
+    for file in ["test-only-a.json", "test-only-b.json"] {
+        let jwk = zipiq::archive::jwk::Jwk::from_json(
+            &std::fs::read(crate::archive_bundler::test_wallets().join(file)).unwrap(),
+        )
+        .unwrap();
+        let r = http
+            .get(format!(
+                "{arlocal}/mint/{}/100000000000000000",
+                jwk.address()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}

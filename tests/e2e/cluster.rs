@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use sqlx::Executor;
 use zipiq::Server;
-use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{ClientError, WhepClient, WhipClient};
 
-use crate::common::{eventually, packet, start_node, video_payload};
+use crate::common::{eventually, pump_video, start_node, video_only, watch_video_only};
 use crate::databases;
 
 /// Fast heartbeats so that tests see leases and deaths in seconds.
@@ -26,31 +26,6 @@ fn node_config(pg_url: &str, name: &str, extra: &str) -> String {
 
 fn base(server: &Server) -> String {
     format!("http://{}", server.http_addr)
-}
-
-/// Sends synthetic H.264 (a keyframe every 25 packets) every 10 ms until `stop`.
-fn pump(publisher: Arc<WhipClient>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut i: u32 = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let p = packet(
-                i as u16,
-                i.wrapping_mul(3000),
-                true,
-                video_payload(0, i, 25),
-            );
-            let _ = publisher.send_video(0, &p).await;
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-}
-
-fn video_only() -> PublishOptions {
-    PublishOptions {
-        audio: false,
-        ..PublishOptions::default()
-    }
 }
 
 /// Whether `server` has a publisher session of `stream`.
@@ -131,17 +106,14 @@ async fn one_stream_has_one_origin_and_viewers_elsewhere_are_sent_to_it() {
     assert_eq!(route_count(&pg, "live").await, 1);
     let publisher = Arc::new(publisher);
     let stop = Arc::new(AtomicBool::new(false));
-    let pumping = pump(publisher.clone(), stop.clone());
+    let pumping = pump_video(publisher.clone(), stop.clone());
     assert!(eventually(Duration::from_secs(5), || origin.sfu.is_live("live")).await);
 
     // A viewer who asks the other node is sent to the origin (307) and gets the media there.
     let mut viewer = WhepClient::connect(
         &format!("{}/whep/live", base(edge)),
         None,
-        WatchOptions {
-            audio: false,
-            ..WatchOptions::default()
-        },
+        watch_video_only(),
     )
     .await
     .expect("viewer follows the redirect to the origin");
@@ -364,17 +336,11 @@ async fn with_the_database_gone_for_30_s_streams_go_on_and_one_origin_remains() 
             .expect("publish on node-a"),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let pumping = pump(publisher.clone(), stop.clone());
-    let mut viewer = WhepClient::connect(
-        &format!("{}/whep/live", base(&a)),
-        None,
-        WatchOptions {
-            audio: false,
-            ..WatchOptions::default()
-        },
-    )
-    .await
-    .expect("viewer on node-a");
+    let pumping = pump_video(publisher.clone(), stop.clone());
+    let mut viewer =
+        WhepClient::connect(&format!("{}/whep/live", base(&a)), None, watch_video_only())
+            .await
+            .expect("viewer on node-a");
     // Packets (by their index) the viewer got, collected in the background.
     let indexes = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let collector = {

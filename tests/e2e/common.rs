@@ -1,13 +1,17 @@
 //! Shared test harness: an in-process zipIQ server on loopback with a throwaway database, and a synthetic
 //! H.264/Opus packet source whose payloads can be regenerated from their index to check delivery byte for byte.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rtp::header::Header;
 use rtp::packet::Packet;
 use zipiq::config::Config;
+use zipiq::db::broadcasts::{ChunkKind, NewChunk};
 use zipiq::{FirstStream, Server};
+use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhipClient};
 
 /// A running test server and what a test needs to talk to it.
 pub struct TestServer {
@@ -26,6 +30,16 @@ impl TestServer {
     }
     pub async fn stop(self) {
         self.server.shutdown().await;
+    }
+    /// Publishes the first stream, "live", with its key and the default tracks (H.264 and Opus).
+    pub async fn publish_live(&self) -> WhipClient {
+        WhipClient::connect(
+            &self.whip("live"),
+            Some(&self.key),
+            PublishOptions::default(),
+        )
+        .await
+        .expect("publisher")
     }
 }
 
@@ -142,4 +156,107 @@ pub fn rss_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// Publishing with a video track only.
+pub fn video_only() -> PublishOptions {
+    PublishOptions {
+        audio: false,
+        ..PublishOptions::default()
+    }
+}
+
+/// Watching with a video track only.
+pub fn watch_video_only() -> WatchOptions {
+    WatchOptions {
+        audio: false,
+        ..WatchOptions::default()
+    }
+}
+
+/// Sends synthetic H.264 (a keyframe every 25 packets) every 10 ms until `stop`.
+pub fn pump_video(
+    publisher: Arc<WhipClient>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i: u32 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let p = packet(
+                i as u16,
+                i.wrapping_mul(3000),
+                true,
+                video_payload(0, i, 25),
+            );
+            let _ = publisher.send_video(0, &p).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+/// The status and problem body of a refused WHIP or WHEP request; panics if it was not refused.
+pub fn refusal<T>(result: Result<T, ClientError>) -> (u16, serde_json::Value) {
+    match result {
+        Err(ClientError::Refused { status, body }) => {
+            (status, serde_json::from_str(&body).unwrap_or_default())
+        }
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a session"),
+    }
+}
+
+/// The status of a refused WHIP or WHEP request; panics if it was not refused.
+pub fn refused_status<T>(result: Result<T, ClientError>) -> u16 {
+    refusal(result).0
+}
+
+/// Chunk `seq` of broadcast `broadcast_id` as the recorder stores them: 0 is the init segment (no duration), the
+/// others 2 s media segments. Start and end are 0; tests that need them set them.
+pub fn chunk(broadcast_id: i64, seq: i64, cid: impl Into<String>, size: i64) -> NewChunk {
+    NewChunk {
+        broadcast_id,
+        seq,
+        kind: if seq == 0 {
+            ChunkKind::Init
+        } else {
+            ChunkKind::Media
+        },
+        cid: cid.into(),
+        size,
+        duration_ms: if seq == 0 { 0 } else { 2000 },
+        start_ms: 0,
+        end_ms: 0,
+    }
+}
+
+/// The path of a test tool (`ffmpeg`, `ffprobe`): `ZIPIQ_TEST_<NAME>` when set, else /usr/bin/<name>.
+pub fn tool(name: &str) -> String {
+    let path = std::env::var(format!("ZIPIQ_TEST_{}", name.to_ascii_uppercase()))
+        .unwrap_or_else(|_| format!("/usr/bin/{name}"));
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing (scripts/test installs ffmpeg)"
+    );
+    path
+}
+
+/// The codec names of the streams in ffprobe's JSON.
+pub fn codecs(json: &serde_json::Value) -> Vec<String> {
+    json["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x["codec_name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fetches a Prometheus text page (an admin listener's /metrics): the text, and it parsed.
+pub async fn scrape(http: &reqwest::Client, url: &str) -> (String, prometheus_parse::Scrape) {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    (text, parsed)
 }

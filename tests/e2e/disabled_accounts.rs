@@ -9,55 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{WhepClient, WhipClient};
 
 use crate::account_env::{ENGINES, Env};
-use crate::common::{eventually, packet, video_payload};
+use crate::common::{eventually, pump_video, refusal, video_only, watch_video_only};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// Sends synthetic H.264 (a keyframe every 25 packets) every 10 ms until `stop`.
-fn pump(publisher: Arc<WhipClient>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut i: u32 = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let p = packet(
-                i as u16,
-                i.wrapping_mul(3000),
-                true,
-                video_payload(0, i, 25),
-            );
-            let _ = publisher.send_video(0, &p).await;
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-}
-
-fn publish() -> PublishOptions {
-    PublishOptions {
-        audio: false,
-        ..PublishOptions::default()
-    }
-}
-
-fn watch() -> WatchOptions {
-    WatchOptions {
-        audio: false,
-        ..WatchOptions::default()
-    }
-}
-
-/// The status and problem body of a refused WHIP or WHEP request.
-fn refusal<T>(result: Result<T, ClientError>) -> (u16, serde_json::Value) {
-    match result {
-        Err(ClientError::Refused { status, body }) => {
-            (status, serde_json::from_str(&body).unwrap_or_default())
-        }
-        Err(e) => panic!("expected a refusal, got {e}"),
-        Ok(_) => panic!("expected a refusal, got a session"),
-    }
-}
 
 /// Makes `email` an admin and returns its access token.
 async fn admin_token(env: &mut Env, email: &str) -> String {
@@ -86,13 +43,7 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
             .unwrap()
             .unwrap()
             .id;
-        let created = env
-            .post(
-                "/api/v1/streams",
-                json!({"name": "kays", "visibility": "private"}),
-                Some(&token),
-            )
-            .await;
+        let created = env.create_stream(&token, "kays", "private").await;
         assert_eq!(created.status, 201, "{engine}: {}", created.body);
         let key = created.str("key");
         let viewer_token = env
@@ -106,15 +57,15 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
         let whip = env.server.whip("kays");
         let whep = env.server.whep("kays");
         let publisher = Arc::new(
-            WhipClient::connect(&whip, Some(&key), publish())
+            WhipClient::connect(&whip, Some(&key), video_only())
                 .await
                 .expect("publishes"),
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let pumping = pump(publisher.clone(), stop.clone());
+        let pumping = pump_video(publisher.clone(), stop.clone());
         let sfu = env.server.server.sfu.clone();
         assert!(eventually(Duration::from_secs(5), || sfu.is_live("kays")).await);
-        let mut viewer = WhepClient::connect(&whep, Some(&viewer_token), watch())
+        let mut viewer = WhepClient::connect(&whep, Some(&viewer_token), watch_video_only())
             .await
             .expect("the viewer token watches");
         let got = tokio::time::timeout(Duration::from_secs(5), viewer.packets.recv()).await;
@@ -135,7 +86,7 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
         );
 
         // Its key and its viewer tokens are refused with 403 and a reason; no new viewer token is made.
-        let (status, problem) = refusal(WhipClient::connect(&whip, Some(&key), publish()).await);
+        let (status, problem) = refusal(WhipClient::connect(&whip, Some(&key), video_only()).await);
         assert_eq!(status, 403, "{engine}: {problem}");
         assert!(
             problem["detail"]
@@ -161,7 +112,7 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
             "{engine}"
         );
         let (status, problem) =
-            refusal(WhepClient::connect(&whep, Some(&viewer_token), watch()).await);
+            refusal(WhepClient::connect(&whep, Some(&viewer_token), watch_video_only()).await);
         assert_eq!(
             status, 403,
             "{engine}: the viewer token is refused: {problem}"
@@ -192,7 +143,7 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
         assert_eq!(enabled.status, 200, "{engine}: {}", enabled.body);
         stop.store(true, Ordering::Relaxed);
         let _ = pumping.await;
-        let again = WhipClient::connect(&whip, Some(&key), publish())
+        let again = WhipClient::connect(&whip, Some(&key), video_only())
             .await
             .expect("an enabled account publishes again");
 
@@ -210,7 +161,7 @@ async fn a_disabled_account_stops_publishing_and_its_viewer_tokens_stop_working(
             "{engine}"
         );
         assert!(!server.sfu.has_sessions("kays"), "{engine}");
-        let (status, _) = refusal(WhipClient::connect(&whip, Some(&key), publish()).await);
+        let (status, _) = refusal(WhipClient::connect(&whip, Some(&key), video_only()).await);
         assert_eq!(status, 403, "{engine}");
 
         again.drop_connection().await;
@@ -244,17 +195,25 @@ async fn viewers_holding_a_disabled_accounts_viewer_token_are_ended_at_the_next_
         assert_eq!(viewer_token.status, 201, "{engine}: {}", viewer_token.body);
         let viewer_token = viewer_token.str("token");
         let publisher = Arc::new(
-            WhipClient::connect(&env.server.whip("live"), Some(&env.server.key), publish())
-                .await
-                .expect("publishes"),
+            WhipClient::connect(
+                &env.server.whip("live"),
+                Some(&env.server.key),
+                video_only(),
+            )
+            .await
+            .expect("publishes"),
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let pumping = pump(publisher.clone(), stop.clone());
+        let pumping = pump_video(publisher.clone(), stop.clone());
         let sfu = server.sfu.clone();
         assert!(eventually(Duration::from_secs(5), || sfu.is_live("live")).await);
-        let viewer = WhepClient::connect(&env.server.whep("live"), Some(&viewer_token), watch())
-            .await
-            .expect("watches");
+        let viewer = WhepClient::connect(
+            &env.server.whep("live"),
+            Some(&viewer_token),
+            watch_video_only(),
+        )
+        .await
+        .expect("watches");
         assert_eq!(sfu.counts().viewers, 1);
         let admin_id = server
             .db
@@ -272,7 +231,12 @@ async fn viewers_holding_a_disabled_accounts_viewer_token_are_ended_at_the_next_
         assert_eq!(sfu.counts().viewers, 0, "{engine}");
         assert!(sfu.is_live("live"), "{engine}");
         let (status, _) = refusal(
-            WhepClient::connect(&env.server.whep("live"), Some(&viewer_token), watch()).await,
+            WhepClient::connect(
+                &env.server.whep("live"),
+                Some(&viewer_token),
+                watch_video_only(),
+            )
+            .await,
         );
         assert_eq!(status, 403, "{engine}");
         stop.store(true, Ordering::Relaxed);

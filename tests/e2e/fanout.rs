@@ -299,6 +299,39 @@ async fn viewer_keyframe_request_reaches_the_publisher_throttled() {
     server.stop().await;
 }
 
+/// A video-only viewer of "live" with SRTP replay protection off, so that a packet sent again reaches it.
+async fn replay_viewer(server: &TestServer) -> WhepClient {
+    WhepClient::connect(
+        &server.whep("live"),
+        None,
+        WatchOptions {
+            audio: false,
+            replay_protection: false,
+            ..WatchOptions::default()
+        },
+    )
+    .await
+    .expect("viewer")
+}
+
+/// The first `n` packets `viewer` receives, or fewer if `within` passes first.
+async fn receive(
+    viewer: &mut WhepClient,
+    n: usize,
+    within: Duration,
+) -> Vec<zipiq_client::Received> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(200), viewer.packets.recv()).await
+        {
+            got.push(r);
+        }
+    }
+    got
+}
+
 /// A viewer's NACK is answered from the source's retransmission buffer: the same sequence number, timestamp and
 /// payload come again (the viewer turns SRTP replay protection off to see a packet it already has); a NACK for a
 /// packet never sent gets nothing.
@@ -311,26 +344,8 @@ async fn a_viewers_nack_gets_the_same_packet_again() {
         pump,
         ..
     } = live_publisher(&server).await;
-    let mut viewer = WhepClient::connect(
-        &server.whep("live"),
-        None,
-        WatchOptions {
-            audio: false,
-            replay_protection: false,
-            ..WatchOptions::default()
-        },
-    )
-    .await
-    .expect("viewer");
-    let mut video = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while video.len() < 60 && tokio::time::Instant::now() < deadline {
-        if let Ok(Some(r)) =
-            tokio::time::timeout(Duration::from_millis(200), viewer.packets.recv()).await
-        {
-            video.push(r);
-        }
-    }
+    let mut viewer = replay_viewer(&server).await;
+    let video = receive(&mut viewer, 60, Duration::from_secs(5)).await;
     assert!(video.len() >= 60, "viewer receives video");
     let wanted = video[40].clone();
     let never = video[59].sequence_number.wrapping_add(30_000);
@@ -375,26 +390,12 @@ async fn a_viewer_gets_no_more_resends_than_its_budget() {
         pump,
         ..
     } = live_publisher(&server).await;
-    let mut viewer = WhepClient::connect(
-        &server.whep("live"),
-        None,
-        WatchOptions {
-            audio: false,
-            replay_protection: false,
-            ..WatchOptions::default()
-        },
-    )
-    .await
-    .expect("viewer");
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while seen.len() < 300 && tokio::time::Instant::now() < deadline {
-        if let Ok(Some(r)) =
-            tokio::time::timeout(Duration::from_millis(200), viewer.packets.recv()).await
-        {
-            seen.push(r.sequence_number);
-        }
-    }
+    let mut viewer = replay_viewer(&server).await;
+    let seen: Vec<u16> = receive(&mut viewer, 300, Duration::from_secs(8))
+        .await
+        .iter()
+        .map(|r| r.sequence_number)
+        .collect();
     assert!(seen.len() >= 300, "viewer receives video");
     let wanted: std::collections::HashSet<u16> = seen.iter().copied().collect();
     // 300 packets NACKed in a handful of RTCP packets, all within the same second.

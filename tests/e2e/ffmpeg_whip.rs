@@ -34,16 +34,6 @@ fn python() -> String {
     python
 }
 
-fn tool(name: &str) -> String {
-    let path = std::env::var(format!("ZIPIQ_TEST_{}", name.to_ascii_uppercase()))
-        .unwrap_or_else(|_| format!("/usr/bin/{name}"));
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is missing (scripts/test installs ffmpeg)"
-    );
-    path
-}
-
 fn publish_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/ffmpeg_whip_publish.py")
 }
@@ -173,17 +163,6 @@ fn decode(file: &Path, format: Option<&str>) -> (u64, serde_json::Value, String)
         json,
         String::from_utf8_lossy(&ffmpeg.stderr).into_owned(),
     )
-}
-
-fn codecs(json: &serde_json::Value) -> Vec<String> {
-    json["streams"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|x| x["codec_name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `candidates`: how many host candidates the answers carry (two: at least two, as many as the machine has

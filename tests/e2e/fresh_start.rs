@@ -127,16 +127,7 @@ async fn a_fresh_default_start_without_a_wallet_is_ready_and_reports_the_archive
             .is_some_and(|r| r.contains("no wallet")),
         "the reason names the missing wallet: {body}"
     );
-    let metrics = http
-        .get(format!("{}/metrics", fresh.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text");
+    let (metrics, scrape) = crate::common::scrape(&http, &format!("{}/metrics", fresh.admin)).await;
     let degraded = scrape
         .samples
         .iter()

@@ -35,13 +35,7 @@ async fn pump(publisher: &WhipClient, from: u32, count: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_resumes_when_publisher_returns_within_grace() {
     let server = start_server("[media]\ngrace_period_ms = 4000\n").await;
-    let publisher = WhipClient::connect(
-        &server.whip("live"),
-        Some(&server.key),
-        PublishOptions::default(),
-    )
-    .await
-    .expect("publisher");
+    let publisher = server.publish_live().await;
     pump(&publisher, 0, 30).await;
     let mut viewer = WhepClient::connect(&server.whep("live"), None, WatchOptions::default())
         .await
@@ -100,13 +94,7 @@ async fn viewer_resumes_when_publisher_returns_within_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_end_after_the_grace_period() {
     let server = start_server("[media]\ngrace_period_ms = 600\n").await;
-    let publisher = WhipClient::connect(
-        &server.whip("live"),
-        Some(&server.key),
-        PublishOptions::default(),
-    )
-    .await
-    .expect("publisher");
+    let publisher = server.publish_live().await;
     pump(&publisher, 0, 30).await;
     let viewer = WhepClient::connect(&server.whep("live"), None, WatchOptions::default())
         .await

@@ -151,16 +151,7 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
     )
     .await;
 
-    let text = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text");
+    let (text, scrape) = crate::common::scrape(&http, &format!("{admin}/metrics")).await;
     let values: Vec<(&str, Option<f64>)> = [
         "zipiq_streams",
         "zipiq_publishers",

@@ -10,52 +10,12 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use zipiq_client::{ClientError, PublishOptions, WatchOptions, WhepClient, WhipClient};
+use zipiq_client::{ClientError, PublishOptions, WhepClient, WhipClient};
 
 use crate::account_env::{ENGINES, Env};
-use crate::common::{eventually, packet, video_payload};
+use crate::common::{eventually, pump_video, refused_status, video_only, watch_video_only};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// Sends synthetic H.264 (a keyframe every 25 packets) every 10 ms until `stop`.
-fn pump(publisher: Arc<WhipClient>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut i: u32 = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let p = packet(
-                i as u16,
-                i.wrapping_mul(3000),
-                true,
-                video_payload(0, i, 25),
-            );
-            let _ = publisher.send_video(0, &p).await;
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-}
-
-fn refused_status(result: Result<WhepClient, ClientError>) -> u16 {
-    match result {
-        Err(ClientError::Refused { status, .. }) => status,
-        Err(e) => panic!("expected a refusal, got {e}"),
-        Ok(_) => panic!("expected a refusal, got a session"),
-    }
-}
-
-fn watch() -> WatchOptions {
-    WatchOptions {
-        audio: false,
-        ..WatchOptions::default()
-    }
-}
-
-fn publish() -> PublishOptions {
-    PublishOptions {
-        audio: false,
-        ..PublishOptions::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_stream_plays_only_with_its_viewer_token() {
@@ -63,31 +23,19 @@ async fn a_private_stream_plays_only_with_its_viewer_token() {
         let mut env = Env::start(engine, "").await;
         let login = env.verified_login("gus@example.org", PASSWORD).await;
         let token = login.str("access_token");
-        let created = env
-            .post(
-                "/api/v1/streams",
-                json!({"name": "secret", "visibility": "private"}),
-                Some(&token),
-            )
-            .await;
+        let created = env.create_stream(&token, "secret", "private").await;
         assert_eq!(created.status, 201, "{engine}: {}", created.body);
         let key = created.str("key");
-        let other = env
-            .post(
-                "/api/v1/streams",
-                json!({"name": "other", "visibility": "private"}),
-                Some(&token),
-            )
-            .await;
+        let other = env.create_stream(&token, "other", "private").await;
         assert_eq!(other.status, 201);
 
         let publisher = Arc::new(
-            WhipClient::connect(&env.server.whip("secret"), Some(&key), publish())
+            WhipClient::connect(&env.server.whip("secret"), Some(&key), video_only())
                 .await
                 .expect("the owner publishes with the stream key"),
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let pumping = pump(publisher.clone(), stop.clone());
+        let pumping = pump_video(publisher.clone(), stop.clone());
         let sfu = env.server.server.sfu.clone();
         assert!(eventually(Duration::from_secs(5), || sfu.is_live("secret")).await);
         let live = env.get("/api/v1/live", None).await;
@@ -99,17 +47,19 @@ async fn a_private_stream_plays_only_with_its_viewer_token() {
 
         let whep = env.server.whep("secret");
         assert_eq!(
-            refused_status(WhepClient::connect(&whep, None, watch()).await),
+            refused_status(WhepClient::connect(&whep, None, watch_video_only()).await),
             401,
             "{engine}: no token"
         );
         assert_eq!(
-            refused_status(WhepClient::connect(&whep, Some("not.a.token"), watch()).await),
+            refused_status(
+                WhepClient::connect(&whep, Some("not.a.token"), watch_video_only()).await
+            ),
             401,
             "{engine}: garbage token"
         );
         assert_eq!(
-            refused_status(WhepClient::connect(&whep, Some(&token), watch()).await),
+            refused_status(WhepClient::connect(&whep, Some(&token), watch_video_only()).await),
             401,
             "{engine}: an access token is not a viewer token"
         );
@@ -123,7 +73,7 @@ async fn a_private_stream_plays_only_with_its_viewer_token() {
         assert_eq!(for_other.status, 201);
         assert_eq!(
             refused_status(
-                WhepClient::connect(&whep, Some(&for_other.str("token")), watch()).await
+                WhepClient::connect(&whep, Some(&for_other.str("token")), watch_video_only()).await
             ),
             403,
             "{engine}: a token for another stream"
@@ -143,7 +93,7 @@ async fn a_private_stream_plays_only_with_its_viewer_token() {
                 .contains("/watch/secret#token=")
         );
         let good = viewer_token.str("token");
-        let mut viewer = WhepClient::connect(&whep, Some(&good), watch())
+        let mut viewer = WhepClient::connect(&whep, Some(&good), watch_video_only())
             .await
             .expect("a good viewer token watches");
         let got = tokio::time::timeout(Duration::from_secs(5), viewer.packets.recv()).await;
@@ -163,7 +113,7 @@ async fn a_private_stream_plays_only_with_its_viewer_token() {
             "{engine}: viewers ended"
         );
         assert_eq!(
-            refused_status(WhepClient::connect(&whep, Some(&good), watch()).await),
+            refused_status(WhepClient::connect(&whep, Some(&good), watch_video_only()).await),
             401,
             "{engine}: revoked token"
         );
@@ -260,8 +210,8 @@ async fn a_rotated_stream_key_stops_the_publisher_and_its_next_attempt() {
             .await;
         assert_eq!(a.status, 204);
         assert_eq!(
-            refused_status_whip(
-                WhipClient::connect(&env.server.whip("show-2"), Some(&new_key), publish()).await
+            refused_status(
+                WhipClient::connect(&env.server.whip("show-2"), Some(&new_key), video_only()).await
             ),
             401,
             "{engine}: a deleted stream's key is dead"
@@ -296,23 +246,18 @@ async fn a_rotated_stream_key_stops_the_publisher_and_its_next_attempt() {
     }
 }
 
-fn refused_status_whip(result: Result<WhipClient, ClientError>) -> u16 {
-    match result {
-        Err(ClientError::Refused { status, .. }) => status,
-        Err(e) => panic!("expected a refusal, got {e}"),
-        Ok(_) => panic!("expected a refusal, got a session"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotated_outside_this_server_stops_its_publisher_at_the_next_check() {
     for engine in ENGINES {
         let env = Env::start(engine, "").await;
         let server = &env.server.server;
-        let publisher =
-            WhipClient::connect(&env.server.whip("live"), Some(&env.server.key), publish())
-                .await
-                .expect("publishes");
+        let publisher = WhipClient::connect(
+            &env.server.whip("live"),
+            Some(&env.server.key),
+            video_only(),
+        )
+        .await
+        .expect("publishes");
         assert_eq!(
             zipiq::sfu::key_watch::check_once(&server.sfu, &server.db).await,
             0,
@@ -340,13 +285,7 @@ async fn a_stream_turned_private_while_live_stops_being_recorded_at_once() {
         let mut env = Env::start(engine, "[recording]\nsegment_target_ms = 1000\n").await;
         let login = env.verified_login("ivy@example.org", PASSWORD).await;
         let token = login.str("access_token");
-        let created = env
-            .post(
-                "/api/v1/streams",
-                json!({"name": "show", "visibility": "public"}),
-                Some(&token),
-            )
-            .await;
+        let created = env.create_stream(&token, "show", "public").await;
         assert_eq!(created.status, 201, "{engine}: {}", created.body);
         let key = created.str("key");
         let server = &env.server.server;

@@ -114,79 +114,55 @@ async fn the_pruning_task_deletes_what_has_served_its_time_and_nothing_else() {
             .unwrap_or_else(|_| panic!("{engine}: the pruning task ran"));
         // Give the rest of that run a moment.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            count(
-                &env,
-                "SELECT COUNT(*) FROM audit_log WHERE action = 'test.new'"
-            )
-            .await,
-            1,
-            "{engine}: recent audit rows stay"
-        );
-        assert_eq!(
-            count(
-                &env,
-                "SELECT COUNT(*) FROM email_tokens WHERE used_at IS NOT NULL"
-            )
-            .await,
-            0,
-            "{engine}: used tokens go"
-        );
-        assert_eq!(
-            count(&env, "SELECT COUNT(*) FROM email_tokens").await,
-            1,
-            "{engine}: the pending one stays, the expired one goes"
-        );
-        assert_eq!(
-            count(
-                &env,
+        for (sql, expected, why) in [
+            (
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'test.new'",
+                1,
+                "recent audit rows stay",
+            ),
+            (
+                "SELECT COUNT(*) FROM email_tokens WHERE used_at IS NOT NULL",
+                0,
+                "used tokens go",
+            ),
+            (
+                "SELECT COUNT(*) FROM email_tokens",
+                1,
+                "the pending one stays, the expired one goes",
+            ),
+            (
                 "SELECT COUNT(*) FROM email_tokens t JOIN users u ON u.id = t.user_id \
-                 WHERE u.email = 'pending@example.org'"
-            )
-            .await,
-            1,
-            "{engine}: the one left is the pending one"
-        );
-        assert_eq!(
-            count(
-                &env,
+                 WHERE u.email = 'pending@example.org'",
+                1,
+                "the one left is the pending one",
+            ),
+            (
                 "SELECT COUNT(*) FROM refresh_tokens t JOIN login_sessions s ON s.id = t.session_id \
-                 JOIN users u ON u.id = s.user_id WHERE u.email = 'stale@example.org'"
-            )
-            .await,
-            0,
-            "{engine}: an expired refresh token goes"
-        );
-        assert_eq!(
-            count(
-                &env,
+                 JOIN users u ON u.id = s.user_id WHERE u.email = 'stale@example.org'",
+                0,
+                "an expired refresh token goes",
+            ),
+            (
                 "SELECT COUNT(*) FROM login_sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE u.email = 'stale@example.org'"
-            )
-            .await,
-            1,
-            "{engine}: its session, in use, stays"
-        );
-        assert_eq!(
-            count(
-                &env,
+                 WHERE u.email = 'stale@example.org'",
+                1,
+                "its session, in use, stays",
+            ),
+            (
                 "SELECT COUNT(*) FROM login_sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE u.email = 'idle@example.org'"
-            )
-            .await,
-            0,
-            "{engine}: the idle session goes"
-        );
-        assert_eq!(
-            count(
-                &env,
+                 WHERE u.email = 'idle@example.org'",
+                0,
+                "the idle session goes",
+            ),
+            (
                 "SELECT COUNT(*) FROM refresh_tokens t JOIN login_sessions s ON s.id = t.session_id \
-                 JOIN users u ON u.id = s.user_id WHERE u.email = 'kept@example.org'"
-            )
-            .await,
-            1,
-            "{engine}: a live session keeps its refresh token"
-        );
+                 JOIN users u ON u.id = s.user_id WHERE u.email = 'kept@example.org'",
+                1,
+                "a live session keeps its refresh token",
+            ),
+        ] {
+            assert_eq!(count(&env, sql).await, expected, "{engine}: {why}");
+        }
         // The kept account still logs in and refreshes.
         env.login("kept@example.org", "correct horse battery").await;
         env.stop().await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use zipiq::media::MediaKind;
 use zipiq::media::capture::Capture;
-use zipiq_client::{PublishOptions, WhipClient};
+use zipiq_client::WhipClient;
 
 use crate::common::*;
 
@@ -93,13 +93,7 @@ pub fn raw_cid(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_broadcast_is_chunked_into_ipfs_and_replays_from_its_root_cid() {
     let server = start_server("[media]\ngrace_period_ms = 500\n").await;
-    let publisher = WhipClient::connect(
-        &server.whip("live"),
-        Some(&server.key),
-        PublishOptions::default(),
-    )
-    .await
-    .expect("publisher");
+    let publisher = server.publish_live().await;
     let capture = fixture("h264-opus-360p.zqcap");
     play(&publisher, &capture).await;
     assert_eq!(publisher.close().await.expect("delete"), 200);
@@ -279,7 +273,7 @@ async fn a_published_broadcast_is_chunked_into_ipfs_and_replays_from_its_root_ci
 /// `chunk_count` and `chunks_truncated` telling the rest is on the chunk list (issue "Hardening I", item 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_listings_page_with_before_and_show_at_most_100_chunks_inline() {
-    use zipiq::db::broadcasts::{ChunkKind, NewChunk};
+    use zipiq::db::broadcasts::NewChunk;
     let server = start_server("").await;
     let db = &server.server.db;
     let stream = db.find_stream("live").await.unwrap().unwrap();
@@ -295,18 +289,9 @@ async fn broadcast_listings_page_with_before_and_show_at_most_100_chunks_inline(
         let b = db.create_broadcast(stream.id, "test").await.unwrap();
         for seq in 0..chunks {
             db.insert_chunk(&NewChunk {
-                broadcast_id: b,
-                seq,
-                kind: if seq == 0 {
-                    ChunkKind::Init
-                } else {
-                    ChunkKind::Media
-                },
-                cid: cid.clone(),
-                size: 7,
-                duration_ms: if seq == 0 { 0 } else { 2000 },
                 start_ms: seq * 2000,
                 end_ms: (seq + 1) * 2000,
+                ..chunk(b, seq, cid.clone(), 7)
             })
             .await
             .unwrap();

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use zipiq::media::capture::Capture;
 use zipiq::media::{MediaKind, Segment, SegmentKind, Segmenter, SegmenterConfig, TapEvent};
 
+use crate::common::{codecs, tool};
+
 fn fixture(name: &str) -> Capture {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
@@ -30,16 +32,6 @@ fn run(events: Vec<TapEvent>) -> (Vec<Segment>, zipiq::media::SegmenterCounters)
     }
     out.extend(s.finish());
     (out, s.counters)
-}
-
-fn tool(name: &str) -> String {
-    let var = format!("ZIPIQ_TEST_{}", name.to_ascii_uppercase());
-    let path = std::env::var(var).unwrap_or_else(|_| format!("/usr/bin/{name}"));
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: the segmenter tests decode with Debian's ffmpeg (scripts/test installs it)"
-    );
-    path
 }
 
 /// Decodes init + media segments with ffmpeg; returns (stderr, ffprobe json).
@@ -81,17 +73,6 @@ fn decode(segments: &[&Segment]) -> (String, serde_json::Value) {
     );
     let json = serde_json::from_slice(&probe.stdout).expect("ffprobe json");
     (String::from_utf8_lossy(&ffmpeg.stderr).into_owned(), json)
-}
-
-fn codecs(json: &serde_json::Value) -> Vec<String> {
-    json["streams"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|x| x["codec_name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn duration(json: &serde_json::Value) -> f64 {

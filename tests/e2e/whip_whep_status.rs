@@ -83,6 +83,32 @@ async fn send(
     }
 }
 
+/// DELETEs the session `resource` with the bearer `token`.
+async fn delete_session(resource: &str, token: &str) -> Answer {
+    send(
+        reqwest::Method::DELETE,
+        resource,
+        None,
+        Some(token),
+        &[],
+        String::new(),
+    )
+    .await
+}
+
+/// POSTs `sdp` as an offer (`application/sdp`) to `url`, with the bearer `token` if any.
+async fn post_sdp(url: &str, token: Option<&str>, sdp: String) -> Answer {
+    send(
+        reqwest::Method::POST,
+        url,
+        Some("application/sdp"),
+        token,
+        &[],
+        sdp,
+    )
+    .await
+}
+
 fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
     a.headers
         .get(name)
@@ -116,47 +142,15 @@ async fn whip_endpoint_statuses() {
     assert_eq!(header(&a, "accept"), "application/sdp");
     assert!(a.body.contains("application/sdp"));
     // 401 with WWW-Authenticate without, or with a wrong, key.
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        None,
-        &[],
-        offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&url, None, offer.clone()).await;
     assert_eq!(a.status, 401);
     assert_eq!(header(&a, "www-authenticate"), "Bearer");
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some("zq_wrong"),
-        &[],
-        offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&url, Some("zq_wrong"), offer.clone()).await;
     assert_eq!(a.status, 401);
-    let a = send(
-        Method::POST,
-        &server.whip("nosuch"),
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&server.whip("nosuch"), Some(&key), offer.clone()).await;
     assert_eq!(a.status, 401, "unknown stream answers like a wrong key");
     // 400 for malformed SDP.
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        "v=0\r\nthis is not sdp".into(),
-    )
-    .await;
+    let a = post_sdp(&url, Some(&key), "v=0\r\nthis is not sdp".into()).await;
     assert_eq!(a.status, 400, "{}", a.body);
     // 422 for no bundle, no rtcp-mux, two video tracks, wrong direction.
     let no_bundle: String = offer
@@ -164,15 +158,7 @@ async fn whip_endpoint_statuses() {
         .filter(|l| !l.starts_with("a=group:BUNDLE"))
         .map(|l| format!("{l}\r\n"))
         .collect();
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        no_bundle,
-    )
-    .await;
+    let a = post_sdp(&url, Some(&key), no_bundle).await;
     assert_eq!(a.status, 422, "{}", a.body);
     assert!(a.body.contains("BUNDLE"));
     let no_mux: String = offer
@@ -180,38 +166,14 @@ async fn whip_endpoint_statuses() {
         .filter(|l| !l.starts_with("a=rtcp-mux"))
         .map(|l| format!("{l}\r\n"))
         .collect();
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        no_mux,
-    )
-    .await;
+    let a = post_sdp(&url, Some(&key), no_mux).await;
     assert_eq!(a.status, 422, "{}", a.body);
     assert!(a.body.contains("rtcp-mux"));
     let recv = zipiq_offer_only(false, true).await;
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        recv,
-    )
-    .await;
+    let a = post_sdp(&url, Some(&key), recv).await;
     assert_eq!(a.status, 422, "a recvonly offer cannot publish: {}", a.body);
     // 413 for an oversized body.
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        "v=0\r\n".repeat(10_000),
-    )
-    .await;
+    let a = post_sdp(&url, Some(&key), "v=0\r\n".repeat(10_000)).await;
     assert_eq!(a.status, 413);
     assert_eq!(
         header(&a, "content-type"),
@@ -269,15 +231,7 @@ async fn whip_endpoint_statuses() {
     assert!(n.answer.contains("AES_GCM") || !n.answer.is_empty());
 
     // A second publisher on a live stream: 409.
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        Some(&key),
-        &[],
-        offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&url, Some(&key), offer.clone()).await;
     assert_eq!(a.status, 409, "{}", a.body);
     assert_eq!(
         header(&a, "retry-after"),
@@ -420,35 +374,11 @@ async fn whip_endpoint_statuses() {
     )
     .await;
     assert_eq!(a.status, 401);
-    let a = send(
-        Method::DELETE,
-        &format!("{url}/00000000000000000000000000000000"),
-        None,
-        Some(&key),
-        &[],
-        String::new(),
-    )
-    .await;
+    let a = delete_session(&format!("{url}/00000000000000000000000000000000"), &key).await;
     assert_eq!(a.status, 404);
-    let a = send(
-        Method::DELETE,
-        &resource,
-        None,
-        Some(&key),
-        &[],
-        String::new(),
-    )
-    .await;
+    let a = delete_session(&resource, &key).await;
     assert_eq!(a.status, 200);
-    let a = send(
-        Method::DELETE,
-        &resource,
-        None,
-        Some(&key),
-        &[],
-        String::new(),
-    )
-    .await;
+    let a = delete_session(&resource, &key).await;
     assert_eq!(a.status, 404, "a deleted session is gone");
     publisher.drop_connection().await;
     server.stop().await;
@@ -468,25 +398,9 @@ async fn whep_endpoint_statuses() {
     let a = send(Method::OPTIONS, &url, None, None, &[], String::new()).await;
     assert_eq!(header(&a, "accept-post"), "application/sdp");
     // Unknown stream 404; nobody publishing 409 with Retry-After.
-    let a = send(
-        Method::POST,
-        &server.whep("nosuch"),
-        Some("application/sdp"),
-        None,
-        &[],
-        watch_offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&server.whep("nosuch"), None, watch_offer.clone()).await;
     assert_eq!(a.status, 404);
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        None,
-        &[],
-        watch_offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&url, None, watch_offer.clone()).await;
     assert_eq!(a.status, 409, "{}", a.body);
     assert!(!header(&a, "retry-after").is_empty());
     let a = send(
@@ -500,26 +414,10 @@ async fn whep_endpoint_statuses() {
     .await;
     assert_eq!(a.status, 415);
     // A publishing offer cannot watch.
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        None,
-        &[],
-        zipiq_offer_only(true, true).await,
-    )
-    .await;
+    let a = post_sdp(&url, None, zipiq_offer_only(true, true).await).await;
     assert_eq!(a.status, 422);
 
-    let publisher = Arc::new(
-        WhipClient::connect(
-            &server.whip("live"),
-            Some(&server.key),
-            PublishOptions::default(),
-        )
-        .await
-        .expect("publisher"),
-    );
+    let publisher = Arc::new(server.publish_live().await);
     let p2 = publisher.clone();
     let pump = tokio::spawn(async move {
         for i in 0u32..2000 {
@@ -570,15 +468,7 @@ async fn whep_endpoint_statuses() {
         other => panic!("unexpected {other}"),
     }
     // An unknown layer is refused.
-    let a = send(
-        Method::POST,
-        &format!("{url}?layer=7"),
-        Some("application/sdp"),
-        None,
-        &[],
-        watch_offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&format!("{url}?layer=7"), None, watch_offer.clone()).await;
     assert_eq!(a.status, 422);
 
     let viewer = WhepClient::connect(&url, None, WatchOptions::default())
@@ -586,15 +476,7 @@ async fn whep_endpoint_statuses() {
         .expect("viewer");
     assert!(viewer.negotiated.answer.contains("a=sendonly"));
     // The per-stream viewer limit: 503 with Retry-After.
-    let a = send(
-        Method::POST,
-        &url,
-        Some("application/sdp"),
-        None,
-        &[],
-        watch_offer.clone(),
-    )
-    .await;
+    let a = post_sdp(&url, None, watch_offer.clone()).await;
     assert_eq!(a.status, 503);
     assert!(!header(&a, "retry-after").is_empty());
     // A tokenless viewer's URL is its capability: DELETE works without a token.
@@ -612,13 +494,7 @@ async fn whep_endpoint_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_answers_503_and_private_streams_need_a_token() {
     let server = start_server("[media]\nmax_sessions = 1\nreserved_publisher_sessions = 0\n").await;
-    let publisher = WhipClient::connect(
-        &server.whip("live"),
-        Some(&server.key),
-        PublishOptions::default(),
-    )
-    .await
-    .expect("publisher");
+    let publisher = server.publish_live().await;
     let offer = zipiq_offer_only(false, true).await;
     let a = send(
         reqwest::Method::POST,

@@ -20,7 +20,10 @@ pub(super) const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     /// A UnixFS file (raw leaf or dag-pb file) of `size` bytes.
-    File { size: u64 },
+    File {
+        /// Its size in bytes.
+        size: u64,
+    },
     /// A UnixFS directory, flat or HAMT-sharded.
     Directory,
     /// Anything else (symlink, dag-cbor ...): only served as raw blocks or CAR.

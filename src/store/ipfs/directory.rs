@@ -13,7 +13,9 @@ use crate::store::{Result, StoreError};
 /// One link of a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryEntry {
+    /// The entry's name.
     pub name: String,
+    /// The entry's content.
     pub cid: Cid,
     /// Cumulative size of the linked DAG (`Tsize`), when the directory records it.
     pub tsize: Option<u64>,

@@ -206,6 +206,7 @@ impl IpfsNode {
         })
     }
 
+    /// The node's libp2p peer id (from its identity key).
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
     }

@@ -18,6 +18,7 @@ pub struct Resolved {
     pub root: Cid,
     /// The CID the path ends at.
     pub cid: Cid,
+    /// What `cid` is.
     pub kind: EntryKind,
     /// Every block traversed before `cid`, root first (the proof of the path in a CAR response).
     pub path_blocks: Vec<Cid>,
