@@ -120,25 +120,7 @@ impl Sfu {
             .as_ref()
             .is_some_and(|v| !v.send_rids.is_empty());
         let pc = self.inner.engine.publisher_peer(simulcast).await?;
-        let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
-        spawn_keyframe_requests(Arc::downgrade(&pc), pli_rx);
-
-        let weak = self.weak();
-        let stream_for_tracks = stream.clone();
-        let span = tracing::Span::current();
-        pc.on_track(Box::new(move |track, receiver, _transceiver| {
-            let weak = weak.clone();
-            let stream = stream_for_tracks.clone();
-            let pli_tx = pli_tx.clone();
-            Box::pin(
-                async move {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let sfu = Sfu::from_inner(inner);
-                    sfu.start_source(stream, epoch, track, receiver, pli_tx, true);
-                }
-                .instrument(span.clone()),
-            )
-        }));
+        self.forward_tracks(&pc, stream, epoch, true);
 
         let mids = media_mids(summary);
         let session = Arc::new(
@@ -165,8 +147,37 @@ impl Sfu {
         })
     }
 
+    /// Forwards every track `pc` receives into `stream` (publisher `epoch`), with keyframe requests going back to
+    /// `pc` as PLI; `record`: also to the recorder. A publisher's session and a cluster pull both use it.
+    pub(super) fn forward_tracks(
+        &self,
+        pc: &Arc<RTCPeerConnection>,
+        stream: &Arc<Stream>,
+        epoch: u64,
+        record: bool,
+    ) {
+        let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
+        spawn_keyframe_requests(Arc::downgrade(pc), pli_rx);
+        let weak = self.weak();
+        let stream_for_tracks = stream.clone();
+        let span = tracing::Span::current();
+        pc.on_track(Box::new(move |track, receiver, _transceiver| {
+            let weak = weak.clone();
+            let stream = stream_for_tracks.clone();
+            let pli_tx = pli_tx.clone();
+            Box::pin(
+                async move {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let sfu = Sfu::from_inner(inner);
+                    sfu.start_source(stream, epoch, track, receiver, pli_tx, record);
+                }
+                .instrument(span.clone()),
+            )
+        }));
+    }
+
     /// Starts forwarding one received track (audio, or one video layer); `record`: also to the recorder.
-    pub(super) fn start_source(
+    fn start_source(
         &self,
         stream: Arc<Stream>,
         epoch: u64,
@@ -284,10 +295,7 @@ async fn drain_receiver_rtcp(receiver: Arc<RTCRtpReceiver>, rid: String) {
 }
 
 /// Sends queued keyframe requests to the publisher as PLI.
-pub(super) fn spawn_keyframe_requests(
-    pc: std::sync::Weak<RTCPeerConnection>,
-    mut rx: mpsc::Receiver<u32>,
-) {
+fn spawn_keyframe_requests(pc: std::sync::Weak<RTCPeerConnection>, mut rx: mpsc::Receiver<u32>) {
     tokio::spawn(
         async move {
             while let Some(media_ssrc) = rx.recv().await {

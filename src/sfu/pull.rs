@@ -9,14 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tracing::Instrument;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 
-use super::publisher::spawn_keyframe_requests;
 use super::session::{Session, SessionPlace, SessionRole, log_id, random_id};
 use super::stream::PublishedMedia;
 use super::{Sfu, SfuError};
@@ -72,24 +70,7 @@ impl Sfu {
                 .await
                 .map_err(|e| SfuError::Negotiation(e.to_string()))?;
             }
-            let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
-            spawn_keyframe_requests(Arc::downgrade(&pc), pli_rx);
-            let weak = self.weak();
-            let stream_for_tracks = stream.clone();
-            let span = tracing::Span::current();
-            pc.on_track(Box::new(move |track, receiver, _transceiver| {
-                let weak = weak.clone();
-                let stream = stream_for_tracks.clone();
-                let pli_tx = pli_tx.clone();
-                Box::pin(
-                    async move {
-                        let Some(inner) = weak.upgrade() else { return };
-                        let sfu = Sfu::from_inner(inner);
-                        sfu.start_source(stream, epoch, track, receiver, pli_tx, false);
-                    }
-                    .instrument(span.clone()),
-                )
-            }));
+            self.forward_tracks(&pc, &stream, epoch, false);
             let offer = pc
                 .create_offer(None)
                 .await

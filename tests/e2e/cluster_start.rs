@@ -15,7 +15,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zipiq_client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 
-use crate::common::{packet, parse_video_payload, video_payload};
+use crate::common::{parse_video_payload, pump_video, video_payload};
 use crate::databases;
 
 /// Everything the test allows itself, start to finish.
@@ -289,23 +289,7 @@ async fn run(nodes: &mut [Node]) {
     );
     let publisher = Arc::new(publisher);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pumping = {
-        let (publisher, stop) = (publisher.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i: u32 = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let p = packet(
-                    i as u16,
-                    i.wrapping_mul(3000),
-                    true,
-                    video_payload(0, i, 25),
-                );
-                let _ = publisher.send_video(0, &p).await;
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let pumping = pump_video(publisher.clone(), stop.clone());
     let mut viewer = WhepClient::connect(
         &format!("{}/whep/live", node.base()),
         None,
