@@ -61,7 +61,7 @@ impl Cluster {
             http_url: i.http_url.clone(),
             media_addr: i.media_addr.clone(),
             max_sessions: i.max_sessions,
-            sessions: (counts.publishers + counts.viewers) as i64,
+            sessions: (counts.publishers + counts.viewers + counts.relays) as i64,
             publishers: counts.publishers as i64,
             viewers: counts.viewers as i64,
             egress_bps: load.egress_bps,
@@ -84,6 +84,7 @@ impl Cluster {
         }
         self.renew(sfu).await;
         self.refresh().await;
+        self.follow_routes(sfu);
     }
 
     /// Renews, gives back or drops each route this node holds.
@@ -168,6 +169,7 @@ pub(crate) fn spawn(
 ) -> Vec<JoinHandle<()>> {
     let beat = {
         let cluster = cluster.clone();
+        let sfu = sfu.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let mut sampler = LoadSampler::new();
@@ -187,7 +189,7 @@ pub(crate) fn spawn(
         let retry = cluster.inner.heartbeat;
         loop {
             tokio::select! {
-                _ = listen_routes(&cluster, &database_url) => {}
+                _ = listen_routes(&cluster, &sfu, &database_url) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             tokio::select! {
@@ -200,7 +202,7 @@ pub(crate) fn spawn(
 }
 
 /// Listens for route changes until the connection fails.
-async fn listen_routes(cluster: &Cluster, url: &str) {
+async fn listen_routes(cluster: &Cluster, sfu: &Sfu, url: &str) {
     let mut listener = match PgListener::connect(url).await {
         Ok(l) => l,
         Err(e) => {
@@ -216,7 +218,10 @@ async fn listen_routes(cluster: &Cluster, url: &str) {
         // `try_recv` gives None when the connection was lost (a notification may have been missed): refresh and
         // reconnect.
         match listener.try_recv().await {
-            Ok(Some(_)) => cluster.refresh_routes().await,
+            Ok(Some(_)) => {
+                cluster.refresh_routes().await;
+                cluster.follow_routes(sfu);
+            }
             Ok(None) | Err(_) => {
                 cluster.refresh_routes().await;
                 return;

@@ -61,6 +61,8 @@ struct Inner {
     /// HTTP client of the pulls' WHEP requests.
     http: reqwest::Client,
     pulls: Mutex<HashMap<String, pull::Pull>>,
+    /// Streams being pulled again from a new origin (one attempt at a time per stream).
+    repulling: Mutex<std::collections::HashSet<String>>,
     pull_idle: Duration,
 }
 
@@ -157,6 +159,7 @@ impl Cluster {
                 token,
                 http,
                 pulls: Mutex::new(HashMap::new()),
+                repulling: Mutex::new(std::collections::HashSet::new()),
                 pull_idle: Duration::from_millis(c.pull_idle_ms),
             }),
         })
@@ -258,6 +261,9 @@ impl Cluster {
         let held: Vec<(String, Held)> = lock(&self.inner.held).drain().collect();
         for (stream, h) in held {
             self.release(&stream, h.epoch).await;
+        }
+        if let Err(e) = self.inner.db.forget_pull(None, &self.inner.node_id).await {
+            tracing::warn!(error = %e, "could not remove this node's pulls from the cluster's table");
         }
         if let Err(e) = self.inner.db.cluster_leave(&self.inner.node_id).await {
             tracing::warn!(error = %e, "could not remove this node from the cluster registry");

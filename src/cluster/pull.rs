@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::{Cluster, lock};
+use super::{Cluster, lock, read};
 use crate::db::cluster::RouteRow;
 use crate::secrets::{self, SecretSource};
 use crate::sfu::Sfu;
@@ -18,6 +18,9 @@ pub(crate) const TOKEN_CREDENTIAL: &str = "cluster-token";
 const TOKEN_MIN_LEN: usize = 16;
 /// How long a new pull may take to bring the stream's media here before the viewer is sent to the origin.
 const PULL_LIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, and for how long, viewers waiting for a stream whose origin moved try to pull it from the new one.
+const REPULL_RETRY: Duration = Duration::from_millis(200);
+const REPULL_FOR: Duration = Duration::from_secs(10);
 /// Header a pull's WHEP request carries: the pulling node's name (the origin logs and counts relays with it).
 pub(crate) const RELAY_HEADER: &str = "x-zipiq-relay";
 
@@ -30,6 +33,8 @@ pub(crate) struct Pull {
     pub resource_url: String,
     /// The origin's node name and the route's epoch when pulled.
     pub origin: String,
+    /// The node pulled from: the origin, or a node of this region that pulls from it.
+    pub source: String,
     pub epoch: i64,
     /// Since when no viewer is left.
     idle_since: Option<Instant>,
@@ -42,8 +47,10 @@ pub(crate) struct Pull {
 pub(crate) struct PullView {
     /// The stream pulled.
     pub stream: String,
-    /// The origin node it is pulled from.
+    /// The stream's origin node.
     pub origin: String,
+    /// The node it is pulled from: the origin, or a node of this node's region that pulls it from the origin.
+    pub source: String,
     /// The route's epoch when the pull was made.
     pub epoch: i64,
     /// No viewer of it is left here (it closes after `cluster.pull_idle_ms`).
@@ -102,12 +109,47 @@ impl Cluster {
         if !alive {
             match sfu.prepare_pull(stream).await {
                 Ok((session_id, offer)) => {
-                    if let Err(e) = self
-                        .exchange(sfu, stream, &base, &token, route, &session_id, offer)
-                        .await
-                    {
-                        sfu.end_session(&session_id, "the pull could not be made");
-                        return Err(e);
+                    // A node of this region that pulls the stream from its origin serves this pull, when there is
+                    // one (one copy crosses into each region); else, or when it refuses, the origin does.
+                    let mut made = Err(String::new());
+                    if let Some((node, url)) = self.regional_source(stream, route).await {
+                        made = self
+                            .exchange(
+                                sfu,
+                                stream,
+                                (&node, &url),
+                                &token,
+                                route,
+                                &session_id,
+                                &offer,
+                            )
+                            .await;
+                        if let Err(e) = &made {
+                            tracing::info!(stream = %stream, via = %node, error = %e, "no pull through this region's node: pulling from the origin");
+                            sfu.end_session(&session_id, "the regional pull could not be made");
+                        }
+                    }
+                    if made.is_err() {
+                        let (session_id, offer) = if sfu.session(&session_id).is_some() {
+                            (session_id, offer)
+                        } else {
+                            sfu.prepare_pull(stream).await.map_err(|e| e.to_string())?
+                        };
+                        if let Err(e) = self
+                            .exchange(
+                                sfu,
+                                stream,
+                                (&route.node_id, &base),
+                                &token,
+                                route,
+                                &session_id,
+                                &offer,
+                            )
+                            .await
+                        {
+                            sfu.end_session(&session_id, "the pull could not be made");
+                            return Err(e);
+                        }
                     }
                 }
                 // Another viewer's request is making the pull right now: wait for it below.
@@ -125,17 +167,64 @@ impl Cluster {
         Ok(())
     }
 
-    /// The WHEP exchange with the origin for the pull `session_id`.
+    /// A node of this node's region, other than the origin, that pulls `stream` straight from its origin at the
+    /// route's epoch: its name and URL. None when the origin is in this region (it is as near), when there is no
+    /// such node, or when the database cannot say (the origin serves the pull).
+    async fn regional_source(&self, stream: &str, route: &RouteRow) -> Option<(String, String)> {
+        let i = &self.inner;
+        let origin_region = read(&i.nodes)
+            .iter()
+            .find(|n| n.report.node_id == route.node_id)
+            .map(|n| n.report.region.clone());
+        if origin_region.as_deref() == Some(i.region.as_str()) {
+            return None;
+        }
+        match i
+            .db
+            .regional_pull(
+                stream,
+                &i.region,
+                &route.node_id,
+                route.epoch,
+                &i.node_id,
+                i.dead_after_ms,
+            )
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(stream = %stream, error = %e, "could not look for a pull in this region");
+                None
+            }
+        }
+    }
+
+    /// Removes this node's record of its pull of `stream` (in the background: the caller does not wait on the
+    /// database).
+    fn forget(&self, stream: &str) {
+        let (db, node, stream) = (
+            self.inner.db.clone(),
+            self.inner.node_id.clone(),
+            stream.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = db.forget_pull(Some(&stream), &node).await {
+                tracing::debug!(stream = %stream, error = %e, "could not remove the pull's record");
+            }
+        });
+    }
+
+    /// The WHEP exchange with `source` (the origin or a node of this region) for the pull `session_id`.
     #[allow(clippy::too_many_arguments)] // the parts of one exchange, each used once
     async fn exchange(
         &self,
         sfu: &Sfu,
         stream: &str,
-        base: &str,
+        (source, base): (&str, &str),
         token: &str,
         route: &RouteRow,
         session_id: &str,
-        offer: String,
+        offer: &str,
     ) -> Result<(), String> {
         let url = format!("{base}/whep/{stream}");
         let response = self
@@ -145,10 +234,10 @@ impl Cluster {
             .header("content-type", "application/sdp")
             .header(RELAY_HEADER, &self.inner.node_id)
             .bearer_auth(token)
-            .body(offer)
+            .body(offer.to_owned())
             .send()
             .await
-            .map_err(|e| format!("the origin {} did not answer: {e}", route.node_id))?;
+            .map_err(|e| format!("the node {source} did not answer: {e}"))?;
         let status = response.status();
         let location = response
             .headers()
@@ -158,21 +247,21 @@ impl Cluster {
         let body = response.text().await.unwrap_or_default();
         if status.as_u16() != 201 {
             return Err(format!(
-                "the origin {} refused the pull with {status}: {}",
-                route.node_id,
+                "the node {source} refused the pull with {status}: {}",
                 body.chars().take(200).collect::<String>()
             ));
         }
         let resource_url = location
             .and_then(|l| reqwest::Url::parse(&url).and_then(|u| u.join(&l)).ok())
             .map(|u| u.to_string())
-            .ok_or_else(|| "the origin's 201 had no usable Location".to_owned())?;
+            .ok_or_else(|| format!("the 201 of the node {source} had no usable Location"))?;
         lock(&self.inner.pulls).insert(
             stream.to_owned(),
             Pull {
                 session_id: session_id.to_owned(),
                 resource_url,
                 origin: route.node_id.clone(),
+                source: source.to_owned(),
                 epoch: route.epoch,
                 idle_since: None,
                 created: Instant::now(),
@@ -182,18 +271,29 @@ impl Cluster {
             .await
             .map_err(|e| e.to_string())?;
         metrics::counter!("zipiq_cluster_pulls_started_total").increment(1);
-        tracing::info!(stream = %stream, origin = %route.node_id, epoch = route.epoch, "pulling the stream from its origin");
+        tracing::info!(stream = %stream, origin = %route.node_id, via = %source, epoch = route.epoch, "pulling the stream");
+        if let Err(e) = self
+            .inner
+            .db
+            .record_pull(stream, &self.inner.node_id, source, route.epoch)
+            .await
+        {
+            // Other edges of the region then pull from the origin themselves: more copies, no harm.
+            tracing::warn!(stream = %stream, error = %e, "could not record the pull in the cluster's table");
+        }
         Ok(())
     }
 
     /// Closes pulls whose session ended or that had no viewer for `cluster.pull_idle_ms` (a heartbeat's work).
     pub(crate) async fn close_idle_pulls(&self, sfu: &Sfu) {
         let now = Instant::now();
-        let mut closing = Vec::new();
+        let mut closing: Vec<(String, Pull)> = Vec::new();
+        let mut ended = Vec::new();
         {
             let mut pulls = lock(&self.inner.pulls);
             pulls.retain(|stream, pull| {
                 if sfu.session(&pull.session_id).is_none() {
+                    ended.push(stream.clone());
                     return false;
                 }
                 if sfu.viewers_of(stream) > 0 || pull.created.elapsed() < PULL_LIVE_TIMEOUT {
@@ -202,16 +302,113 @@ impl Cluster {
                 }
                 let since = *pull.idle_since.get_or_insert(now);
                 if now.duration_since(since) >= self.inner.pull_idle {
-                    closing.push(pull.clone());
+                    closing.push((stream.clone(), pull.clone()));
                     return false;
                 }
                 true
             });
             metrics::gauge!("zipiq_cluster_pulls").set(pulls.len() as f64);
         }
-        for pull in closing {
+        for stream in ended {
+            self.forget(&stream);
+        }
+        for (stream, pull) in closing {
             sfu.end_session(&pull.session_id, "no viewer of the pulled stream is left");
-            self.delete_at_origin(&pull).await;
+            self.forget(&stream);
+            self.delete_at_source(&pull).await;
+        }
+    }
+
+    /// Keeps the pulls in step with the routes, after every refresh of them: a pull whose stream's route moved to
+    /// another node or epoch (its origin died and the publisher came back on another node) is closed, and a
+    /// stream whose viewers here wait for a publisher (their pull ended, the grace period runs) is pulled from its
+    /// new origin, so they resume without a new WHEP session (the forwarders continue their sequence numbers and
+    /// timestamps across the change of source).
+    pub(crate) fn follow_routes(&self, sfu: &Sfu) {
+        let routes = read(&self.inner.routes).clone();
+        let moved: Vec<(String, Pull)> = {
+            let mut pulls = lock(&self.inner.pulls);
+            let moved: Vec<String> = pulls
+                .iter()
+                .filter(|(stream, p)| {
+                    routes
+                        .get(*stream)
+                        .is_some_and(|r| r.valid && (r.node_id != p.origin || r.epoch != p.epoch))
+                })
+                .map(|(stream, _)| stream.clone())
+                .collect();
+            moved
+                .iter()
+                .filter_map(|stream| pulls.remove(stream).map(|p| (stream.clone(), p)))
+                .collect()
+        };
+        for (stream, pull) in moved {
+            self.forget(&stream);
+            tracing::info!(session = %crate::sfu::session::log_id(&pull.session_id), origin = %pull.origin, epoch = pull.epoch, "the stream's origin moved: closing the pull from the old one");
+            sfu.end_session(
+                &pull.session_id,
+                "the stream's origin moved to another node",
+            );
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.delete_at_source(&pull).await });
+        }
+        for stream in sfu.streams_without_publisher() {
+            let Some(route) = routes.get(&stream).cloned() else {
+                continue;
+            };
+            if !route.valid || route.node_id == self.inner.node_id || route.http_url.is_none() {
+                continue;
+            }
+            if !lock(&self.inner.repulling).insert(stream.clone()) {
+                continue;
+            }
+            let (cluster, sfu) = (self.clone(), sfu.clone());
+            tokio::spawn(async move {
+                cluster.repull(&sfu, &stream, &route).await;
+                lock(&cluster.inner.repulling).remove(&stream);
+            });
+        }
+    }
+
+    /// Pulls `stream` from its new origin for the viewers waiting here. The new origin's publisher may have just
+    /// connected (its media not there yet: the origin refuses the pull with 409), so this tries again every
+    /// `REPULL_RETRY` while the route stays the same and viewers wait, for at most `REPULL_FOR`.
+    async fn repull(&self, sfu: &Sfu, stream: &str, route: &RouteRow) {
+        let deadline = Instant::now() + REPULL_FOR;
+        loop {
+            match self.ensure_pull(sfu, stream, route).await {
+                Ok(()) => {
+                    metrics::counter!("zipiq_cluster_repulls_total").increment(1);
+                    tracing::info!(stream = %stream, origin = %route.node_id, epoch = route.epoch, "viewers waiting here resume from the stream's new origin");
+                    return;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::warn!(stream = %stream, origin = %route.node_id, error = %e, "could not pull the stream from its new origin; the next route refresh tries again");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(stream = %stream, origin = %route.node_id, error = %e, "pull from the new origin not made yet");
+                }
+            }
+            tokio::time::sleep(REPULL_RETRY).await;
+            let same = read(&self.inner.routes)
+                .get(stream)
+                .is_some_and(|r| r.valid && r.node_id == route.node_id && r.epoch == route.epoch);
+            if !same || sfu.viewers_of(stream) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Closes this node's pull of `stream`, when it has one: this node has just become the stream's origin (its
+    /// publisher came back here), and the publisher takes the pull's place for the viewers here.
+    pub(crate) fn drop_pull(&self, sfu: &Sfu, stream: &str) {
+        let pull = lock(&self.inner.pulls).remove(stream);
+        if let Some(pull) = pull {
+            self.forget(stream);
+            sfu.end_session(&pull.session_id, "this node is the stream's origin now");
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.delete_at_source(&pull).await });
         }
     }
 
@@ -220,11 +417,11 @@ impl Cluster {
         let pulls: Vec<Pull> = lock(&self.inner.pulls).drain().map(|(_, p)| p).collect();
         for pull in pulls {
             sfu.end_session(&pull.session_id, "the node is stopping");
-            self.delete_at_origin(&pull).await;
+            self.delete_at_source(&pull).await;
         }
     }
 
-    async fn delete_at_origin(&self, pull: &Pull) {
+    async fn delete_at_source(&self, pull: &Pull) {
         let Some(token) = self.inner.token.clone() else {
             return;
         };
@@ -249,6 +446,7 @@ impl Cluster {
             .map(|(stream, p)| PullView {
                 stream: stream.clone(),
                 origin: p.origin.clone(),
+                source: p.source.clone(),
                 epoch: p.epoch,
                 idle: p.idle_since.is_some(),
             })

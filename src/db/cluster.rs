@@ -1,6 +1,7 @@
-//! The cluster's two tables (PostgreSQL only, see `migrations/postgres/0006_cluster.sql`): the node registry
-//! (`cluster_nodes`, a heartbeat row per node) and the stream routes (`stream_routes`, which node is a stream's
-//! origin, under a lease with a fencing epoch). Every time is the database's clock, so nodes with skewed clocks
+//! The cluster's tables (PostgreSQL only, see `migrations/postgres/0006_cluster.sql` and `0007_cluster_pulls.sql`):
+//! the node registry (`cluster_nodes`, a heartbeat row per node), the stream routes (`stream_routes`, which node is
+//! a stream's origin, under a lease with a fencing epoch) and the pulls (`stream_pulls`, which edge pulls which
+//! stream from where, so edges of one region share one pull). Every time is the database's clock, so nodes with skewed clocks
 //! agree. A trigger notifies `zipiq_routes` (LISTEN/NOTIFY) when a route is claimed, taken over or released.
 
 use sqlx::Row;
@@ -26,7 +27,7 @@ pub struct NodeReport {
     pub media_addr: String,
     /// `media.max_sessions`.
     pub max_sessions: i64,
-    /// Open sessions (publishers and viewers).
+    /// Open sessions (publishers, viewers and cluster relays).
     pub sessions: i64,
     /// Publisher sessions.
     pub publishers: i64,
@@ -280,6 +281,81 @@ impl Db {
             .fetch_all(self.pool())
             .await?;
         Ok(rows.iter().map(route_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Records that `node_id` pulls `stream` from `source` (the route's `epoch`), replacing its earlier pull of it.
+    pub async fn record_pull(
+        &self,
+        stream: &str,
+        node_id: &str,
+        source: &str,
+        epoch: i64,
+    ) -> Result<(), DbError> {
+        let sql = format!(
+            "INSERT INTO stream_pulls (stream, node_id, source, epoch, created_at) VALUES ($1, $2, $3, $4, {NOW}) \
+             ON CONFLICT (stream, node_id) DO UPDATE SET source = EXCLUDED.source, epoch = EXCLUDED.epoch, \
+             created_at = EXCLUDED.created_at"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream)
+            .bind(node_id)
+            .bind(source)
+            .bind(epoch)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets `node_id`'s pull of `stream` (None: every pull of the node, when it leaves).
+    pub async fn forget_pull(&self, stream: Option<&str>, node_id: &str) -> Result<(), DbError> {
+        match stream {
+            Some(stream) => {
+                sqlx::query("DELETE FROM stream_pulls WHERE node_id = $1 AND stream = $2")
+                    .bind(node_id)
+                    .bind(stream)
+                    .execute(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM stream_pulls WHERE node_id = $1")
+                    .bind(node_id)
+                    .execute(self.pool())
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// A node of `region` other than `me`, alive and not draining, that pulls `stream` straight from its origin
+    /// `origin` at `epoch`: its name and HTTP URL (the oldest such pull, so every edge of a region picks the same).
+    pub async fn regional_pull(
+        &self,
+        stream: &str,
+        region: &str,
+        origin: &str,
+        epoch: i64,
+        me: &str,
+        dead_after_ms: i64,
+    ) -> Result<Option<(String, String)>, DbError> {
+        let sql = format!(
+            "SELECT p.node_id, n.http_url FROM stream_pulls p JOIN cluster_nodes n ON n.node_id = p.node_id \
+             WHERE p.stream = $1 AND n.region = $2 AND p.source = $3 AND p.epoch = $4 AND p.node_id <> $5 \
+             AND n.heartbeat_at >= {NOW} - $6 AND NOT n.draining \
+             ORDER BY p.created_at, p.node_id LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream)
+            .bind(region)
+            .bind(origin)
+            .bind(epoch)
+            .bind(me)
+            .bind(dead_after_ms)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("node_id")?, r.try_get("http_url")?)),
+            None => None,
+        })
     }
 }
 

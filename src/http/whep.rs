@@ -113,6 +113,9 @@ pub(crate) async fn watch(
         .sfu
         .accept_viewer(&stream, &offer, layer, token, ip)
         .await?;
+    if relay {
+        state.sfu.mark_relay(&accepted.session_id);
+    }
     if let Some(id) = issuer
         && let Some(session) = state.sfu.session(&accepted.session_id)
     {

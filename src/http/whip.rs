@@ -84,6 +84,10 @@ pub(crate) async fn publish(
     {
         return Ok(redirect);
     }
+    if let Some(cluster) = &state.cluster {
+        // This node is the stream's origin now: a pull of it from the previous origin gives way to the publisher.
+        cluster.drop_pull(&state.sfu, &stream);
+    }
     let accepted = match state
         .sfu
         .accept_publisher(&stream, &offer, Some(token), ip)

@@ -120,6 +120,9 @@ pub struct SfuCounts {
     pub publishers: usize,
     /// Viewer sessions.
     pub viewers: usize,
+    /// Cluster links: this node's pulls of streams from their origins, and other nodes' pulls from this one.
+    /// Counted apart: neither is a publisher or a viewer.
+    pub relays: usize,
 }
 
 /// A live stream as the home page lists it.
@@ -277,15 +280,23 @@ impl Sfu {
     /// What is live now.
     pub fn counts(&self) -> SfuCounts {
         let sessions = lock(&self.inner.sessions);
-        let publishers = sessions
-            .values()
-            .filter(|s| s.role == SessionRole::Publisher)
-            .count();
+        let (publishers, viewers, relays) = count_roles(&sessions);
         SfuCounts {
             streams: lock(&self.inner.streams).len(),
             publishers,
-            viewers: sessions.len() - publishers,
+            viewers,
+            relays,
         }
+    }
+
+    /// Streams whose viewers here wait for a publisher (it left and the grace period runs), by name.
+    pub(crate) fn streams_without_publisher(&self) -> Vec<String> {
+        let streams: Vec<Arc<Stream>> = lock(&self.inner.streams).values().cloned().collect();
+        streams
+            .iter()
+            .filter(|s| s.publisher().is_none() && s.viewer_count() > 0)
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// Streams with a publisher, by name.
@@ -385,12 +396,19 @@ impl Sfu {
     }
 
     fn update_session_gauges(&self, sessions: &HashMap<String, Arc<Session>>) {
-        let publishers = sessions
-            .values()
-            .filter(|s| s.role == SessionRole::Publisher)
-            .count();
+        let (publishers, viewers, relays) = count_roles(sessions);
         metrics::gauge!("zipiq_publishers").set(publishers as f64);
-        metrics::gauge!("zipiq_viewers").set((sessions.len() - publishers) as f64);
+        metrics::gauge!("zipiq_viewers").set(viewers as f64);
+        metrics::gauge!("zipiq_cluster_relay_sessions").set(relays as f64);
+    }
+
+    /// Marks `session_id` as another node's pull of its stream from this node (see [`Session::mark_relay`]).
+    pub fn mark_relay(&self, session_id: &str) {
+        let sessions = lock(&self.inner.sessions);
+        if let Some(s) = sessions.get(session_id) {
+            s.mark_relay();
+            self.update_session_gauges(&sessions);
+        }
     }
 
     /// A session by id.
@@ -499,6 +517,14 @@ impl Sfu {
                 match state {
                     RTCPeerConnectionState::Connected => sfu.on_connected(&id),
                     RTCPeerConnectionState::Failed => sfu.end_session(&id, "connection failed"),
+                    // A link to another node of the cluster ends as soon as that node goes silent (5 s of ICE
+                    // consent), not after the 15 s a viewer's network may need to come back: a dead edge's pull
+                    // stops costing the origin, and an edge whose origin died can pull from the next one.
+                    RTCPeerConnectionState::Disconnected
+                        if sfu.session(&id).is_some_and(|s| s.is_cluster_link()) =>
+                    {
+                        sfu.end_session(&id, "the other node of the cluster went silent")
+                    }
                     RTCPeerConnectionState::Closed => sfu.end_session(&id, "connection closed"),
                     _ => {}
                 }
@@ -591,4 +617,19 @@ impl Sfu {
         }
         self.inner.engine.close().await;
     }
+}
+
+/// Publishers, viewers and cluster links (pulls and relays) among `sessions`.
+fn count_roles(sessions: &HashMap<String, Arc<Session>>) -> (usize, usize, usize) {
+    let (mut publishers, mut viewers, mut relays) = (0, 0, 0);
+    for s in sessions.values() {
+        if s.is_cluster_link() {
+            relays += 1;
+        } else if s.role == SessionRole::Publisher {
+            publishers += 1;
+        } else {
+            viewers += 1;
+        }
+    }
+    (publishers, viewers, relays)
 }

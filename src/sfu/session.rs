@@ -92,6 +92,8 @@ pub struct Session {
     connected: AtomicBool,
     /// A cluster edge's pull of the stream from its origin (a publisher session without a stream key).
     pull: AtomicBool,
+    /// Another node's pull of the stream from this node (a viewer session with the cluster token).
+    relay: AtomicBool,
     /// Serialises ICE restarts of this session.
     pub restart_lock: tokio::sync::Mutex<()>,
     /// Remote candidates taken so far, the offer's and trickled ones together.
@@ -128,6 +130,7 @@ impl Session {
             ended: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             pull: AtomicBool::new(false),
+            relay: AtomicBool::new(false),
             restart_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -227,6 +230,23 @@ impl Session {
     /// Whether the session is a cluster pull: its publisher is another node, not a stream key holder.
     pub fn is_pull(&self) -> bool {
         self.pull.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as another node's pull of the stream (a relay: counted apart from viewers, and ended as
+    /// soon as the other node goes silent).
+    pub fn mark_relay(&self) {
+        self.relay.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session is another node's pull of the stream from this one.
+    pub fn is_relay(&self) -> bool {
+        self.relay.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session links this node to another node of the cluster (a pull here or a relay to an edge)
+    /// rather than to a publisher or a viewer.
+    pub fn is_cluster_link(&self) -> bool {
+        self.is_pull() || self.is_relay()
     }
 
     /// Marks the session ended; true the first time only.

@@ -483,14 +483,22 @@ async fn edges_pull_the_stream_once_and_their_viewers_get_every_packet_from_a_ke
         );
         viewers.push(viewer);
     }
-    // The origin has exactly one relay session per edge; each edge one pull.
+    // The origin has exactly one relay session per edge, counted as a relay, not a viewer; each edge one pull,
+    // counted as a relay, not a publisher.
+    let at_origin = a.sfu.counts();
     assert_eq!(
-        a.sfu.counts().viewers,
-        2,
-        "one relay per edge at the origin"
+        (at_origin.relays, at_origin.viewers),
+        (2, 0),
+        "one relay per edge at the origin, and no viewer"
     );
-    assert_eq!(b.sfu.counts().publishers, 1);
-    assert_eq!(c.sfu.counts().publishers, 1);
+    for edge in [&b, &c] {
+        let counts = edge.sfu.counts();
+        assert_eq!(
+            (counts.relays, counts.publishers, counts.viewers),
+            (1, 0, 5),
+            "one pull and five viewers on each edge"
+        );
+    }
 
     // Every viewer starts on a keyframe and gets every packet after it, byte for byte, for two seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -522,8 +530,8 @@ async fn edges_pull_the_stream_once_and_their_viewers_get_every_packet_from_a_ke
         let _ = viewer.close().await;
     }
     assert!(
-        eventually(Duration::from_secs(10), || a.sfu.counts().viewers == 1
-            && b.sfu.counts().publishers == 0)
+        eventually(Duration::from_secs(10), || a.sfu.counts().relays == 1
+            && b.sfu.counts().relays == 0)
         .await,
         "the idle pull and its relay session end"
     );
@@ -534,6 +542,101 @@ async fn edges_pull_the_stream_once_and_their_viewers_get_every_packet_from_a_ke
     }
     drop(publisher);
     for node in [a, b, c] {
+        node.shutdown().await;
+    }
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_of_one_region_share_one_pull_from_an_origin_in_another() {
+    let pg = databases::postgres().await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("cluster-token");
+    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
+    let in_region = |region: &str| {
+        format!(
+            "region = \"{region}\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        )
+    };
+    let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &in_region("eu"))).await;
+    let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", &in_region("us"))).await;
+    let (c, _, _dir_c) = start_node(&node_config(&pg.url, "node-c", &in_region("us"))).await;
+    let key = first.expect("first stream").key;
+    let publisher = Arc::new(
+        WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
+            .await
+            .expect("publish on node-a"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let pumping = pump_video(publisher.clone(), stop.clone());
+    assert!(eventually(Duration::from_secs(5), || a.sfu.is_live("live")).await);
+    // Each node knows the others' regions (a heartbeat or two).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // The first edge of region "us" pulls from the origin; the second from the first.
+    let mut viewers = Vec::new();
+    for edge in [&b, &c] {
+        let viewer = WhepClient::connect(
+            &format!("{}/whep/live", base(edge)),
+            None,
+            watch_video_only(),
+        )
+        .await
+        .expect("a viewer on an edge");
+        assert!(
+            viewer.negotiated.resource_url.starts_with(&base(edge)),
+            "served by the edge: {}",
+            viewer.negotiated.resource_url
+        );
+        viewers.push(viewer);
+    }
+    let pulls: Vec<(String, String)> = sqlx::query_as(
+        "SELECT node_id, source FROM stream_pulls WHERE stream = 'live' ORDER BY node_id",
+    )
+    .fetch_all(pg.db.pool())
+    .await
+    .expect("pulls");
+    assert_eq!(
+        pulls,
+        vec![
+            ("node-b".to_owned(), "node-a".to_owned()),
+            ("node-c".to_owned(), "node-b".to_owned())
+        ],
+        "node-c pulls through node-b, its region's node"
+    );
+    // One copy leaves the origin; node-b has its pull and node-c's relay.
+    assert_eq!(a.sfu.counts().relays, 1, "one relay at the origin");
+    assert_eq!(b.sfu.counts().relays, 2, "node-b: its pull and node-c's");
+    assert_eq!(c.sfu.counts().relays, 1, "node-c: its pull");
+
+    // The viewer two hops away gets every packet from a keyframe, byte for byte.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let far = &mut viewers[1];
+    let mut got = Vec::new();
+    while let Ok(p) = far.packets.try_recv() {
+        got.push(p);
+    }
+    assert!(got.len() > 40, "the far viewer got {} packets", got.len());
+    let first = crate::common::parse_video_payload(&got[0].payload)
+        .expect("ours")
+        .1;
+    assert_eq!(first % 25, 0, "starts on a keyframe, not at {first}");
+    for (k, p) in got.iter().enumerate() {
+        assert_eq!(
+            p.payload,
+            video_payload(0, first + k as u32, 25),
+            "packet {k}"
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = pumping.await;
+    for viewer in viewers {
+        let _ = viewer.close().await;
+    }
+    drop(publisher);
+    for node in [c, b, a] {
         node.shutdown().await;
     }
     pg.drop_db().await;
