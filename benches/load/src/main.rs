@@ -36,7 +36,7 @@ use crate::measure::{Histogram, Phase, Shared};
 use crate::media::{MediaSpec, Schedule, Track};
 use crate::report::{
     Generator, Loss, Machine, Percentiles, Publisher, Report, RunConfig, Server, Startup,
-    Subscribers,
+    Subscribers, UrlReport,
 };
 use crate::signaling::{SignalError, Signaling};
 use crate::worker::{NewSubscriber, SubscriberReport, WorkerHandle, WorkerReport};
@@ -54,6 +54,14 @@ struct Args {
     /// The stream key (WHIP bearer token), as `zipiq serve` printed it or `zipiq keys create` made it.
     #[arg(long, env = "ZIPIQ_LOAD_KEY", hide_env_values = true)]
     key: String,
+    /// WHEP endpoint(s) the subscribers join, round robin (subscriber i joins URL i mod n), each with its own
+    /// figures in the report. Repeat the flag or give a comma list. A URL with no path (`http://127.0.0.3:8080`)
+    /// gets `/whep/<stream>`. Default: `<url>/whep/<stream>`. In a cluster run: the origin and the edges.
+    #[arg(long = "whep-url", value_name = "URL", value_delimiter = ',')]
+    whep_url: Vec<String>,
+    /// The WHEP endpoints resolved from `--whep-url` (or `--url`), filled in before the run.
+    #[arg(skip)]
+    whep_url_list: Vec<String>,
     /// Bearer token for WHEP requests (only for private streams).
     #[arg(long)]
     viewer_token: Option<String>,
@@ -274,12 +282,23 @@ struct Window {
     rss_in_window_kib: Option<u64>,
     answered: usize,
     refused: BTreeMap<String, usize>,
+    /// Per WHEP URL, by target index.
+    joins: Vec<JoinCounts>,
+}
+
+/// Joins at one WHEP URL, as the control task counted them.
+#[derive(Debug, Clone, Default)]
+struct JoinCounts {
+    answered: usize,
+    redirected: usize,
+    refused: BTreeMap<String, usize>,
 }
 
 /// Everything a subscriber join needs, shared by the tasks of a batch.
 struct JoinContext {
     signaling: Signaling,
-    whep: Url,
+    /// The WHEP endpoints, by target index.
+    whep: Vec<Url>,
     viewer_token: Option<String>,
     certificate: DtlsCert,
 }
@@ -307,12 +326,27 @@ impl JoinError {
     }
 }
 
+/// A WHEP POST that was answered: the session to delete, whether a redirect answered it, and the subscriber
+/// (or why its answer could not be applied).
+struct Joined {
+    resource: Url,
+    redirected: bool,
+    subscriber: Result<NewSubscriber, String>,
+}
+
+/// The WHEP URL subscriber `index` joins: round robin over `count` URLs.
+fn target_of(index: usize, count: usize) -> usize {
+    index % count.max(1)
+}
+
 /// Makes one subscriber: socket, peer, WHEP POST, answer. The session URL comes back even when the answer
 /// cannot be applied, so the session is still deleted.
-async fn join_one(
-    ctx: &JoinContext,
-    index: usize,
-) -> Result<(Url, Result<NewSubscriber, String>), JoinError> {
+async fn join_one(ctx: &JoinContext, index: usize) -> Result<Joined, JoinError> {
+    let target = target_of(index, ctx.whep.len());
+    let whep = ctx
+        .whep
+        .get(target)
+        .ok_or_else(|| JoinError::Local("no WHEP URL".into()))?;
     let socket = peer::bind_loopback().map_err(|e| JoinError::Local(format!("UDP socket: {e}")))?;
     let local = socket
         .local_addr()
@@ -322,17 +356,47 @@ async fn join_one(
     let posted_at = Instant::now();
     let created = ctx
         .signaling
-        .create(&ctx.whep, ctx.viewer_token.as_deref(), offer.sdp)
+        .create(whep, ctx.viewer_token.as_deref(), offer.sdp)
         .await
         .map_err(JoinError::Signal)?;
     let subscriber =
         peer::accept_answer(&mut rtc, offer.pending, &created.answer).map(|()| NewSubscriber {
             index,
+            target,
             rtc,
             socket,
             posted_at,
         });
-    Ok((created.resource, subscriber))
+    Ok(Joined {
+        resource: created.resource,
+        redirected: created.redirected,
+        subscriber,
+    })
+}
+
+/// The WHEP endpoints: `--whep-url` values (a bare server root gets `whep/<stream>`), else `<url>/whep/<stream>`.
+fn whep_urls(args: &Args, signaling: &Signaling) -> anyhow::Result<Vec<Url>> {
+    let path = format!("whep/{}", args.stream);
+    if args.whep_url.is_empty() {
+        return Ok(vec![signaling.endpoint(&path).map_err(|e| anyhow!(e))?]);
+    }
+    args.whep_url
+        .iter()
+        .map(|raw| {
+            let url = Url::parse(raw.trim()).map_err(|e| anyhow!("--whep-url {raw:?}: {e}"))?;
+            if url.scheme() != "http" {
+                bail!(
+                    "--whep-url {url}: only http:// is supported (the load test runs on loopback)"
+                );
+            }
+            if url.path().trim_matches('/').is_empty() {
+                url.join(&path)
+                    .map_err(|e| anyhow!("--whep-url {url}: {e}"))
+            } else {
+                Ok(url)
+            }
+        })
+        .collect()
 }
 
 fn media_spec(args: &Args) -> MediaSpec {
@@ -429,55 +493,75 @@ async fn measure(
             .push(worker::spawn(n, shared.clone()).map_err(|e| anyhow!(e))?);
     }
     let rss_before_kib = server_pid.map(procfs::process_rss_kib).transpose()?;
+    let whep = args
+        .whep_url_list
+        .iter()
+        .map(|u| Url::parse(u).map_err(|e| anyhow!("WHEP URL {u:?}: {e}")))
+        .collect::<anyhow::Result<Vec<Url>>>()?;
+    let total = args.subscribers as usize;
+    if total < whep.len() {
+        bail!(
+            "--subscribers {total} is fewer than the {} WHEP URLs: every URL needs a subscriber",
+            whep.len()
+        );
+    }
     let ctx = Arc::new(JoinContext {
         signaling: signaling.clone(),
-        whep: signaling
-            .endpoint(&format!("whep/{}", args.stream))
-            .map_err(|e| anyhow!(e))?,
+        whep,
         viewer_token: args.viewer_token.clone(),
         certificate,
     });
+    let list: Vec<String> = ctx.whep.iter().map(Url::to_string).collect();
     eprintln!(
         "zipiq-load: {} subscribers joining {} at a time on {} ...",
-        args.subscribers, args.batch, ctx.whep
+        args.subscribers,
+        args.batch,
+        list.join(", ")
     );
-    let total = args.subscribers as usize;
     let mut answered = 0usize;
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-    let mut next;
+    let mut joins = vec![JoinCounts::default(); ctx.whep.len()];
 
-    // The first subscriber alone: it waits (bounded) for the stream to be live, and stops the run on a
+    // The first subscriber of each URL alone, one URL after the other: it waits (bounded) for the stream to
+    // be live there (on a cluster's edge, its pull from the origin starts with it), and stops the run on a
     // refusal that every other subscriber would get too.
-    let first_deadline = Instant::now() + connect_timeout;
-    loop {
-        match join_one(&ctx, 0).await {
-            Ok((resource, joined)) => {
-                teardown.sessions.push(SessionUrl {
-                    resource,
-                    bearer: args.viewer_token.clone(),
-                    publisher: false,
-                });
-                let subscriber = joined.map_err(|e| anyhow!("the first subscriber: {e}"))?;
-                teardown.workers[0]
-                    .add(subscriber)
-                    .map_err(|e| anyhow!(e))?;
-                answered += 1;
-                next = 1;
-                break;
+    for first in 0..ctx.whep.len() {
+        let first_deadline = Instant::now() + connect_timeout;
+        loop {
+            match join_one(&ctx, first).await {
+                Ok(joined) => {
+                    teardown.sessions.push(SessionUrl {
+                        resource: joined.resource,
+                        bearer: args.viewer_token.clone(),
+                        publisher: false,
+                    });
+                    let subscriber = joined
+                        .subscriber
+                        .map_err(|e| anyhow!("the first subscriber of {}: {e}", ctx.whep[first]))?;
+                    let w = subscriber.index % teardown.workers.len();
+                    teardown.workers[w]
+                        .add(subscriber)
+                        .map_err(|e| anyhow!(e))?;
+                    answered += 1;
+                    joins[first].answered += 1;
+                    joins[first].redirected += usize::from(joined.redirected);
+                    break;
+                }
+                Err(JoinError::Signal(SignalError::Conflict { .. }))
+                    if Instant::now() < first_deadline =>
+                {
+                    interrupt.sleep(Duration::from_millis(250)).await?;
+                }
+                Err(JoinError::Signal(e @ SignalError::Conflict { .. })) => {
+                    bail!(
+                        "{e} (the stream did not become live: is the publisher's media reaching the server?)"
+                    )
+                }
+                Err(e) => bail!("the first subscriber of {}: {e}", ctx.whep[first]),
             }
-            Err(JoinError::Signal(SignalError::Conflict { .. }))
-                if Instant::now() < first_deadline =>
-            {
-                interrupt.sleep(Duration::from_millis(250)).await?;
-            }
-            Err(JoinError::Signal(e @ SignalError::Conflict { .. })) => {
-                bail!(
-                    "{e} (the stream did not become live: is the publisher's media reaching the server?)"
-                )
-            }
-            Err(e) => bail!("the first subscriber: {e}"),
         }
     }
+    let mut next = ctx.whep.len();
     while next < total {
         interrupt.check()?;
         check_publisher(teardown)?;
@@ -485,39 +569,44 @@ async fn measure(
         let mut set = JoinSet::new();
         for index in next..end {
             let ctx = ctx.clone();
-            set.spawn(async move { join_one(&ctx, index).await });
+            set.spawn(async move { (index, join_one(&ctx, index).await) });
         }
         while let Some(done) = set.join_next().await {
-            match done {
-                Ok(Ok((resource, joined))) => {
+            let (index, result) = done.map_err(|e| anyhow!("a join task failed: {e}"))?;
+            let counts = &mut joins[target_of(index, ctx.whep.len())];
+            match result {
+                Ok(joined) => {
                     teardown.sessions.push(SessionUrl {
-                        resource,
+                        resource: joined.resource,
                         bearer: args.viewer_token.clone(),
                         publisher: false,
                     });
-                    match joined {
+                    match joined.subscriber {
                         Ok(subscriber) => {
                             let w = subscriber.index % teardown.workers.len();
                             teardown.workers[w]
                                 .add(subscriber)
                                 .map_err(|e| anyhow!(e))?;
                             answered += 1;
+                            counts.answered += 1;
+                            counts.redirected += usize::from(joined.redirected);
                         }
                         Err(e) => {
                             *refused.entry("bad-answer".into()).or_default() += 1;
+                            *counts.refused.entry("bad-answer".into()).or_default() += 1;
                             eprintln!("zipiq-load: subscriber answer refused: {e}");
                         }
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     let kind = e.kind();
+                    *counts.refused.entry(kind.clone()).or_default() += 1;
                     let count = refused.entry(kind).or_default();
                     *count += 1;
                     if *count <= 3 {
                         eprintln!("zipiq-load: a subscriber was refused: {e}");
                     }
                 }
-                Err(e) => bail!("a join task failed: {e}"),
             }
         }
         next = end;
@@ -573,6 +662,7 @@ async fn measure(
         rss_in_window_kib,
         answered,
         refused,
+        joins,
     })
 }
 
@@ -592,6 +682,90 @@ fn check_publisher(teardown: &mut Teardown) -> anyhow::Result<()> {
 
 fn millis_between(from: Instant, to: Option<Instant>) -> Option<u64> {
     to.map(|t| t.saturating_duration_since(from).as_micros() as u64)
+}
+
+/// Latency percentiles of a histogram in microseconds, in milliseconds.
+fn percentiles(h: &Histogram) -> Percentiles {
+    let at = |q: f64| h.quantile(q).map(|us| us as f64 / 1000.0);
+    Percentiles {
+        samples: h.count(),
+        p50_ms: at(0.50),
+        p90_ms: at(0.90),
+        p99_ms: at(0.99),
+        max_ms: (h.count() > 0).then(|| h.max() as f64 / 1000.0),
+    }
+}
+
+/// Loss and start-up of a set of subscribers (all of them, or those of one WHEP URL).
+struct Summary {
+    loss: Loss,
+    startup: Startup,
+    stalled_tracks: usize,
+    unmatched: u64,
+    connected: usize,
+    lost: usize,
+}
+
+impl Summary {
+    /// `published`: packets the publisher sent per track in the window (what a stalled track missed).
+    fn of<'a>(
+        subscribers: impl Iterator<Item = &'a SubscriberReport>,
+        published: [u64; 2],
+    ) -> Summary {
+        let mut loss = Loss::default();
+        let mut stalled_tracks = 0;
+        let mut unmatched = 0;
+        let mut connected = 0;
+        let mut lost = 0;
+        let mut startup = Startup::default();
+        let (mut first_packet, mut first_video, mut first_keyframe) = (vec![], vec![], vec![]);
+        for s in subscribers {
+            if let Some(v) = millis_between(s.posted_at, s.first_packet) {
+                first_packet.push(v);
+            } else {
+                startup.no_packet += 1;
+            }
+            first_video.extend(millis_between(s.posted_at, s.first_video));
+            first_keyframe.extend(millis_between(s.posted_at, s.first_keyframe));
+            startup.started_on_keyframe += usize::from(s.started_on_keyframe);
+            lost += usize::from(s.lost.is_some());
+            if s.connected_at.is_none() {
+                continue;
+            }
+            connected += 1;
+            for (track, rx) in s.tracks.iter().enumerate() {
+                unmatched += rx.unmatched;
+                match rx.window_counts() {
+                    Some((expected, received)) => {
+                        loss.expected += expected;
+                        loss.received += received;
+                        loss.lost += expected.saturating_sub(received);
+                    }
+                    None => {
+                        stalled_tracks += 1;
+                        loss.expected += published[track];
+                        loss.lost += published[track];
+                    }
+                }
+            }
+        }
+        loss.percent = if loss.expected > 0 {
+            loss.lost as f64 * 100.0 / loss.expected as f64
+        } else {
+            0.0
+        };
+        startup.first_packet = Percentiles::of_micros(first_packet);
+        startup.first_video = Percentiles::of_micros(first_video);
+        startup.first_keyframe = Percentiles::of_micros(first_keyframe);
+        Summary {
+            loss,
+            startup,
+            stalled_tracks,
+            unmatched,
+            connected,
+            lost,
+        }
+    }
 }
 
 /// Builds the report from the window and the workers' reports.
@@ -615,67 +789,56 @@ fn build_report(
         window.end.published[1].saturating_sub(window.start.published[1]),
     ];
 
-    let mut latency = Histogram::default();
+    let urls = window.joins.len().max(1);
+    let mut latency_by_url = vec![Histogram::default(); urls];
     let mut subscribers: Vec<SubscriberReport> = Vec::new();
     let mut send_errors = 0;
     let mut receive_errors = 0;
     for w in workers {
-        latency.merge(&w.latency);
+        for (into, from) in latency_by_url.iter_mut().zip(&w.latency) {
+            into.merge(from);
+        }
         send_errors += w.send_errors;
         receive_errors += w.receive_errors;
         subscribers.extend(w.subscribers);
     }
-
-    let mut loss = Loss::default();
-    let mut stalled_tracks = 0;
-    let mut unmatched = 0;
-    let mut startup = Startup::default();
-    let (mut first_packet, mut first_video, mut first_keyframe) = (vec![], vec![], vec![]);
-    for s in &subscribers {
-        if let Some(v) = millis_between(s.posted_at, s.first_packet) {
-            first_packet.push(v);
-        } else {
-            startup.no_packet += 1;
-        }
-        first_video.extend(millis_between(s.posted_at, s.first_video));
-        first_keyframe.extend(millis_between(s.posted_at, s.first_keyframe));
-        startup.started_on_keyframe += usize::from(s.started_on_keyframe);
-        if s.connected_at.is_none() {
-            continue;
-        }
-        for (track, rx) in s.tracks.iter().enumerate() {
-            unmatched += rx.unmatched;
-            match rx.window_counts() {
-                Some((expected, received)) => {
-                    loss.expected += expected;
-                    loss.received += received;
-                    loss.lost += expected.saturating_sub(received);
-                }
-                None => {
-                    stalled_tracks += 1;
-                    loss.expected += published[track];
-                    loss.lost += published[track];
-                }
-            }
-        }
+    let mut latency = Histogram::default();
+    for h in &latency_by_url {
+        latency.merge(h);
     }
-    loss.percent = if loss.expected > 0 {
-        loss.lost as f64 * 100.0 / loss.expected as f64
-    } else {
-        0.0
-    };
-    startup.first_packet = Percentiles::of_micros(first_packet);
-    startup.first_video = Percentiles::of_micros(first_video);
-    startup.first_keyframe = Percentiles::of_micros(first_keyframe);
 
-    let lat = |q: f64| latency.quantile(q).map(|us| us as f64 / 1000.0);
-    let latency_report = Percentiles {
-        samples: latency.count(),
-        p50_ms: lat(0.50),
-        p90_ms: lat(0.90),
-        p99_ms: lat(0.99),
-        max_ms: (latency.count() > 0).then(|| latency.max() as f64 / 1000.0),
-    };
+    let all = Summary::of(subscribers.iter(), published);
+    let per_url: Vec<UrlReport> = window
+        .joins
+        .iter()
+        .enumerate()
+        .map(|(target, joins)| {
+            let part = Summary::of(subscribers.iter().filter(|s| s.target == target), published);
+            UrlReport {
+                url: args.whep_url_list.get(target).cloned().unwrap_or_default(),
+                requested: (0..args.subscribers as usize)
+                    .filter(|&i| target_of(i, urls) == target)
+                    .count(),
+                answered: joins.answered,
+                redirected: joins.redirected,
+                refused: joins.refused.clone(),
+                connected: part.connected,
+                lost: part.lost,
+                stalled_tracks: part.stalled_tracks,
+                loss: part.loss,
+                latency: percentiles(&latency_by_url[target]),
+                startup: part.startup,
+            }
+        })
+        .collect();
+    let Summary {
+        loss,
+        startup,
+        stalled_tracks,
+        unmatched,
+        ..
+    } = all;
+    let latency_report = percentiles(&latency);
 
     let forwarded = loss.received;
     let server = args.server_pid.map(|pid| {
@@ -755,6 +918,7 @@ fn build_report(
         config: RunConfig {
             url: args.url.clone(),
             stream: args.stream.clone(),
+            whep_urls: args.whep_url_list.clone(),
             subscribers: args.subscribers as usize,
             batch: args.batch as usize,
             batch_interval_ms: args.batch_interval_ms,
@@ -783,13 +947,14 @@ fn build_report(
         latency: latency_report,
         latency_unmatched: unmatched,
         startup,
+        per_url,
         server,
         generator,
         machine,
     }
 }
 
-async fn run(args: Args) -> Result<Report, (anyhow::Error, bool)> {
+async fn run(mut args: Args) -> Result<Report, (anyhow::Error, bool)> {
     let interrupt = Interrupt::install();
     procfs::raise_open_file_limit();
     if args.key.trim().is_empty() {
@@ -801,6 +966,11 @@ async fn run(args: Args) -> Result<Report, (anyhow::Error, bool)> {
     }
     let signaling = Signaling::new(&args.url, Duration::from_secs(args.http_timeout))
         .map_err(|e| (anyhow!(e), false))?;
+    args.whep_url_list = whep_urls(&args, &signaling)
+        .map_err(|e| (e, false))?
+        .iter()
+        .map(Url::to_string)
+        .collect();
     let spec = media_spec(&args);
     let dir = args.media_dir.clone();
     let fps = spec.fps;
@@ -894,5 +1064,59 @@ fn main() -> ExitCode {
             eprintln!("zipiq-load: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(extra: &[&str]) -> anyhow::Result<Vec<String>> {
+        let mut argv = vec!["zipiq-load", "--key", "zq_test", "--stream", "s1"];
+        argv.extend_from_slice(extra);
+        let args = Args::try_parse_from(argv)?;
+        let signaling =
+            Signaling::new(&args.url, Duration::from_secs(1)).map_err(|e| anyhow!(e))?;
+        Ok(whep_urls(&args, &signaling)?
+            .iter()
+            .map(Url::to_string)
+            .collect())
+    }
+
+    #[test]
+    fn whep_urls_default_to_the_server_url() {
+        assert_eq!(
+            resolved(&["--url", "http://127.0.0.2:8080"]).unwrap(),
+            ["http://127.0.0.2:8080/whep/s1"]
+        );
+    }
+
+    #[test]
+    fn whep_urls_take_roots_and_endpoints_repeated_or_comma_separated() {
+        let urls = resolved(&[
+            "--whep-url",
+            "http://127.0.0.2:8080,http://127.0.0.3:8081/",
+            "--whep-url",
+            "http://127.0.0.4:8082/whep/other",
+        ])
+        .unwrap();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.2:8080/whep/s1",
+                "http://127.0.0.3:8081/whep/s1",
+                "http://127.0.0.4:8082/whep/other"
+            ]
+        );
+        assert!(resolved(&["--whep-url", "https://example.org"]).is_err());
+        assert!(resolved(&["--whep-url", "not a url"]).is_err());
+    }
+
+    #[test]
+    fn subscribers_go_round_robin_over_the_urls() {
+        let targets: Vec<usize> = (0..7).map(|i| target_of(i, 3)).collect();
+        assert_eq!(targets, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(target_of(5, 1), 0);
+        assert_eq!(target_of(5, 0), 0);
     }
 }

@@ -45,6 +45,8 @@ impl Percentiles {
 pub struct RunConfig {
     pub url: String,
     pub stream: String,
+    /// The WHEP endpoints subscribers were spread over, round robin (subscriber i joins `whep_urls[i % n]`).
+    pub whep_urls: Vec<String>,
     pub subscribers: usize,
     pub batch: usize,
     pub batch_interval_ms: u64,
@@ -140,6 +142,27 @@ pub struct Publisher {
     pub keyframe_requests: u64,
 }
 
+/// What the subscribers of one WHEP URL saw (a cluster run: viewers on the origin against viewers on an edge).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UrlReport {
+    pub url: String,
+    /// Subscribers sent to this URL.
+    pub requested: usize,
+    /// WHEP answered 201.
+    pub answered: usize,
+    /// Of those, answered after a redirect (a 307 to another node): their media came from elsewhere.
+    pub redirected: usize,
+    /// Refused WHEP requests, by kind.
+    pub refused: BTreeMap<String, usize>,
+    pub connected: usize,
+    pub lost: usize,
+    pub stalled_tracks: usize,
+    pub loss: Loss,
+    /// One-way latency of this URL's subscribers' packets in the window.
+    pub latency: Percentiles,
+    pub startup: Startup,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -156,6 +179,8 @@ pub struct Report {
     /// Packets in the window whose send instant could not be found (should be 0).
     pub latency_unmatched: u64,
     pub startup: Startup,
+    /// The same figures per WHEP URL, in `config.whep_urls` order.
+    pub per_url: Vec<UrlReport>,
     pub server: Option<Server>,
     pub generator: Generator,
     pub machine: Machine,
@@ -189,10 +214,9 @@ impl Report {
         let s = &self.subscribers;
         let _ = writeln!(
             t,
-            "zipiq-load: {} subscribers of {}/whep/{} ({}x{} {} fps H.264 {} kbit/s + Opus), window {:.1} s after {:.1} s warm-up",
+            "zipiq-load: {} subscribers of {} ({}x{} {} fps H.264 {} kbit/s + Opus), window {:.1} s after {:.1} s warm-up",
             c.subscribers,
-            c.url.trim_end_matches('/'),
-            c.stream,
+            c.whep_urls.join(", "),
             c.media.width,
             c.media.height,
             c.media.fps,
@@ -287,6 +311,9 @@ impl Report {
                 st.started_on_keyframe, st.first_video.samples, st.no_packet
             ),
         );
+        if self.per_url.len() > 1 {
+            self.url_table(&mut t);
+        }
         match &self.server {
             Some(sv) => {
                 row(
@@ -346,6 +373,42 @@ impl Report {
             ),
         );
         t
+    }
+
+    /// One line per WHEP URL: subscribers, loss, latency and start-up, side by side.
+    fn url_table(&self, t: &mut String) {
+        let _ = writeln!(t, "  per WHEP URL:");
+        let _ = writeln!(
+            t,
+            "    {:<34} {:>5} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "url",
+            "subs",
+            "conn",
+            "redir",
+            "loss %",
+            "lat p50",
+            "lat p99",
+            "1st pkt50",
+            "1st pkt99",
+            "refused"
+        );
+        for u in &self.per_url {
+            let refused: usize = u.refused.values().sum();
+            let _ = writeln!(
+                t,
+                "    {:<34} {:>5} {:>5} {:>5} {:>9.3} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                u.url,
+                u.requested,
+                u.connected,
+                u.redirected,
+                u.loss.percent,
+                ms(u.latency.p50_ms),
+                ms(u.latency.p99_ms),
+                ms(u.startup.first_packet.p50_ms),
+                ms(u.startup.first_packet.p99_ms),
+                refused
+            );
+        }
     }
 }
 

@@ -68,6 +68,9 @@ impl SignalError {
 pub struct Created {
     pub resource: Url,
     pub answer: String,
+    /// The POST was answered by another URL than `endpoint` (the server redirected it, e.g. a cluster node's
+    /// 307 to the stream's origin or to a less loaded node; reqwest follows it with the same offer).
+    pub redirected: bool,
 }
 
 /// HTTP client for one server.
@@ -126,6 +129,8 @@ impl Signaling {
         }
         let response = request.send().await.map_err(|e| self.transport(&url, e))?;
         let status = response.status();
+        // After redirects, the URL that answered: a relative `Location` is resolved against it.
+        let answered_by = response.url().clone();
         let location = response
             .headers()
             .get(LOCATION)
@@ -144,7 +149,7 @@ impl Signaling {
                 url: url.clone(),
                 detail: "201 without a Location header".into(),
             })?;
-            let resource = endpoint
+            let resource = answered_by
                 .join(&location)
                 .map_err(|e| SignalError::BadResponse {
                     url: url.clone(),
@@ -154,7 +159,11 @@ impl Signaling {
                 url: url.clone(),
                 detail: "the SDP answer is not UTF-8".into(),
             })?;
-            return Ok(Created { resource, answer });
+            return Ok(Created {
+                resource,
+                answer,
+                redirected: answered_by != *endpoint,
+            });
         }
         Err(refusal(url, status, &body, retry_after))
     }

@@ -32,6 +32,8 @@ const WAKER: Token = Token(usize::MAX);
 /// A subscriber whose answer has been applied, handed to a worker to drive.
 pub struct NewSubscriber {
     pub index: usize,
+    /// Which of the WHEP URLs it joined (`--whep-url`, in order).
+    pub target: usize,
     pub rtc: Box<Rtc>,
     pub socket: UdpSocket,
     /// When its WHEP POST was sent.
@@ -41,6 +43,8 @@ pub struct NewSubscriber {
 /// What a worker knows about one subscriber at the end.
 #[derive(Debug)]
 pub struct SubscriberReport {
+    /// Which of the WHEP URLs it joined.
+    pub target: usize,
     pub posted_at: Instant,
     pub connected_at: Option<Instant>,
     pub first_packet: Option<Instant>,
@@ -58,8 +62,9 @@ pub struct SubscriberReport {
 #[derive(Debug, Default)]
 pub struct WorkerReport {
     pub subscribers: Vec<SubscriberReport>,
-    /// One-way latency of packets received in the window, in microseconds.
-    pub latency: Histogram,
+    /// One-way latency of packets received in the window, in microseconds, per WHEP URL (by target index; a
+    /// URL none of this worker's subscribers joined may be missing at the end).
+    pub latency: Vec<Histogram>,
     pub send_errors: u64,
     pub receive_errors: u64,
 }
@@ -118,7 +123,8 @@ struct Worker {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     buf: Vec<u8>,
     phase: Phase,
-    latency: Histogram,
+    /// Per WHEP URL (target index).
+    latency: Vec<Histogram>,
     send_errors: u64,
     receive_errors: u64,
 }
@@ -189,7 +195,7 @@ impl Worker {
             timers: BinaryHeap::new(),
             buf: vec![0u8; 2048],
             phase: Phase::Joining,
-            latency: Histogram::default(),
+            latency: Vec::new(),
             send_errors: 0,
             receive_errors: 0,
         }
@@ -285,6 +291,9 @@ impl Worker {
                 .iter()
                 .position(Option::is_none)
                 .unwrap_or(self.slots.len());
+            if self.latency.len() <= new.target {
+                self.latency.resize_with(new.target + 1, Histogram::default);
+            }
             let mut socket = mio::net::UdpSocket::from_std(new.socket);
             self.poll
                 .registry()
@@ -302,6 +311,7 @@ impl Worker {
                 local,
                 next_timeout: Instant::now(),
                 report: SubscriberReport {
+                    target: new.target,
                     posted_at: new.posted_at,
                     connected_at: None,
                     first_packet: None,
@@ -338,9 +348,13 @@ impl Worker {
                         failure = Some(format!("str0m: {e}"));
                         break;
                     }
+                    let Some(latency) = self.latency.get_mut(sub.report.target) else {
+                        failure = Some("no latency histogram for the subscriber's URL".into());
+                        break;
+                    };
                     let mut sink = Sink {
                         report: &mut sub.report,
-                        latency: &mut self.latency,
+                        latency,
                         shared: &self.shared,
                         measuring,
                     };
@@ -377,9 +391,13 @@ impl Worker {
         let Some(Some(sub)) = self.slots.get_mut(slot) else {
             return;
         };
+        let Some(latency) = self.latency.get_mut(sub.report.target) else {
+            self.retire(slot, "no latency histogram for the subscriber's URL".into());
+            return;
+        };
         let mut sink = Sink {
             report: &mut sub.report,
-            latency: &mut self.latency,
+            latency,
             shared: &self.shared,
             measuring,
         };
