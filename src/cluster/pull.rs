@@ -3,6 +3,7 @@
 //! exchange with the origin, authenticated with the cluster token). One pull per stream and node, however many
 //! viewers; a pull with no viewers for `cluster.pull_idle_ms` is closed (and its session at the origin deleted).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
@@ -21,6 +22,8 @@ const PULL_LIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often, and for how long, viewers waiting for a stream whose origin moved try to pull it from the new one.
 const REPULL_RETRY: Duration = Duration::from_millis(200);
 const REPULL_FOR: Duration = Duration::from_secs(10);
+/// Header of a relay's 201: the stream's simulcast layers at the origin, best first, comma-separated.
+pub(crate) const LAYERS_HEADER: &str = "x-zipiq-layers";
 /// Header a pull's WHEP request carries: the pulling node's name (the origin logs and counts relays with it).
 pub(crate) const RELAY_HEADER: &str = "x-zipiq-relay";
 
@@ -31,15 +34,37 @@ pub(crate) struct Pull {
     pub session_id: String,
     /// Its WHEP session resource at the origin (to DELETE it).
     pub resource_url: String,
-    /// The origin's node name and the route's epoch when pulled.
+    /// The origin's node name.
     pub origin: String,
-    /// The node pulled from: the origin, or a node of this region that pulls from it.
+    /// The node pulled from: the origin, or a node of this region that pulls from it, and its HTTP URL.
     pub source: String,
+    source_url: String,
+    /// The route's epoch when pulled.
     pub epoch: i64,
+    /// The origin's simulcast layers, best first (the pull's video is the best; empty: no simulcast).
+    layers: Vec<String>,
+    /// Pulls of the other layers, by layer: made when a viewer here chooses one.
+    layer_pulls: HashMap<String, LayerPull>,
     /// Since when no viewer is left.
     idle_since: Option<Instant>,
     /// When it was made: a pull is not idle before its first viewer had the time to join.
     created: Instant,
+}
+
+/// A pull of one more simulcast layer of a pulled stream.
+#[derive(Debug, Clone)]
+struct LayerPull {
+    session_id: String,
+    resource_url: String,
+    /// Since when no viewer here chose the layer.
+    idle_since: Option<Instant>,
+}
+
+/// The source's answer to a pull's offer.
+struct Answered {
+    answer: String,
+    resource_url: String,
+    layers: Vec<String>,
 }
 
 /// A pull as `GET /api/v1/cluster` shows it.
@@ -214,19 +239,21 @@ impl Cluster {
         });
     }
 
-    /// The WHEP exchange with `source` (the origin or a node of this region) for the pull `session_id`.
-    #[allow(clippy::too_many_arguments)] // the parts of one exchange, each used once
-    async fn exchange(
+    /// POSTs a pull's offer to `base`'s WHEP endpoint of `stream` (with `?layer=` when given), as this node, with
+    /// the cluster token.
+    async fn post_offer(
         &self,
-        sfu: &Sfu,
-        stream: &str,
         (source, base): (&str, &str),
+        stream: &str,
+        layer: Option<&str>,
         token: &str,
-        route: &RouteRow,
-        session_id: &str,
         offer: &str,
-    ) -> Result<(), String> {
-        let url = format!("{base}/whep/{stream}");
+    ) -> Result<Answered, String> {
+        let mut url = format!("{base}/whep/{stream}");
+        if let Some(layer) = layer {
+            url.push_str("?layer=");
+            url.push_str(layer);
+        }
         let response = self
             .inner
             .http
@@ -239,11 +266,22 @@ impl Cluster {
             .await
             .map_err(|e| format!("the node {source} did not answer: {e}"))?;
         let status = response.status();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header("location");
+        let layers: Vec<String> = header(LAYERS_HEADER)
+            .map(|v| {
+                v.split(',')
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let body = response.text().await.unwrap_or_default();
         if status.as_u16() != 201 {
             return Err(format!(
@@ -255,19 +293,44 @@ impl Cluster {
             .and_then(|l| reqwest::Url::parse(&url).and_then(|u| u.join(&l)).ok())
             .map(|u| u.to_string())
             .ok_or_else(|| format!("the 201 of the node {source} had no usable Location"))?;
+        Ok(Answered {
+            answer: body,
+            resource_url,
+            layers,
+        })
+    }
+
+    /// The WHEP exchange with `source` (the origin or a node of this region) for the pull `session_id`.
+    #[allow(clippy::too_many_arguments)] // the parts of one exchange, each used once
+    async fn exchange(
+        &self,
+        sfu: &Sfu,
+        stream: &str,
+        (source, base): (&str, &str),
+        token: &str,
+        route: &RouteRow,
+        session_id: &str,
+        offer: &str,
+    ) -> Result<(), String> {
+        let answered = self
+            .post_offer((source, base), stream, None, token, offer)
+            .await?;
         lock(&self.inner.pulls).insert(
             stream.to_owned(),
             Pull {
                 session_id: session_id.to_owned(),
-                resource_url,
+                resource_url: answered.resource_url,
                 origin: route.node_id.clone(),
                 source: source.to_owned(),
+                source_url: base.to_owned(),
                 epoch: route.epoch,
+                layers: answered.layers.clone(),
+                layer_pulls: HashMap::new(),
                 idle_since: None,
                 created: Instant::now(),
             },
         );
-        sfu.complete_pull(session_id, body)
+        sfu.complete_pull(session_id, answered.answer, answered.layers)
             .await
             .map_err(|e| e.to_string())?;
         metrics::counter!("zipiq_cluster_pulls_started_total").increment(1);
@@ -284,38 +347,175 @@ impl Cluster {
         Ok(())
     }
 
-    /// Closes pulls whose session ended or that had no viewer for `cluster.pull_idle_ms` (a heartbeat's work).
+    /// A viewer here wants `layer` of `stream`: when the stream is pulled here, the origin has that layer and it is
+    /// not pulled yet, it is pulled (in the background; the viewer watches the pull's layer until it comes).
+    pub(crate) fn want_layer(&self, sfu: &Sfu, stream: &str, layer: &str) {
+        let wanted = lock(&self.inner.pulls).get(stream).is_some_and(|p| {
+            p.layers.first().is_some_and(|best| best != layer)
+                && p.layers.iter().any(|l| l == layer)
+                && !p.layer_pulls.contains_key(layer)
+        });
+        if !wanted {
+            return;
+        }
+        let key = format!("{stream}\n{layer}");
+        if !lock(&self.inner.repulling).insert(key.clone()) {
+            return;
+        }
+        let (cluster, sfu, stream, layer) = (
+            self.clone(),
+            sfu.clone(),
+            stream.to_owned(),
+            layer.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = cluster.pull_layer(&sfu, &stream, &layer).await {
+                tracing::warn!(stream = %stream, layer = %layer, error = %e, "could not pull the layer; its viewers watch the pulled one");
+            }
+            lock(&cluster.inner.repulling).remove(&key);
+        });
+    }
+
+    /// Pulls `layer` of the pulled `stream` from the pull's source, as a session of its own.
+    async fn pull_layer(&self, sfu: &Sfu, stream: &str, layer: &str) -> Result<(), String> {
+        let token = self
+            .inner
+            .token
+            .clone()
+            .ok_or_else(|| "no cluster token".to_owned())?;
+        let Some(pull) = lock(&self.inner.pulls).get(stream).cloned() else {
+            return Ok(());
+        };
+        let (session_id, offer) = sfu
+            .prepare_layer_pull(stream, layer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let made = async {
+            let answered = self
+                .post_offer(
+                    (&pull.source, &pull.source_url),
+                    stream,
+                    Some(layer),
+                    &token,
+                    &offer,
+                )
+                .await?;
+            let resource_url = answered.resource_url.clone();
+            sfu.complete_pull(&session_id, answered.answer, Vec::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<String, String>(resource_url)
+        }
+        .await;
+        let resource_url = match made {
+            Ok(url) => url,
+            Err(e) => {
+                sfu.end_session(&session_id, "the layer pull could not be made");
+                return Err(e);
+            }
+        };
+        let layer_pull = LayerPull {
+            session_id: session_id.clone(),
+            resource_url,
+            idle_since: None,
+        };
+        let kept = match lock(&self.inner.pulls).get_mut(stream) {
+            Some(p) if p.session_id == pull.session_id => {
+                p.layer_pulls.insert(layer.to_owned(), layer_pull.clone());
+                true
+            }
+            _ => false,
+        };
+        if !kept {
+            // The stream's pull ended meanwhile: this layer goes with it.
+            sfu.end_session(&session_id, "the stream's pull ended");
+            self.delete_at_source(&layer_pull.resource_url).await;
+            return Ok(());
+        }
+        metrics::counter!("zipiq_cluster_layer_pulls_started_total").increment(1);
+        tracing::info!(stream = %stream, layer = %layer, via = %pull.source, "pulling one more simulcast layer");
+        Ok(())
+    }
+
+    /// Ends a pull and its layer pulls here and deletes their sessions at the source (in the background).
+    fn end_pull(&self, sfu: &Sfu, stream: &str, pull: Pull, reason: &str) {
+        self.forget(stream);
+        sfu.end_session(&pull.session_id, reason);
+        let mut urls = vec![pull.resource_url.clone()];
+        for lp in pull.layer_pulls.values() {
+            sfu.end_session(&lp.session_id, reason);
+            urls.push(lp.resource_url.clone());
+        }
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            for url in urls {
+                cluster.delete_at_source(&url).await;
+            }
+        });
+    }
+
+    /// Closes pulls whose session ended or that had no viewer for `cluster.pull_idle_ms`, and layer pulls whose
+    /// layer no viewer here chose for as long; pulls the layers viewers chose that are not pulled yet (after a
+    /// re-pull). A heartbeat's work.
     pub(crate) async fn close_idle_pulls(&self, sfu: &Sfu) {
         let now = Instant::now();
-        let mut closing: Vec<(String, Pull)> = Vec::new();
-        let mut ended = Vec::new();
+        let mut closing: Vec<(String, Pull, &'static str)> = Vec::new();
+        let mut idle_layers: Vec<LayerPull> = Vec::new();
+        let mut wanted: Vec<(String, String)> = Vec::new();
         {
             let mut pulls = lock(&self.inner.pulls);
-            pulls.retain(|stream, pull| {
+            let streams: Vec<String> = pulls.keys().cloned().collect();
+            for stream in streams {
+                let Some(pull) = pulls.get_mut(&stream) else {
+                    continue;
+                };
                 if sfu.session(&pull.session_id).is_none() {
-                    ended.push(stream.clone());
-                    return false;
+                    if let Some(p) = pulls.remove(&stream) {
+                        closing.push((stream, p, "the stream's pull ended"));
+                    }
+                    continue;
                 }
-                if sfu.viewers_of(stream) > 0 || pull.created.elapsed() < PULL_LIVE_TIMEOUT {
+                let chosen = sfu.chosen_layers(&stream);
+                pull.layer_pulls.retain(|layer, lp| {
+                    if sfu.session(&lp.session_id).is_none() {
+                        return false;
+                    }
+                    if chosen.iter().any(|c| c == layer) {
+                        lp.idle_since = None;
+                        return true;
+                    }
+                    let since = *lp.idle_since.get_or_insert(now);
+                    if now.duration_since(since) >= self.inner.pull_idle {
+                        idle_layers.push(lp.clone());
+                        return false;
+                    }
+                    true
+                });
+                for layer in chosen {
+                    wanted.push((stream.clone(), layer));
+                }
+                if sfu.viewers_of(&stream) > 0 || pull.created.elapsed() < PULL_LIVE_TIMEOUT {
                     pull.idle_since = None;
-                    return true;
+                    continue;
                 }
                 let since = *pull.idle_since.get_or_insert(now);
-                if now.duration_since(since) >= self.inner.pull_idle {
-                    closing.push((stream.clone(), pull.clone()));
-                    return false;
+                if now.duration_since(since) >= self.inner.pull_idle
+                    && let Some(p) = pulls.remove(&stream)
+                {
+                    closing.push((stream, p, "no viewer of the pulled stream is left"));
                 }
-                true
-            });
+            }
             metrics::gauge!("zipiq_cluster_pulls").set(pulls.len() as f64);
         }
-        for stream in ended {
-            self.forget(&stream);
+        for (stream, pull, reason) in closing {
+            self.end_pull(sfu, &stream, pull, reason);
         }
-        for (stream, pull) in closing {
-            sfu.end_session(&pull.session_id, "no viewer of the pulled stream is left");
-            self.forget(&stream);
-            self.delete_at_source(&pull).await;
+        for lp in idle_layers {
+            sfu.end_session(&lp.session_id, "no viewer of the pulled layer is left");
+            self.delete_at_source(&lp.resource_url).await;
+        }
+        for (stream, layer) in wanted {
+            self.want_layer(sfu, &stream, &layer);
         }
     }
 
@@ -343,14 +543,13 @@ impl Cluster {
                 .collect()
         };
         for (stream, pull) in moved {
-            self.forget(&stream);
             tracing::info!(session = %crate::sfu::session::log_id(&pull.session_id), origin = %pull.origin, epoch = pull.epoch, "the stream's origin moved: closing the pull from the old one");
-            sfu.end_session(
-                &pull.session_id,
+            self.end_pull(
+                sfu,
+                &stream,
+                pull,
                 "the stream's origin moved to another node",
             );
-            let cluster = self.clone();
-            tokio::spawn(async move { cluster.delete_at_source(&pull).await });
         }
         for stream in sfu.streams_without_publisher() {
             let Some(route) = routes.get(&stream).cloned() else {
@@ -405,10 +604,7 @@ impl Cluster {
     pub(crate) fn drop_pull(&self, sfu: &Sfu, stream: &str) {
         let pull = lock(&self.inner.pulls).remove(stream);
         if let Some(pull) = pull {
-            self.forget(stream);
-            sfu.end_session(&pull.session_id, "this node is the stream's origin now");
-            let cluster = self.clone();
-            tokio::spawn(async move { cluster.delete_at_source(&pull).await });
+            self.end_pull(sfu, stream, pull, "this node is the stream's origin now");
         }
     }
 
@@ -417,18 +613,22 @@ impl Cluster {
         let pulls: Vec<Pull> = lock(&self.inner.pulls).drain().map(|(_, p)| p).collect();
         for pull in pulls {
             sfu.end_session(&pull.session_id, "the node is stopping");
-            self.delete_at_source(&pull).await;
+            self.delete_at_source(&pull.resource_url).await;
+            for lp in pull.layer_pulls.values() {
+                sfu.end_session(&lp.session_id, "the node is stopping");
+                self.delete_at_source(&lp.resource_url).await;
+            }
         }
     }
 
-    async fn delete_at_source(&self, pull: &Pull) {
+    async fn delete_at_source(&self, resource_url: &str) {
         let Some(token) = self.inner.token.clone() else {
             return;
         };
         let sent = self
             .inner
             .http
-            .delete(&pull.resource_url)
+            .delete(resource_url)
             .bearer_auth(token.as_str())
             .timeout(Duration::from_secs(2))
             .send()

@@ -108,13 +108,29 @@ pub(crate) async fn watch(
     {
         return Ok(redirect);
     }
-    let layer = query.layer.filter(|l| !l.is_empty());
+    let mut layer = query.layer.filter(|l| !l.is_empty());
+    // Another node's pull gets one simulcast layer and keeps it (the best, unless it asked for one): it is told
+    // the stream's layers, and pulls the others one per layer when its viewers want them.
+    let layers = if relay {
+        state.sfu.layers_of(&stream)
+    } else {
+        Vec::new()
+    };
+    if relay && layer.is_none() {
+        layer = layers.first().cloned();
+    }
     let accepted = state
         .sfu
-        .accept_viewer(&stream, &offer, layer, token, ip)
+        .accept_viewer(&stream, &offer, layer.clone(), token, ip)
         .await?;
     if relay {
         state.sfu.mark_relay(&accepted.session_id);
+    }
+    if let Some(cluster) = &state.cluster
+        && let Some(layer) = layer.filter(|_| !relay)
+    {
+        // A viewer of a pulled stream who wants another layer than the pull's: that layer is pulled too.
+        cluster.want_layer(&state.sfu, &stream, &layer);
     }
     if let Some(id) = issuer
         && let Some(session) = state.sfu.session(&accepted.session_id)
@@ -123,7 +139,16 @@ pub(crate) async fn watch(
         session.set_account(id);
     }
     let location = format!("/whep/{stream}/{}", accepted.session_id);
-    Ok(negotiation::created(&state, accepted, location))
+    let mut response = negotiation::created(&state, accepted, location);
+    if relay
+        && !layers.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&layers.join(","))
+    {
+        response
+            .headers_mut()
+            .insert(crate::cluster::pull::LAYERS_HEADER, v);
+    }
+    Ok(response)
 }
 
 /// `PATCH /whep/{stream}/{session}`.
@@ -166,7 +191,12 @@ pub(crate) async fn choose_layer(
     ApiJson(choice): ApiJson<LayerChoice>,
 ) -> Result<Response, HttpError> {
     let session = authorized_session(&state, &headers, SessionRole::Viewer, &stream, &session)?;
-    state.sfu.choose_layer(&session.id, choice.layer)?;
+    state.sfu.choose_layer(&session.id, choice.layer.clone())?;
+    if let Some(cluster) = &state.cluster
+        && let Some(layer) = &choice.layer
+    {
+        cluster.want_layer(&state.sfu, &stream, layer);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

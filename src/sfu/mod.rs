@@ -306,10 +306,21 @@ impl Sfu {
             .iter()
             .filter_map(|s| {
                 let media = s.live_media()?;
+                // A stream pulled from another node offers every layer of its origin (each is pulled when a viewer
+                // here chooses it); a publisher's, the layers that arrived.
+                let pulled = s
+                    .publisher()
+                    .and_then(|id| self.session(&id))
+                    .is_some_and(|p| p.is_pull());
+                let layers = if pulled && !media.layers.is_empty() {
+                    media.layers.clone()
+                } else {
+                    s.layers()
+                };
                 Some(LiveStream {
                     name: s.name.clone(),
                     viewers: s.viewer_count(),
-                    layers: s.layers(),
+                    layers,
                     video_codec: media.video.map(|c| c.mime_type),
                     audio_codec: media.audio.map(|c| c.mime_type),
                 })

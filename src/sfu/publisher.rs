@@ -1,7 +1,7 @@
 //! Accepting a publisher (WHIP): its peer connection, one forwarding task per received track (audio, each video
 //! layer), and the task that carries keyframe requests to it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -120,7 +120,7 @@ impl Sfu {
             .as_ref()
             .is_some_and(|v| !v.send_rids.is_empty());
         let pc = self.inner.engine.publisher_peer(simulcast).await?;
-        self.forward_tracks(&pc, stream, epoch, true);
+        self.forward_tracks(&pc, stream, epoch, true, None);
 
         let mids = media_mids(summary);
         let session = Arc::new(
@@ -149,12 +149,15 @@ impl Sfu {
 
     /// Forwards every track `pc` receives into `stream` (publisher `epoch`), with keyframe requests going back to
     /// `pc` as PLI; `record`: also to the recorder. A publisher's session and a cluster pull both use it.
+    /// `layer`: for a cluster pull, the simulcast layer its video is at the origin (set once the origin's answer
+    /// says, before media flows; a pulled track has no `rid` of its own).
     pub(super) fn forward_tracks(
         &self,
         pc: &Arc<RTCPeerConnection>,
         stream: &Arc<Stream>,
         epoch: u64,
         record: bool,
+        layer: Option<Arc<OnceLock<String>>>,
     ) {
         let (pli_tx, pli_rx) = mpsc::channel::<u32>(32);
         spawn_keyframe_requests(Arc::downgrade(pc), pli_rx);
@@ -165,11 +168,12 @@ impl Sfu {
             let weak = weak.clone();
             let stream = stream_for_tracks.clone();
             let pli_tx = pli_tx.clone();
+            let layer = layer.as_ref().and_then(|l| l.get().cloned());
             Box::pin(
                 async move {
                     let Some(inner) = weak.upgrade() else { return };
                     let sfu = Sfu::from_inner(inner);
-                    sfu.start_source(stream, epoch, track, receiver, pli_tx, record);
+                    sfu.start_source(stream, epoch, track, receiver, pli_tx, record, layer);
                 }
                 .instrument(span.clone()),
             )
@@ -177,6 +181,7 @@ impl Sfu {
     }
 
     /// Starts forwarding one received track (audio, or one video layer); `record`: also to the recorder.
+    #[allow(clippy::too_many_arguments)] // one track's parts, each used once
     fn start_source(
         &self,
         stream: Arc<Stream>,
@@ -185,11 +190,15 @@ impl Sfu {
         receiver: Arc<RTCRtpReceiver>,
         pli_tx: mpsc::Sender<u32>,
         record: bool,
+        layer: Option<String>,
     ) {
         let id = self.next_source_id();
         let kind = track.kind();
         let codec = track.codec().capability;
-        let rid = track.rid().to_owned();
+        let rid = match layer {
+            Some(layer) if kind == RTPCodecType::Video && track.rid().is_empty() => layer,
+            _ => track.rid().to_owned(),
+        };
         let config = self.config();
         let requester = Arc::new(KeyframeRequester::new(
             track.ssrc(),

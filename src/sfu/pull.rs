@@ -6,7 +6,7 @@
 //! publisher session of the stream here (one per stream: a real publisher cannot take the stream meanwhile) that
 //! records nothing: recording runs on the origin only.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -29,10 +29,30 @@ impl Sfu {
         &self,
         stream_name: &str,
     ) -> Result<(String, String), SfuError> {
+        self.prepare_pull_on_home(stream_name, None).await
+    }
+
+    /// Makes a pull of one more simulcast layer, `layer`, of `stream_name`, which is pulled here already: a
+    /// session of video only whose track feeds the stream as that layer, next to the first pull's. The stream's
+    /// viewers who chose that layer switch to it at its first keyframe.
+    pub(crate) async fn prepare_layer_pull(
+        &self,
+        stream_name: &str,
+        layer: &str,
+    ) -> Result<(String, String), SfuError> {
+        self.prepare_pull_on_home(stream_name, Some(layer.to_owned()))
+            .await
+    }
+
+    async fn prepare_pull_on_home(
+        &self,
+        stream_name: &str,
+        layer: Option<String>,
+    ) -> Result<(String, String), SfuError> {
         let sfu = self.clone();
         let name = stream_name.to_owned();
         let home = self.inner.media.home(stream_name);
-        let work = async move { sfu.prepare_pull_here(home, &name).await };
+        let work = async move { sfu.prepare_pull_here(home, &name, layer).await };
         match self.inner.media.handle(home).spawn(work).await {
             Ok(result) => result,
             Err(e) => Err(SfuError::Internal(format!(
@@ -45,23 +65,42 @@ impl Sfu {
         &self,
         home: usize,
         stream_name: &str,
+        layer: Option<String>,
     ) -> Result<(String, String), SfuError> {
         let stream = self.stream_or_create(stream_name);
         let session_id = random_id();
-        let media = PublishedMedia {
-            has_audio: true,
-            has_video: true,
-            layers: Vec::new(),
+        let label = Arc::new(OnceLock::new());
+        // The first pull is the stream's publisher here; a layer pull adds a source to it under its epoch.
+        let epoch = match &layer {
+            None => {
+                let media = PublishedMedia {
+                    has_audio: true,
+                    has_video: true,
+                    layers: Vec::new(),
+                };
+                stream
+                    .claim_publisher(&session_id, media)
+                    .ok_or_else(|| SfuError::PublisherExists(stream_name.to_owned()))?
+            }
+            Some(layer) => {
+                if stream.publisher().is_none() {
+                    return Err(SfuError::NotLive(stream_name.to_owned()));
+                }
+                let _ = label.set(layer.clone());
+                stream.epoch()
+            }
         };
-        let Some(epoch) = stream.claim_publisher(&session_id, media) else {
-            return Err(SfuError::PublisherExists(stream_name.to_owned()));
+        let kinds: &[RTPCodecType] = if layer.is_some() {
+            &[RTPCodecType::Video]
+        } else {
+            &[RTPCodecType::Audio, RTPCodecType::Video]
         };
-        let span = tracing::info_span!("webrtc_session", role = "pull", stream = %stream_name, session = %log_id(&session_id));
+        let span = tracing::info_span!("webrtc_session", role = "pull", stream = %stream_name, session = %log_id(&session_id), layer = layer.as_deref().unwrap_or(""));
         let made = async {
             let pc = self.inner.engine.pull_peer().await?;
-            for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
+            for kind in kinds {
                 pc.add_transceiver_from_kind(
-                    kind,
+                    *kind,
                     Some(RTCRtpTransceiverInit {
                         direction: RTCRtpTransceiverDirection::Recvonly,
                         send_encodings: Vec::new(),
@@ -70,7 +109,7 @@ impl Sfu {
                 .await
                 .map_err(|e| SfuError::Negotiation(e.to_string()))?;
             }
-            self.forward_tracks(&pc, &stream, epoch, false);
+            self.forward_tracks(&pc, &stream, epoch, false, Some(label.clone()));
             let offer = pc
                 .create_offer(None)
                 .await
@@ -99,7 +138,8 @@ impl Sfu {
                     thread: home,
                     pending: None,
                     offered_candidates: 0,
-                }),
+                })
+                .pulling_layer(label),
             );
             session.mark_pull();
             self.register_session(session);
@@ -113,7 +153,7 @@ impl Sfu {
             Err(e) => {
                 if self.session(&session_id).is_some() {
                     self.end_session(&session_id, "pull negotiation failed");
-                } else {
+                } else if layer.is_none() {
                     stream.release_publisher(&session_id);
                     self.drop_stream_if_idle(stream_name);
                 }
@@ -123,21 +163,30 @@ impl Sfu {
     }
 
     /// Applies the origin's answer to the pull `session_id`.
+    /// `layers`: the simulcast layers the origin has, best first (empty: none); the first pull's video is the best
+    /// one, a layer pull's the layer it was made for.
     pub(crate) async fn complete_pull(
         &self,
         session_id: &str,
         answer_sdp: String,
+        layers: Vec<String>,
     ) -> Result<(), SfuError> {
         let session = self.session(session_id).ok_or(SfuError::SessionNotFound)?;
-        // The stream goes live here once every kind the origin sends has arrived.
-        if let Some(stream) = self.stream(&session.stream) {
+        if let Some(best) = layers.first() {
+            // Before the answer is applied, so before any track arrives.
+            let _ = session.pull_layer.set(best.clone());
+        }
+        // The stream goes live here once every kind the origin sends has arrived (the first pull only).
+        if let Some(stream) = self.stream(&session.stream)
+            && stream.publisher().as_deref() == Some(session_id)
+        {
             let (has_audio, has_video) = sent_kinds(&answer_sdp);
             stream.set_published(
                 session_id,
                 PublishedMedia {
                     has_audio,
                     has_video,
-                    layers: Vec::new(),
+                    layers,
                 },
             );
         }
@@ -164,6 +213,19 @@ impl Sfu {
     /// Viewers of `stream` on this node.
     pub(crate) fn viewers_of(&self, stream: &str) -> usize {
         self.stream(stream).map_or(0, |s| s.viewer_count())
+    }
+
+    /// The simulcast layers `stream` has here now, best first (empty: none, or not live).
+    pub(crate) fn layers_of(&self, stream: &str) -> Vec<String> {
+        self.stream(stream)
+            .and_then(|s| s.live_media())
+            .map_or_else(Vec::new, |m| m.layers)
+    }
+
+    /// The simulcast layers that viewers of `stream` on this node chose, each once.
+    pub(crate) fn chosen_layers(&self, stream: &str) -> Vec<String> {
+        self.stream(stream)
+            .map_or_else(Vec::new, |s| s.chosen_layers())
     }
 }
 

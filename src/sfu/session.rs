@@ -94,6 +94,8 @@ pub struct Session {
     pull: AtomicBool,
     /// Another node's pull of the stream from this node (a viewer session with the cluster token).
     relay: AtomicBool,
+    /// A cluster pull's simulcast layer at the origin (set from the origin's answer; empty: not simulcast).
+    pub pull_layer: Arc<OnceLock<String>>,
     /// Serialises ICE restarts of this session.
     pub restart_lock: tokio::sync::Mutex<()>,
     /// Remote candidates taken so far, the offer's and trickled ones together.
@@ -131,8 +133,15 @@ impl Session {
             connected: AtomicBool::new(false),
             pull: AtomicBool::new(false),
             relay: AtomicBool::new(false),
+            pull_layer: Arc::new(OnceLock::new()),
             restart_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The session as a cluster pull whose video layer is `layer` (see [`Session::pull_layer`]).
+    pub(crate) fn pulling_layer(mut self, layer: Arc<OnceLock<String>>) -> Session {
+        self.pull_layer = layer;
+        self
     }
 
     /// The session, placed: on its media thread, holding its pending slot.

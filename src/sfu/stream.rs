@@ -148,6 +148,24 @@ impl Stream {
         }
     }
 
+    /// The simulcast layers this stream's viewers chose, each once.
+    pub(crate) fn chosen_layers(&self) -> Vec<String> {
+        let st = lock(&self.state);
+        let mut layers: Vec<String> = st
+            .viewers
+            .values()
+            .filter_map(|v| {
+                v.chosen_layer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .collect();
+        layers.sort();
+        layers.dedup();
+        layers
+    }
+
     /// The current publisher's session id.
     pub(crate) fn publisher(&self) -> Option<String> {
         lock(&self.state).publisher.clone()

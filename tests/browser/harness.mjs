@@ -211,17 +211,21 @@ function cleanEnv() {
  *              giving ZIPIQ_* variables laid over defaultZipiqEnv (null removes one).
  * options.args: extra arguments after `serve`.
  * options.readyTimeoutMs: how long to wait for /healthz (default 60 s).
+ * options.takeOver: a server killed with kill(): this one starts on its ports and its data dir (its database,
+ *              keys), as a replacement node behind the same address would; this one's stop() removes the dir.
  *
- * Returns { base, httpPort, mediaPort, adminPort, dataDir, env, output(), waitForOutput(re, ms), cli(args), stop() }.
+ * Returns { base, httpPort, mediaPort, adminPort, dataDir, env, output(), waitForOutput(re, ms), cli(args), stop(),
+ * kill() }.
  */
 export async function startZipiq(options = {}) {
   const bin = options.bin ?? process.env.ZIPIQ_BIN;
   if (!bin) throw new Error('ZIPIQ_BIN is not set: build zipiq and point ZIPIQ_BIN at the binary');
-  const dataDir = tempDir('zipiq-data');
+  const old = options.takeOver;
+  const dataDir = old ? old.dataDir : tempDir('zipiq-data');
   const ctx = {
-    httpPort: await freePort('tcp'),
-    mediaPort: await freePort('udp'),
-    adminPort: await freePort('tcp'),
+    httpPort: old ? old.httpPort : await freePort('tcp'),
+    mediaPort: old ? old.mediaPort : await freePort('udp'),
+    adminPort: old ? old.adminPort : await freePort('tcp'),
     dataDir,
     freePort,
   };
@@ -232,7 +236,7 @@ export async function startZipiq(options = {}) {
     else env[key] = String(value);
   }
   const base = `http://127.0.0.1:${ctx.httpPort}`;
-  const logPath = path.join(dataDir, 'server.log');
+  const logPath = path.join(dataDir, old ? 'server-2.log' : 'server.log');
   const log = createWriteStream(logPath);
   let output = '';
   const child = spawn(bin, ['serve', ...(options.args ?? [])], {
@@ -252,6 +256,7 @@ export async function startZipiq(options = {}) {
   };
   cleanups.add(kill);
 
+  let killed = false;
   const server = {
     base,
     ...ctx,
@@ -277,6 +282,17 @@ export async function startZipiq(options = {}) {
       const [code] = await once(run, 'exit');
       if (code !== 0) throw new Error(`zipiq ${args.join(' ')} exited ${code}: ${err}`);
       return out;
+    },
+    /** SIGKILL at once, like a crash (`kill -9`); the data dir stays, for a server started with takeOver. */
+    async kill() {
+      if (killed) return;
+      killed = true;
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      cleanups.delete(kill);
+      await new Promise((resolve) => log.end(resolve));
     },
     /** SIGTERM, then SIGKILL after graceMs. Returns { code, signal, tookMs }. */
     async stop(graceMs = 15_000) {

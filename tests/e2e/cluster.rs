@@ -641,3 +641,118 @@ async fn edges_of_one_region_share_one_pull_from_an_origin_in_another() {
     }
     pg.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_pulls_another_simulcast_layer_only_while_a_viewer_wants_it() {
+    let pg = databases::postgres().await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("cluster-token");
+    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
+    let extra = format!(
+        "token_file = \"{}\"\npull_idle_ms = 1000\n",
+        token_file.display()
+    );
+    let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &extra)).await;
+    let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", &extra)).await;
+    let key = first.expect("first stream").key;
+    let options = zipiq_client::PublishOptions {
+        simulcast: vec!["0".into(), "1".into(), "2".into()],
+        ..Default::default()
+    };
+    let publisher = Arc::new(
+        WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), options)
+            .await
+            .expect("simulcast publisher on node-a"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let pumping =
+        crate::fanout::spawn_publisher_loop(publisher.clone(), 3, stop.clone(), sent.clone());
+    assert!(
+        eventually(Duration::from_secs(5), || a
+            .sfu
+            .live_streams()
+            .first()
+            .is_some_and(|s| s.layers.len() == 3))
+        .await,
+        "three layers at the origin"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A viewer of the best layer: one pull, of the best layer, and the edge knows the origin's layers.
+    let whep = format!("{}/whep/live", base(&b));
+    let mut best = WhepClient::connect(&whep, None, zipiq_client::WatchOptions::default())
+        .await
+        .expect("viewer on the edge");
+    assert_eq!(a.sfu.counts().relays, 1, "one pull");
+    assert_eq!(
+        b.sfu.live_streams().first().map(|s| s.layers.clone()),
+        Some(vec!["0".to_owned(), "1".to_owned(), "2".to_owned()]),
+        "the edge offers the origin's layers"
+    );
+    // A viewer of layer 2: the edge pulls that layer too, and the viewer moves to it at its keyframe.
+    let mut picked = WhepClient::connect(
+        &format!("{whep}?layer=2"),
+        None,
+        zipiq_client::WatchOptions::default(),
+    )
+    .await
+    .expect("viewer of layer 2 on the edge");
+    assert!(
+        eventually(Duration::from_secs(5), || a.sfu.counts().relays == 2
+            && b.sfu.counts().relays == 2)
+        .await,
+        "one more pull, for layer 2"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let video = |v: &mut WhepClient| {
+        let mut out = Vec::new();
+        while let Ok(r) = v.packets.try_recv() {
+            if r.kind == webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video {
+                out.push(r);
+            }
+        }
+        out
+    };
+    let got = video(&mut picked);
+    let layers: Vec<u8> = got.iter().map(|r| r.payload[1]).collect();
+    let switch = layers
+        .iter()
+        .position(|&l| l == 2)
+        .expect("the viewer gets layer 2");
+    assert!(
+        layers[..switch].iter().all(|&l| l == 0) && layers[switch..].iter().all(|&l| l == 2),
+        "the pulled layer until layer 2 comes, then layer 2 only: {layers:?}"
+    );
+    assert_eq!(
+        got[switch].payload[0],
+        crate::common::IDR,
+        "switched on a keyframe"
+    );
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1].sequence_number,
+            w[0].sequence_number.wrapping_add(1),
+            "sequence continuous across the switch"
+        );
+    }
+    let best_layers: Vec<u8> = video(&mut best).iter().map(|r| r.payload[1]).collect();
+    assert!(!best_layers.is_empty() && best_layers.iter().all(|&l| l == 0));
+
+    // The layer's viewer leaves: its pull closes after pull_idle_ms; the stream's pull stays for the other one.
+    let _ = picked.close().await;
+    assert!(
+        eventually(Duration::from_secs(10), || a.sfu.counts().relays == 1
+            && b.sfu.counts().relays == 1)
+        .await,
+        "the idle layer pull closes"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = pumping.await;
+    let _ = best.close().await;
+    drop(publisher);
+    for node in [b, a] {
+        node.shutdown().await;
+    }
+    pg.drop_db().await;
+}

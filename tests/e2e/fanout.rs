@@ -13,7 +13,7 @@ use crate::common::*;
 const GOP: u32 = 50;
 
 /// Sends synthetic video on every layer every 4 ms and audio every 20 ms until `stop`, counting packets in `sent`.
-fn spawn_publisher_loop(
+pub(crate) fn spawn_publisher_loop(
     publisher: Arc<WhipClient>,
     layers: u8,
     stop: Arc<AtomicBool>,

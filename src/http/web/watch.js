@@ -11,9 +11,31 @@
   const stats = { framesDecoded: 0, firstFrameMs: null, startedAt: performance.now(), state: "new" };
   window.zipiqStats = stats;
   let pc = null, resource = null;
+  // A lost connection (the node went away, the network dropped) is made again on its own, with a growing pause
+  // (1, 2, 4, 8, then every 10 s); behind a load balancer the new request lands on a live node.
+  let restarts = 0, restartTimer = null, lostTimer = null;
+  stats.restarts = 0;
+
+  function restart(reason) {
+    if (restartTimer) return;
+    const delay = Math.min(1000 * 2 ** Math.min(restarts, 3), 10000);
+    status.textContent = "Connection lost (" + reason + "); trying again in " + delay / 1000 + " s…";
+    restartTimer = setTimeout(() => {
+      restartTimer = null;
+      restarts += 1;
+      stats.restarts += 1;
+      const old = pc, oldResource = resource;
+      pc = null; resource = null;
+      try { old && old.close(); } catch (_) { /* already closed */ }
+      zipiq.end(oldResource, viewerToken);
+      video.srcObject = null;
+      start();
+    }, delay);
+  }
 
   async function start() {
     pc = new RTCPeerConnection();
+    const mine = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addEventListener("track", (ev) => {
@@ -21,8 +43,16 @@
       if (!ev.streams[0]) video.srcObject.addTrack(ev.track);
     });
     pc.addEventListener("connectionstatechange", () => {
+      if (pc !== mine) return;
       stats.state = pc.connectionState;
       status.textContent = "Connection: " + pc.connectionState;
+      clearTimeout(lostTimer);
+      if (pc.connectionState === "connected") restarts = 0;
+      if (pc.connectionState === "failed") restart("failed");
+      // Disconnected for 3 s: the other end is most likely gone (a viewer's network blip is shorter).
+      if (pc.connectionState === "disconnected") {
+        lostTimer = setTimeout(() => { if (pc === mine && pc.connectionState === "disconnected") restart("no packets"); }, 3000);
+      }
     });
     try {
       stats.startedAt = performance.now();
@@ -35,6 +65,8 @@
         ? "This stream is private: open it with the viewer link its owner gave you (" + e.message + ")"
         : "Could not watch: " + e.message;
       stats.state = "error: " + e.message;
+      // The node could not be reached or failed: try again. A refusal (4xx) is final.
+      if (e.status === undefined || e.status >= 500) restart(e.message);
     }
   }
 
