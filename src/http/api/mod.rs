@@ -410,7 +410,10 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "only deserialized, to see which field the parser names; never read"
+    )]
     struct Body {
         email: String,
         ttl: Option<u32>,
