@@ -4,6 +4,9 @@
 //! Every key has its default in the repository's `config.toml`, which is compiled into the binary, so the running
 //! defaults and the documented ones cannot drift apart. Unknown keys are errors that name the key: a typo must never
 //! be silently ignored.
+//!
+//! One concern, hence one file despite its length: the sections' types (each key documented as in `config.toml`),
+//! loading them, and the checks of values that depend on each other (made at start, naming the keys).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

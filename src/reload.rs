@@ -45,23 +45,43 @@ pub(crate) fn apply(old: &Config, new: &Config) -> Vec<String> {
         log.format,
         http.trusted_proxies,
     );
-    // The Debug forms hold every key; no section holds a secret's value (only file names).
+    // The Debug forms hold every key; no section holds a secret's value (only file names). Every section is named
+    // (no `..`), so a section added to Config does not compile here until it is compared too.
+    let Config {
+        server,
+        http,
+        media,
+        database,
+        cluster,
+        log,
+        admin,
+        gateway,
+        streams,
+        auth,
+        smtp,
+        audit,
+        rate_limits,
+        recording,
+        ipfs,
+        archive,
+    } = &rest;
     let sections = [
-        ("server", differs(&rest.server, &new.server)),
-        ("http", differs(&rest.http, &new.http)),
-        ("media", differs(&rest.media, &new.media)),
-        ("database", differs(&rest.database, &new.database)),
-        ("log", differs(&rest.log, &new.log)),
-        ("admin", differs(&rest.admin, &new.admin)),
-        ("gateway", differs(&rest.gateway, &new.gateway)),
-        ("streams", differs(&rest.streams, &new.streams)),
-        ("audit", differs(&rest.audit, &new.audit)),
-        ("recording", differs(&rest.recording, &new.recording)),
-        ("ipfs", differs(&rest.ipfs, &new.ipfs)),
-        ("archive", differs(&rest.archive, &new.archive)),
-        ("auth", differs(&rest.auth, &new.auth)),
-        ("smtp", differs(&rest.smtp, &new.smtp)),
-        ("rate_limits", differs(&rest.rate_limits, &new.rate_limits)),
+        ("server", differs(server, &new.server)),
+        ("http", differs(http, &new.http)),
+        ("media", differs(media, &new.media)),
+        ("database", differs(database, &new.database)),
+        ("cluster", differs(cluster, &new.cluster)),
+        ("log", differs(log, &new.log)),
+        ("admin", differs(admin, &new.admin)),
+        ("gateway", differs(gateway, &new.gateway)),
+        ("streams", differs(streams, &new.streams)),
+        ("auth", differs(auth, &new.auth)),
+        ("smtp", differs(smtp, &new.smtp)),
+        ("audit", differs(audit, &new.audit)),
+        ("rate_limits", differs(rate_limits, &new.rate_limits)),
+        ("recording", differs(recording, &new.recording)),
+        ("ipfs", differs(ipfs, &new.ipfs)),
+        ("archive", differs(archive, &new.archive)),
     ];
     for (section, changed) in sections {
         if changed {
@@ -95,8 +115,9 @@ mod tests {
         new.media.max_sessions += 1;
         new.media.udp_listen = "127.0.0.1:2".parse().unwrap();
         new.archive.concurrency += 1;
+        new.cluster.lease_ms += 1;
         let changes = apply(&old, &new);
-        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert_eq!(changes.len(), 4, "{changes:?}");
         assert!(
             changes
                 .iter()
@@ -104,6 +125,7 @@ mod tests {
         );
         assert!(changes.iter().any(|c| c.starts_with("[media] changed")));
         assert!(changes.iter().any(|c| c.starts_with("[archive] changed")));
+        assert!(changes.iter().any(|c| c.starts_with("[cluster] changed")));
         // log.level alone is applied, not reported as a restart.
         let mut new = old.clone();
         new.log.level = "debug".into();

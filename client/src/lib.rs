@@ -1,6 +1,7 @@
 //! zipIQ's own WHIP and WHEP clients, on webrtc-rs: what the integration tests and the fan-out bench use to publish
 //! and watch like OBS and a browser do (bundle, rtcp-mux, Opus on mid 0, H.264 on mid 1, optional simulcast
-//! layers, a bearer token, DELETE on stop). A crate of its own, so the server binary does not link it.
+//! layers, a bearer token, DELETE on stop; a 307 is followed with the offer and the token sent again, as OBS does).
+//! A crate of its own, so the server binary does not link it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,6 +252,26 @@ async fn negotiate(
     })
 }
 
+/// Negotiates with the server at `url`, then waits until the connection is up; on either failure the peer
+/// connection is closed.
+async fn negotiate_and_connect(
+    http: &reqwest::Client,
+    pc: &Arc<RTCPeerConnection>,
+    url: &str,
+    token: Option<&str>,
+    state: &mut watch::Receiver<RTCPeerConnectionState>,
+    timeout: Duration,
+) -> Result<Negotiated, ClientError> {
+    let connected = match negotiate(http, pc, url, token).await {
+        Ok(negotiated) => wait_connected(state, timeout).await.map(|()| negotiated),
+        Err(e) => Err(e),
+    };
+    if connected.is_err() {
+        let _ = pc.close().await;
+    }
+    connected
+}
+
 async fn wait_connected(
     rx: &mut watch::Receiver<RTCPeerConnectionState>,
     timeout: Duration,
@@ -398,17 +419,9 @@ impl WhipClient {
                 }
             });
         }
-        let negotiated = match negotiate(&http, &pc, url, token).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = pc.close().await;
-                return Err(e);
-            }
-        };
-        if let Err(e) = wait_connected(&mut state, options.connect_timeout).await {
-            let _ = pc.close().await;
-            return Err(e);
-        }
+        let negotiated =
+            negotiate_and_connect(&http, &pc, url, token, &mut state, options.connect_timeout)
+                .await?;
         Ok(WhipClient {
             pc,
             negotiated,
@@ -568,17 +581,9 @@ impl WhepClient {
                 });
             })
         }));
-        let negotiated = match negotiate(&http, &pc, url, token).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = pc.close().await;
-                return Err(e);
-            }
-        };
-        if let Err(e) = wait_connected(&mut state, options.connect_timeout).await {
-            let _ = pc.close().await;
-            return Err(e);
-        }
+        let negotiated =
+            negotiate_and_connect(&http, &pc, url, token, &mut state, options.connect_timeout)
+                .await?;
         Ok(WhepClient {
             pc,
             negotiated,

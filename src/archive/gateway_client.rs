@@ -20,6 +20,23 @@ const ERROR_BODY_CHARS: usize = 512;
 /// Largest JSON or text answer read (data has its own limit, given per call).
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
+/// Refuses `data` (and its `tree`) when `tx` does not sign it: its data root or size differ. `endpoint` names the
+/// call that would have sent it.
+fn signs(
+    tx: &Transaction,
+    data: &[u8],
+    tree: Option<&DataTree>,
+    endpoint: &str,
+) -> Result<(), GatewayError> {
+    if tx.data_root != tree.map(|t| t.data_root) || tx.data_size != data.len() as u64 {
+        return Err(GatewayError::Answer {
+            endpoint: endpoint.to_owned(),
+            detail: "the transaction does not sign this data (data root or size differ)".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Why a gateway call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -284,13 +301,7 @@ impl GatewayClient {
         data: &[u8],
         tree: Option<&DataTree>,
     ) -> Result<(), GatewayError> {
-        if tx.data_root != tree.map(|t| t.data_root) || tx.data_size != data.len() as u64 {
-            return Err(GatewayError::Answer {
-                endpoint: "/tx".to_owned(),
-                detail: "the transaction does not sign this data (data root or size differ)"
-                    .to_owned(),
-            });
-        }
+        signs(tx, data, tree, "/tx")?;
         self.post_tx(&tx.to_json(None)).await?;
         self.upload_chunks(tx, data, tree).await
     }
@@ -303,13 +314,7 @@ impl GatewayClient {
         data: &[u8],
         tree: Option<&DataTree>,
     ) -> Result<(), GatewayError> {
-        if tx.data_root != tree.map(|t| t.data_root) || tx.data_size != data.len() as u64 {
-            return Err(GatewayError::Answer {
-                endpoint: "/chunk".to_owned(),
-                detail: "the transaction does not sign this data (data root or size differ)"
-                    .to_owned(),
-            });
-        }
+        signs(tx, data, tree, "/chunk")?;
         if let Some(tree) = tree {
             for index in 0..tree.chunks.len() {
                 if let Some(chunk) = chunk_upload(tree, data, index) {

@@ -145,6 +145,19 @@ fn row_to_user(row: &sqlx::any::AnyRow) -> Result<UserRow, DbError> {
     })
 }
 
+/// The user `id` as `tx` sees it (its own changes included).
+async fn user_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: i64) -> Result<UserRow, DbError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    row_to_user(&row)
+}
+
 /// Revokes every open session of `user_id` inside `tx`; returns how many.
 async fn revoke_all_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -380,15 +393,7 @@ impl Db {
                 revoke_all_in(&mut tx, id, "account disabled", now).await?;
             }
         }
-        let after = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let after = row_to_user(&after)?;
+        let after = user_in(&mut tx, id).await?;
         tx.commit().await?;
         Ok(UserChange { before, after })
     }
@@ -606,15 +611,7 @@ impl Db {
             .bind(session_id)
             .execute(&mut *tx)
             .await?;
-            let user = sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users WHERE id = $1"
-            ))
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let user = row_to_user(&user)?;
+            let user = user_in(&mut tx, user_id).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Reused { session_id, user });
         }
@@ -637,15 +634,7 @@ impl Db {
             .bind(session_id)
             .execute(&mut *tx)
             .await?;
-        let user = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id = $1"
-        ))
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let user = row_to_user(&user)?;
+        let user = user_in(&mut tx, user_id).await?;
         tx.commit().await?;
         Ok(RefreshOutcome::Rotated { session_id, user })
     }

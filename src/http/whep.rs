@@ -4,7 +4,8 @@
 //! (a JWT scoped to the stream) as `Authorization: Bearer`: none or an invalid one is 401, one for another stream
 //! 403. A stream of a disabled account, or a viewer token made by one, is refused with 403. Requests count against
 //! the per-address WHEP limit, and those with a token against the per-token one. On a node of a cluster, a stream
-//! live on another node is answered with a 307 to that node (see `http::cluster`).
+//! live on another node is pulled from it and served here, or, when no pull can be made, answered with a 307 to
+//! that node (see `http::cluster`).
 
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -6,6 +6,8 @@
 //! holder). On a node of a cluster a publisher may be redirected (307) to a less loaded node, and claims its
 //! stream's route first (409 when another node is its origin; see `http::cluster`).
 
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +20,7 @@ use super::security::ClientIp;
 use crate::auth::rate_limit::Action;
 use crate::db::streams::StreamRow;
 use crate::secrets::stream_keys;
-use crate::sfu::session::SessionRole;
+use crate::sfu::session::{Session, SessionRole};
 
 /// The account a stream's WHIP requests count against: its owner, or the stream itself when nobody owns it.
 fn account_key(row: &StreamRow) -> String {
@@ -37,6 +39,27 @@ async fn check_account(state: &AppState, stream: &str) -> Result<(), HttpError> 
             .check_account(Action::Whip, &account_key(&row))?;
     }
     Ok(())
+}
+
+/// The publisher session `session_id` of `stream` a PATCH or DELETE names, once the request has counted against
+/// the address, shown the session's own token, and counted against the owner's budget.
+async fn publisher_session(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    stream: &str,
+    session_id: &str,
+) -> Result<Arc<Session>, HttpError> {
+    state.auth.limits.check_ip(Action::Whip, ip)?;
+    let session = negotiation::authorized_session(
+        state,
+        headers,
+        SessionRole::Publisher,
+        stream,
+        session_id,
+    )?;
+    check_account(state, stream).await?;
+    Ok(session)
 }
 
 /// `POST /whip/{stream}`.
@@ -113,15 +136,7 @@ pub(crate) async fn patch(
     headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> Result<Response, HttpError> {
-    state.auth.limits.check_ip(Action::Whip, ip)?;
-    let session = negotiation::authorized_session(
-        &state,
-        &headers,
-        SessionRole::Publisher,
-        &stream,
-        &session,
-    )?;
-    check_account(&state, &stream).await?;
+    let session = publisher_session(&state, ip, &headers, &stream, &session).await?;
     negotiation::patch_session(&state, &headers, &body, &session).await
 }
 
@@ -132,15 +147,7 @@ pub(crate) async fn delete(
     Path((stream, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    state.auth.limits.check_ip(Action::Whip, ip)?;
-    let session = negotiation::authorized_session(
-        &state,
-        &headers,
-        SessionRole::Publisher,
-        &stream,
-        &session,
-    )?;
-    check_account(&state, &stream).await?;
+    let session = publisher_session(&state, ip, &headers, &stream, &session).await?;
     Ok(negotiation::delete_session(&state, &session))
 }
 

@@ -61,6 +61,28 @@ pub struct DropCounts {
     pub malformed: u64,
 }
 
+/// Extends `value`, an RTP field `BITS` wide, to 64 bits: of the values with those low bits, the one nearest
+/// `highest` (the highest so far, which it raises; the first is `value + 2^BITS`). One rule for sequence numbers
+/// (16 bits) and timestamps (32 bits).
+fn unwrap_nearest<const BITS: u32>(highest: &mut Option<u64>, value: u64) -> u64 {
+    let Some(top) = *highest else {
+        let v = value + (1 << BITS);
+        *highest = Some(v);
+        return v;
+    };
+    let base = top & !((1 << BITS) - 1);
+    let candidates = [base.wrapping_sub(1 << BITS), base, base + (1 << BITS)];
+    let v = candidates
+        .iter()
+        .map(|b| b + value)
+        .min_by_key(|v| v.abs_diff(top))
+        .unwrap_or(top);
+    if v > top {
+        *highest = Some(v);
+    }
+    v
+}
+
 /// Unwraps a 16-bit sequence number to 64 bits.
 #[derive(Debug, Clone, Default)]
 pub struct SeqUnwrapper {
@@ -70,50 +92,20 @@ pub struct SeqUnwrapper {
 impl SeqUnwrapper {
     /// The 64-bit number of `seq`: the one nearest the highest seen so far (the first is `seq + 2^16`).
     pub fn unwrap(&mut self, seq: u16) -> u64 {
-        let Some(highest) = self.highest else {
-            let v = u64::from(seq) + (1 << 16);
-            self.highest = Some(v);
-            return v;
-        };
-        let base = highest & !0xffff;
-        let candidates = [base.wrapping_sub(1 << 16), base, base + (1 << 16)];
-        let v = candidates
-            .iter()
-            .map(|b| b + u64::from(seq))
-            .min_by_key(|v| v.abs_diff(highest))
-            .unwrap_or(highest);
-        if v > highest {
-            self.highest = Some(v);
-        }
-        v
+        unwrap_nearest::<16>(&mut self.highest, u64::from(seq))
     }
 }
 
 /// Unwraps a 32-bit RTP timestamp to 64 bits.
 #[derive(Debug, Clone, Default)]
 pub struct TsUnwrapper {
-    last: Option<u64>,
+    highest: Option<u64>,
 }
 
 impl TsUnwrapper {
     /// The 64-bit timestamp of `ts`: the one nearest the highest seen so far (the first is `ts + 2^32`).
     pub fn unwrap(&mut self, ts: u32) -> u64 {
-        let Some(last) = self.last else {
-            let v = u64::from(ts) + (1 << 32);
-            self.last = Some(v);
-            return v;
-        };
-        let base = last & !0xffff_ffff;
-        let candidates = [base.wrapping_sub(1 << 32), base, base + (1 << 32)];
-        let v = candidates
-            .iter()
-            .map(|b| b + u64::from(ts))
-            .min_by_key(|v| v.abs_diff(last))
-            .unwrap_or(last);
-        if v > last {
-            self.last = Some(v);
-        }
-        v
+        unwrap_nearest::<32>(&mut self.highest, u64::from(ts))
     }
 }
 

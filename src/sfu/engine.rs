@@ -1,9 +1,11 @@
 //! The WebRTC engine: everything that knows webrtc-rs (the classic 0.17 line) about building peer connections.
 //!
-//! One UDP socket shared by every peer connection (`UDPMuxDefault`), ICE-lite by default, host candidates from the
-//! configured public addresses or the local interfaces, AEAD-AES-GCM SRTP offered first, one DTLS certificate
-//! for the whole process, and the codecs and header extensions OBS and browsers use. The rest of the SFU sees only
-//! [`Engine::publisher_peer`] and [`Engine::viewer_peer`]; moving to another WebRTC stack is this module's work.
+//! One UDP socket shared by every peer connection (`UDPMuxDefault`), ICE-lite by default (a cluster pull, which
+//! makes the offer, runs full ICE), host candidates from the configured public addresses or the local interfaces,
+//! AEAD-AES-GCM SRTP offered first, one DTLS certificate for the whole process, and the codecs and header extensions
+//! OBS and browsers use. The rest of the SFU sees only the peer connections made here ([`Engine::publisher_peer`],
+//! [`Engine::viewer_peer`], [`Engine::pull_peer`]) and the addresses they announce; moving to another WebRTC stack
+//! is this module's work.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,12 @@
 //! The selective forwarding unit: publishers in (WHIP), viewers out (WHEP), RTP fanned out without copying.
 //!
-//! Layout: [`engine`] knows webrtc-rs; [`offer`] and [`sdpfrag`] read what clients send; [`stream`] decides who
-//! watches what; [`forward`] (with [`downtrack`], [`munger`], [`keyframe`]) is the hot path; [`publisher`] and
-//! [`subscriber`] set sessions up, `ice` takes trickled candidates and ICE restarts; this module keeps the
-//! registry of streams and sessions and ends them.
+//! Layout: [`engine`] knows webrtc-rs (with [`host_addresses`] and [`mux_socket`] for the shared media socket);
+//! [`offer`] and [`sdpfrag`] read what clients send; [`admission`] and [`session`] say who may open a session;
+//! [`stream`] decides who watches what; [`forward`] (with [`downtrack`], [`munger`], [`keyframe`], [`retransmit`],
+//! [`keyframe_request`], and [`tap`] to the recorder) is the hot path, spread over [`media_threads`];
+//! [`publisher`], [`subscriber`] and [`pull`] (a cluster edge's copy of a stream) set sessions up, `ice` takes
+//! trickled candidates and ICE restarts; [`key_watch`] ends sessions whose credentials changed elsewhere; this
+//! module keeps the registry of streams and sessions and ends them.
 //! Nothing here waits on disk, the database, IPFS or Arweave.
 
 pub(crate) mod admission;

@@ -1,5 +1,6 @@
 //! Accepting a publisher (WHIP): its peer connection, one forwarding task per received track (audio, each video
-//! layer), and the task that carries keyframe requests to it.
+//! layer), and the task that carries keyframe requests to it. The track set-up ([`Sfu::forward_tracks`]) serves a
+//! cluster pull's tracks too (`pull.rs`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

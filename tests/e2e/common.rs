@@ -230,6 +230,22 @@ pub fn chunk(broadcast_id: i64, seq: i64, cid: impl Into<String>, size: i64) -> 
     }
 }
 
+/// The real binary, `zipiq serve --config <config_path>`, with the JSON log lines (and the first-start banner) on
+/// a pipe to read, standard error passed through, and `RUST_LOG` unset so the configured level holds. Killed when
+/// dropped.
+pub fn serve_process(config_path: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_zipiq"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("zipiq starts")
+}
+
 /// The path of a test tool (`ffmpeg`, `ffprobe`): `ZIPIQ_TEST_<NAME>` when set, else /usr/bin/<name>.
 pub fn tool(name: &str) -> String {
     let path = std::env::var(format!("ZIPIQ_TEST_{}", name.to_ascii_uppercase()))

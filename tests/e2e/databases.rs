@@ -10,7 +10,6 @@ use zipiq::db::Db;
 pub struct TestDb {
     pub name: &'static str,
     pub db: Db,
-    #[allow(dead_code)]
     pub url: String,
     cleanup: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,

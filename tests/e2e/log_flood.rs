@@ -3,7 +3,6 @@
 //! per window, and the rest are counted in `zipiq_log_events_suppressed_total`. Session ids, which are
 //! capabilities, never appear whole in the logs.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,16 +29,7 @@ async fn a_flood_of_junk_datagrams_writes_a_bounded_number_of_lines() {
     );
     let config_path = dir.path().join("zipiq.toml");
     std::fs::write(&config_path, config).expect("config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zipiq"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("zipiq starts");
+    let mut child = crate::common::serve_process(&config_path);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let (key_tx, key_rx) = tokio::sync::oneshot::channel();
     let mut reader = BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -5,7 +5,6 @@
 //! the archive queue.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -73,16 +72,7 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
         config_text(dir.path(), http_port, admin_port, media_port),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zipiq"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("zipiq starts");
+    let mut child = crate::common::serve_process(&config_path);
     let pid = child.id().expect("pid");
 
     // stdout: JSON log lines and, once, the first-start banner with the stream key.

@@ -187,12 +187,8 @@ pub(crate) async fn list_broadcasts(
     if !(1..=100).contains(&limit) {
         return Err(FieldError::new("limit", "must be between 1 and 100").into());
     }
-    let row = if crate::db::streams::valid_name(&name) {
-        state.db.find_stream(&name).await?
-    } else {
-        None
-    };
-    let row = row
+    let row = super::streams::named(&state, &name)
+        .await?
         .filter(|r| may_read(r, user.as_ref()))
         .ok_or_else(|| HttpError::not_found(format!("no stream {name:?}")))?;
     let mut broadcasts = Vec::new();

@@ -1,10 +1,10 @@
-//! The REST API under `/api/v1`: accounts, streams (with their broadcasts and chunks), admin resources, and the
-//! OpenAPI document of all of it at `/api/v1/openapi.json`, generated from these handlers (utoipa), so the
-//! document and the server cannot drift apart.
+//! The REST API under `/api/v1`: accounts, streams (with their broadcasts and chunks), admin resources, the
+//! cluster view, and the OpenAPI document of all of it at `/api/v1/openapi.json`, generated from these handlers
+//! (utoipa), so the document and the server cannot drift apart.
 //!
 //! One file per concern: `accounts` (sign-up to password change), `streams`, `viewer_tokens`, `broadcasts` (and
-//! their chunks), `live`, `admin`; `responses` holds the error answers they share in the document, and this file
-//! the document's frame and the extractors they share.
+//! their chunks), `live`, `admin`, `cluster`; `responses` holds the error answers they share in the document, and
+//! this file the document's frame and the extractors they share.
 //!
 //! Every refusal is `application/problem+json`, including malformed JSON (400), a wrong content type (415), a
 //! field of the wrong type or shape (422, naming the field) and a missing or bad bearer token (401). Handlers
@@ -410,7 +410,10 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "only deserialized, to see which field the parser names; never read"
+    )]
     struct Body {
         email: String,
         ttl: Option<u32>,

@@ -113,18 +113,24 @@ fn to_api(state: &AppState, row: &StreamRow) -> Stream {
     }
 }
 
+/// The stream called `name`, if any. A name no stream can have (a path segment is outside input) is not looked up.
+pub(super) async fn named(state: &AppState, name: &str) -> Result<Option<StreamRow>, HttpError> {
+    if crate::db::streams::valid_name(name) {
+        Ok(state.db.find_stream(name).await?)
+    } else {
+        Ok(None)
+    }
+}
+
 /// The stream `name` if the caller may manage it; 404 otherwise (another user's stream is not revealed).
 pub(super) async fn managed(
     state: &AppState,
     user: &CurrentUser,
     name: &str,
 ) -> Result<StreamRow, HttpError> {
-    let row = if crate::db::streams::valid_name(name) {
-        state.db.find_stream(name).await?
-    } else {
-        None
-    };
-    row.filter(|r| user.may_manage(r))
+    named(state, name)
+        .await?
+        .filter(|r| user.may_manage(r))
         .ok_or_else(|| HttpError::not_found(format!("you have no stream {name:?}")))
 }
 
