@@ -20,7 +20,7 @@ use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
-use webrtc::ice::udp_network::UDPNetwork;
+use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::certificate::RTCCertificate;
@@ -324,8 +324,11 @@ impl Engine {
     }
 
     /// A peer connection that pulls a stream from its origin node as a WHEP client (a cluster edge): it receives
-    /// like a publisher's, on the same media socket, but offers and runs full ICE as the controlling agent (the
-    /// origin is ICE-lite, and two lite agents never connect).
+    /// like a publisher's, but offers and runs full ICE as the controlling agent (the origin is ICE-lite, and two
+    /// lite agents never connect), from a UDP port of its own on the media address. Not the shared media socket:
+    /// webrtc-rs's UDP mux tells peer connections apart by remote address once connected, so two pulls between
+    /// the same two nodes (two streams, or two simulcast layers of one) over the same pair of sockets would be
+    /// mixed up at both ends.
     pub(crate) async fn pull_peer(&self) -> Result<Arc<RTCPeerConnection>, EngineError> {
         let mut media = MediaEngine::default();
         for (codec, kind) in publisher_codecs() {
@@ -338,7 +341,11 @@ impl Engine {
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
-            .with_setting_engine(self.setting_engine(false, false))
+            .with_setting_engine({
+                let mut s = self.setting_engine(false, false);
+                s.set_udp_network(UDPNetwork::Ephemeral(EphemeralUDP::default()));
+                s
+            })
             .build();
         Ok(Arc::new(
             api.new_peer_connection(self.rtc_configuration()).await?,

@@ -1,8 +1,8 @@
 //! A pull: this node receives a stream from its origin node as a WHEP client (a cluster edge), and the pulled
 //! tracks enter the same fan-out as a publisher's (GOP cache, retransmissions, keyframe requests upstream, the
 //! shard queues). Made in two steps around the HTTP exchange, which the cluster does: [`Sfu::prepare_pull`] makes
-//! the peer connection (full ICE, controlling, on the shared media socket) and its offer, [`Sfu::complete_pull`]
-//! applies the origin's answer. Both run on the stream's home media thread, like a publisher's session. A pull is a
+//! the peer connection (full ICE, controlling, from a UDP port of its own: see `Engine::pull_peer`) and its
+//! offer, [`Sfu::complete_pull`] applies the origin's answer. Both run on the stream's home media thread, like a publisher's session. A pull is a
 //! publisher session of the stream here (one per stream: a real publisher cannot take the stream meanwhile) that
 //! records nothing: recording runs on the origin only.
 
@@ -123,7 +123,9 @@ impl Sfu {
                 .local_description()
                 .await
                 .ok_or_else(|| SfuError::Negotiation("no local description".into()))?;
-            let offer_sdp = self.inner.engine.addresses().announce(&local.sdp);
+            // The pull's own port on the media address, as gathered: the origin (ICE-lite) answers the checks
+            // from wherever they come, so nothing needs announcing.
+            let offer_sdp = local.sdp.clone();
             let session = Arc::new(
                 Session::new(
                     session_id.clone(),

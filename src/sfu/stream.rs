@@ -330,11 +330,14 @@ impl Stream {
         let Some(viewer) = st.viewers.get(session_id).cloned() else {
             return false;
         };
+        // A layer that has a source here, or that the publisher announced (a pulled stream's layers are pulled
+        // when chosen, so they have no source yet).
         if let Some(l) = &layer
             && !st
                 .sources
                 .iter()
                 .any(|s| s.kind != RTPCodecType::Audio && &s.rid == l)
+            && !st.published.layers.iter().any(|p| p == l)
         {
             return false;
         }
