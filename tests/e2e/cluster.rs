@@ -512,18 +512,16 @@ async fn whep_answer(url: &str) -> (u16, String) {
     (answer.status().as_u16(), location)
 }
 
-/// Polls a bare WHEP POST of "live" on `server` until it is redirected to `to` (the nodes learn each other's load
-/// from heartbeats); returns the last answer.
-async fn whep_redirected_to(server: &Server, to: &str) -> (u16, String) {
-    let url = format!("{}/whep/live", base(server));
-    let want = format!("{to}/whep/live?");
-    let mut answer = whep_answer(&url).await;
+/// Polls a bare WHEP POST to `url` until it is redirected to a URL starting with `want` (the nodes learn each
+/// other's load and draining from heartbeats); returns the last answer.
+async fn whep_redirected_to(url: &str, want: &str) -> (u16, String) {
+    let mut answer = whep_answer(url).await;
     for _ in 0..50 {
-        if answer.0 == 307 && answer.1.starts_with(&want) {
+        if answer.0 == 307 && answer.1.starts_with(want) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        answer = whep_answer(&url).await;
+        answer = whep_answer(url).await;
     }
     answer
 }
@@ -568,7 +566,8 @@ async fn a_full_or_draining_node_sends_viewers_to_its_region_first_then_anywhere
     // node-b is full: a viewer is sent to node-c, of its region, though node-a (another region) sorts first by
     // name and load (in-process nodes share the process's CPU and egress figures).
     let (base_a, base_c) = (base(&a), base(&c));
-    let (status, location) = whep_redirected_to(&b, &base_c).await;
+    let on_b = format!("{}/whep/live", base(&b));
+    let (status, location) = whep_redirected_to(&on_b, &format!("{base_c}/")).await;
     assert_eq!(status, 307, "{location}");
     assert_eq!(
         location,
@@ -592,7 +591,7 @@ async fn a_full_or_draining_node_sends_viewers_to_its_region_first_then_anywhere
     // node-c drains (SIGTERM; its viewer keeps it draining): it sends viewers away, and node-b, full, no longer
     // has a node of its region to send them to: node-a, of another region, takes them.
     let draining = tokio::spawn(c.shutdown());
-    let (status, location) = whep_redirected_to(&b, &base_a).await;
+    let (status, location) = whep_redirected_to(&on_b, &format!("{base_a}/")).await;
     assert_eq!(status, 307, "{location}");
     assert_eq!(location, format!("{base_a}/whep/live?placed=node-a"));
     let mut third_viewer =
@@ -608,8 +607,12 @@ async fn a_full_or_draining_node_sends_viewers_to_its_region_first_then_anywhere
         .await
         .expect("a packet within 5 s")
         .expect("packet");
-    // node-c's own answer while it drains, with a viewer's query kept.
-    let (status, location) = whep_answer(&format!("{base_c}/whep/live?layer=h")).await;
+    // node-c's own answer while it drains, with a viewer's query kept (once its heartbeat read node-b full).
+    let (status, location) = whep_redirected_to(
+        &format!("{base_c}/whep/live?layer=h"),
+        &format!("{base_a}/"),
+    )
+    .await;
     assert_eq!(status, 307, "{location}");
     assert_eq!(
         location,
