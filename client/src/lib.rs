@@ -86,14 +86,17 @@ pub fn vp8_capability() -> RTCRtpCodecCapability {
     }
 }
 
-fn setting_engine(replay_protection: bool) -> SettingEngine {
+fn setting_engine(replay_protection: bool, loopback_only: bool) -> SettingEngine {
     let mut s = SettingEngine::default();
     s.disable_srtp_replay_protection(!replay_protection);
     s.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
     s.set_network_types(vec![NetworkType::Udp4]);
     s.set_include_loopback_candidate(true);
-    // Clients of zipIQ's tests and load tool run on the same host as the server: loopback only.
-    s.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    // Clients of zipIQ's tests and load tool run on the same host as the server: loopback only, unless the server
+    // is behind another interface of the host (a network namespace's veth).
+    if loopback_only {
+        s.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+    }
     s
 }
 
@@ -103,6 +106,7 @@ async fn new_peer(
     codecs: &[(RTCRtpCodecCapability, u8, RTPCodecType)],
     simulcast: bool,
     replay_protection: bool,
+    loopback_only: bool,
 ) -> Result<Arc<RTCPeerConnection>, ClientError> {
     let mut media = MediaEngine::default();
     for (capability, pt, kind) in codecs {
@@ -141,7 +145,7 @@ async fn new_peer(
     let api = APIBuilder::new()
         .with_media_engine(media)
         .with_interceptor_registry(registry)
-        .with_setting_engine(setting_engine(replay_protection))
+        .with_setting_engine(setting_engine(replay_protection, loopback_only))
         .build();
     Ok(Arc::new(api.new_peer_connection(Default::default()).await?))
 }
@@ -342,7 +346,7 @@ impl WhipClient {
         if let Some(v) = &options.video {
             codecs.push((v.clone(), 96, RTPCodecType::Video));
         }
-        let pc = new_peer(&codecs, !options.simulcast.is_empty(), true).await?;
+        let pc = new_peer(&codecs, !options.simulcast.is_empty(), true, true).await?;
         let mut state = state_watch(&pc);
         let init = || {
             Some(RTCRtpTransceiverInit {
@@ -505,6 +509,9 @@ pub struct WatchOptions {
     pub connect_timeout: Duration,
     /// SRTP replay protection (on by default). Off lets a test see a retransmission of a packet it already has.
     pub replay_protection: bool,
+    /// Host candidates on loopback addresses only (the default); off: on every interface's address, for a server
+    /// reached through another interface (a network namespace behind a veth pair).
+    pub loopback_only: bool,
 }
 
 impl Default for WatchOptions {
@@ -514,6 +521,7 @@ impl Default for WatchOptions {
             video: vec![h264_capability(), vp8_capability()],
             connect_timeout: Duration::from_secs(10),
             replay_protection: true,
+            loopback_only: true,
         }
     }
 }
@@ -542,7 +550,13 @@ impl WhepClient {
         for (i, v) in options.video.iter().enumerate() {
             codecs.push((v.clone(), 96 + 2 * i as u8, RTPCodecType::Video));
         }
-        let pc = new_peer(&codecs, false, options.replay_protection).await?;
+        let pc = new_peer(
+            &codecs,
+            false,
+            options.replay_protection,
+            options.loopback_only,
+        )
+        .await?;
         let mut state = state_watch(&pc);
         let init = || {
             Some(RTCRtpTransceiverInit {

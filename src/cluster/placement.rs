@@ -1,6 +1,10 @@
-//! Where a new publisher goes: this node, another live node with room and clearly less CPU in use, or nowhere
-//! (this node is draining or full and no other node can take it).
+//! Where a new session goes. A publisher: this node, another live node with room and clearly less CPU in use, or
+//! nowhere (this node is draining or full and no other node can take it). A viewer: this node unless it is draining
+//! or full, else a live node with room of this node's region, else of any region.
 
+use std::sync::atomic::Ordering;
+
+use super::{Cluster, lock, read};
 use crate::db::cluster::{NodeReport, NodeRow};
 
 /// The placement of a new session.
@@ -64,15 +68,53 @@ pub(crate) fn place_publisher(
     }
 }
 
+/// A viewer's placement: here unless this node is draining or `full` (no room for one more viewer, as the SFU counts
+/// it now); then the least loaded live node with room of this node's region, else of any region, else nowhere.
+pub(crate) fn place_viewer(me: &NodeReport, full: bool, nodes: &[NodeRow]) -> Placement {
+    if !me.draining && !full {
+        return Placement::Here;
+    }
+    let others = candidates(me, nodes);
+    others
+        .iter()
+        .find(|n| n.report.region == me.region)
+        .or_else(|| others.first())
+        .map_or(Placement::Nowhere, |n| Placement::There((*n).clone()))
+}
+
+impl Cluster {
+    /// Where a new viewer should go, `full` telling whether this node has room for one more (see [`place_viewer`]).
+    /// From the registry as the last heartbeat read it: the database is not asked.
+    pub(crate) fn place_viewer(&self, full: bool) -> Placement {
+        let i = &self.inner;
+        let Some(mut me) = lock(&i.last_report).clone() else {
+            return Placement::Here;
+        };
+        me.draining = i.draining.load(Ordering::Relaxed);
+        place_viewer(&me, full, &read(&i.nodes))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn node(id: &str, cpu: i64, sessions: i64, draining: bool, alive: bool) -> NodeRow {
+        in_region("", id, cpu, sessions, draining, alive)
+    }
+
+    fn in_region(
+        region: &str,
+        id: &str,
+        cpu: i64,
+        sessions: i64,
+        draining: bool,
+        alive: bool,
+    ) -> NodeRow {
         NodeRow {
             report: NodeReport {
                 node_id: id.into(),
-                region: String::new(),
+                region: region.into(),
                 http_url: format!("http://{id}"),
                 media_addr: String::new(),
                 max_sessions: 10,
@@ -131,5 +173,43 @@ mod tests {
             );
             assert_eq!(place_publisher(me, &[], 200), Placement::Nowhere);
         }
+    }
+
+    #[test]
+    fn a_viewer_stays_unless_this_node_is_full_or_draining() {
+        let me = in_region("eu", "a", 900, 1, false, true).report;
+        let nodes = vec![in_region("eu", "b", 0, 0, false, true)];
+        assert_eq!(place_viewer(&me, false, &nodes), Placement::Here);
+        assert!(
+            matches!(place_viewer(&me, true, &nodes), Placement::There(n) if n.report.node_id == "b")
+        );
+        let draining = in_region("eu", "a", 0, 1, true, true).report;
+        assert!(
+            matches!(place_viewer(&draining, false, &nodes), Placement::There(n) if n.report.node_id == "b")
+        );
+        assert_eq!(place_viewer(&me, true, &[]), Placement::Nowhere);
+    }
+
+    #[test]
+    fn a_viewer_goes_to_its_own_region_first_even_to_a_busier_node_else_anywhere() {
+        let me = in_region("us", "a", 0, 10, false, true).report;
+        let nodes = vec![
+            in_region("eu", "b", 0, 1, false, true),
+            in_region("us", "c", 800, 5, false, true),
+            in_region("us", "d", 0, 1, true, true),
+            in_region("us", "e", 0, 1, false, false),
+            in_region("us", "f", 0, 10, false, true),
+        ];
+        assert!(
+            matches!(place_viewer(&me, true, &nodes), Placement::There(n) if n.report.node_id == "c")
+        );
+        // c full too: any region.
+        let nodes = vec![
+            in_region("eu", "b", 0, 1, false, true),
+            in_region("us", "c", 800, 10, false, true),
+        ];
+        assert!(
+            matches!(place_viewer(&me, true, &nodes), Placement::There(n) if n.report.node_id == "b")
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! A tokenless viewer's unguessable session URL is its own capability. A private stream needs a viewer token
 //! (a JWT scoped to the stream) as `Authorization: Bearer`: none or an invalid one is 401, one for another stream
 //! 403. A stream of a disabled account, or a viewer token made by one, is refused with 403. Requests count against
-//! the per-address WHEP limit, and those with a token against the per-token one. On a node of a cluster, a stream
-//! live on another node is pulled from it and served here, or, when no pull can be made, answered with a 307 to
-//! that node (see `http::cluster`).
+//! the per-address WHEP limit, and those with a token against the per-token one. On a node of a cluster, a viewer
+//! of a stream live on another node is served from a pull of it (or sent there with a 307 when no pull can be
+//! made), and a node that is full or draining sends viewers to another node (307; see `http::cluster`).
 
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -104,7 +104,7 @@ pub(crate) async fn watch(
     }
     if let Some(cluster) = &state.cluster
         && let Some(redirect) =
-            super::cluster::viewer_elsewhere(&state, cluster, &stream, raw_query.as_deref(), relay)
+            super::cluster::route_viewer(&state, cluster, &stream, raw_query.as_deref(), relay)
                 .await?
     {
         return Ok(redirect);

@@ -1,7 +1,8 @@
 //! The cluster on one real PostgreSQL database, with in-process nodes and real WebRTC peers: one stream has one
 //! origin (two simultaneous publishes on two nodes give one 201 and one 409), a viewer on another node is sent to
 //! the origin and gets the media, the route is given back when the publisher leaves, a node whose route was taken
-//! over stops serving as origin, a full node places a publisher on a node with room (307, absolute Location), and
+//! over stops serving as origin, a full node places a publisher on a node with room (307, absolute Location), a
+//! full or draining node sends viewers to a node of its region, else of any region (307, absolute Location), and
 //! `GET /api/v1/cluster` shows nodes and routes to admins.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use zipiq::Server;
 use zipiq_client::{ClientError, WhepClient, WhipClient};
 
 use crate::common::{
-    eventually, pump_video, start_node, video_only, video_payload, watch_video_only,
+    TcpLink, eventually, pump_video, start_node, video_only, video_payload, watch_video_only,
 };
 use crate::databases;
 
@@ -276,62 +277,13 @@ async fn a_full_node_places_a_publisher_on_a_node_with_room() {
     pg.drop_db().await;
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can cut: while it is down every connection through it is closed
-/// and new ones are refused at once, as when the database server stops. Nodes connect through it; the test itself
-/// talks to PostgreSQL directly.
-struct DbLink {
-    addr: std::net::SocketAddr,
-    down: tokio::sync::watch::Sender<bool>,
-}
-
-impl DbLink {
-    async fn start(target: std::net::SocketAddr) -> DbLink {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let (down, down_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if *down_rx.borrow() {
-                    continue; // dropped: refused
-                }
-                let mut cut = down_rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.wait_for(|d| *d) => {}
-                    }
-                });
-            }
-        });
-        DbLink { addr, down }
-    }
-
-    fn set_down(&self, down: bool) {
-        let _ = self.down.send(down);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_gone_for_30_s_streams_go_on_and_one_origin_remains() {
     let pg = databases::postgres().await;
-    let url = reqwest::Url::parse(&pg.url).expect("pg url");
-    let target = format!(
-        "{}:{}",
-        url.host_str().expect("host"),
-        url.port().unwrap_or(5432)
-    )
-    .parse()
-    .expect("pg address");
-    let link = DbLink::start(target).await;
-    let mut proxied = url.clone();
-    proxied.set_port(Some(link.addr.port())).expect("port");
-    let (a, first, _dir_a) = start_node(&node_config(proxied.as_str(), "node-a", "")).await;
-    let (b, _, _dir_b) = start_node(&node_config(proxied.as_str(), "node-b", "")).await;
+    let link = TcpLink::to_database("127.0.0.1:0".parse().expect("address"), &pg.url).await;
+    let proxied = link.url(&pg.url);
+    let (a, first, _dir_a) = start_node(&node_config(&proxied, "node-a", "")).await;
+    let (b, _, _dir_b) = start_node(&node_config(&proxied, "node-b", "")).await;
     let key = first.expect("first stream").key;
     let publisher = Arc::new(
         WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
@@ -754,5 +706,145 @@ async fn an_edge_pulls_another_simulcast_layer_only_while_a_viewer_wants_it() {
     for node in [b, a] {
         node.shutdown().await;
     }
+    pg.drop_db().await;
+}
+
+/// The answer to a bare WHEP POST to `url`, redirects not followed: (status, Location).
+async fn whep_answer(url: &str) -> (u16, String) {
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .expect("WHEP POST");
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (answer.status().as_u16(), location)
+}
+
+/// Polls a bare WHEP POST to `url` until it is redirected to a URL starting with `want` (the nodes learn each
+/// other's load and draining from heartbeats); returns the last answer.
+async fn whep_redirected_to(url: &str, want: &str) -> (u16, String) {
+    let mut answer = whep_answer(url).await;
+    for _ in 0..50 {
+        if answer.0 == 307 && answer.1.starts_with(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = whep_answer(url).await;
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_draining_node_sends_viewers_to_its_region_first_then_anywhere() {
+    let pg = databases::postgres().await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("cluster-token");
+    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
+    let cluster = |region: &str| {
+        format!(
+            "token_file = \"{}\"\npull_idle_ms = 1000\nregion = \"{region}\"\n",
+            token_file.display()
+        )
+    };
+    // node-b is full with two sessions (its pull of the stream and one viewer).
+    let full = "[media]\nmax_sessions = 2\nreserved_publisher_sessions = 0\n";
+    let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &cluster("eu"))).await;
+    let (b, _, _dir_b) = start_node(&node_config(
+        &pg.url,
+        "node-b",
+        &format!("{}{full}", cluster("us")),
+    ))
+    .await;
+    let (c, _, _dir_c) = start_node(&node_config(&pg.url, "node-c", &cluster("us"))).await;
+    let key = first.expect("first stream").key;
+    let publisher = Arc::new(
+        WhipClient::connect(&format!("{}/whip/live", base(&a)), Some(&key), video_only())
+            .await
+            .expect("publish on node-a"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let pumping = pump_video(publisher.clone(), stop.clone());
+    assert!(eventually(Duration::from_secs(5), || a.sfu.is_live("live")).await);
+    let first_viewer =
+        WhepClient::connect(&format!("{}/whep/live", base(&b)), None, watch_video_only())
+            .await
+            .expect("a viewer on node-b, from its pull");
+    assert!(first_viewer.negotiated.resource_url.starts_with(&base(&b)));
+
+    // node-b is full: a viewer is sent to node-c, of its region, though node-a (another region) sorts first by
+    // name and load (in-process nodes share the process's CPU and egress figures).
+    let (base_a, base_c) = (base(&a), base(&c));
+    let on_b = format!("{}/whep/live", base(&b));
+    let (status, location) = whep_redirected_to(&on_b, &format!("{base_c}/")).await;
+    assert_eq!(status, 307, "{location}");
+    assert_eq!(
+        location,
+        format!("{base_c}/whep/live?placed=node-c"),
+        "an absolute Location naming the chosen node"
+    );
+    let mut second_viewer =
+        WhepClient::connect(&format!("{}/whep/live", base(&b)), None, watch_video_only())
+            .await
+            .expect("a viewer follows the redirect");
+    assert!(
+        second_viewer.negotiated.resource_url.starts_with(&base(&c)),
+        "served by node-c: {}",
+        second_viewer.negotiated.resource_url
+    );
+    tokio::time::timeout(Duration::from_secs(5), second_viewer.packets.recv())
+        .await
+        .expect("a packet within 5 s")
+        .expect("packet");
+
+    // node-c drains (SIGTERM; its viewer keeps it draining): it sends viewers away, and node-b, full, no longer
+    // has a node of its region to send them to: node-a, of another region, takes them.
+    let draining = tokio::spawn(c.shutdown());
+    let (status, location) = whep_redirected_to(&on_b, &format!("{base_a}/")).await;
+    assert_eq!(status, 307, "{location}");
+    assert_eq!(location, format!("{base_a}/whep/live?placed=node-a"));
+    let mut third_viewer =
+        WhepClient::connect(&format!("{}/whep/live", base(&b)), None, watch_video_only())
+            .await
+            .expect("a viewer follows the redirect");
+    assert!(
+        third_viewer.negotiated.resource_url.starts_with(&base(&a)),
+        "served by node-a: {}",
+        third_viewer.negotiated.resource_url
+    );
+    tokio::time::timeout(Duration::from_secs(5), third_viewer.packets.recv())
+        .await
+        .expect("a packet within 5 s")
+        .expect("packet");
+    // node-c's own answer while it drains, with a viewer's query kept (once its heartbeat read node-b full).
+    let (status, location) = whep_redirected_to(
+        &format!("{base_c}/whep/live?layer=h"),
+        &format!("{base_a}/"),
+    )
+    .await;
+    assert_eq!(status, 307, "{location}");
+    assert_eq!(
+        location,
+        format!("{base_a}/whep/live?layer=h&placed=node-a")
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = pumping.await;
+    for viewer in [first_viewer, second_viewer, third_viewer] {
+        let _ = viewer.close().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(15), draining).await;
+    drop(publisher);
+    a.shutdown().await;
+    b.shutdown().await;
     pg.drop_db().await;
 }

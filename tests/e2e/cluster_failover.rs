@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use zipiq_client::{Received, WhepClient, WhipClient};
 
-use crate::common::{parse_video_payload, pump_video, video_only, video_payload, watch_video_only};
+use crate::cluster_start::{Node, Spec, first_key, token_file, with_nodes};
+use crate::common::{
+    metric_total, parse_video_payload, pump_video, scrape, video_only, video_payload,
+    watch_video_only,
+};
 use crate::databases;
-use crate::nodes::{Node, prepare, run_bounded, spawn, wait_ready};
 
 /// Everything the test allows itself, start to finish.
 const TEST_DEADLINE: Duration = Duration::from_secs(150);
@@ -35,8 +39,10 @@ async fn relays_become(
     within: Duration,
 ) -> Option<Duration> {
     let start = Instant::now();
+    let url = format!("http://{}/metrics", node.admin);
     while start.elapsed() < within {
-        if node.metric(http, RELAYS).await == Some(want) {
+        let (_, metrics) = scrape(http, &url).await;
+        if metric_total(&metrics, RELAYS) == Some(want) {
             return Some(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -44,11 +50,19 @@ async fn relays_become(
     None
 }
 
-async fn scenario(mut nodes: Vec<Node>) {
-    let http = reqwest::Client::new();
-    let key = nodes[0]
-        .banner_key()
-        .expect("the first node printed the stream key");
+/// Kills `node` at once (`SIGKILL`, like `kill -9`: no clean-up of any kind) and reaps it.
+async fn kill(node: &mut Node) {
+    let _ = node.child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await;
+}
+
+async fn scenario(nodes: &mut [Node]) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("HTTP client");
+    let key = first_key(nodes);
+    // The nodes on 127.0.0.12 (A), .13 (B), .14 (C) and .15 (D), in that order.
     let (a, b, c, d) = (0, 1, 2, 3);
 
     // A publisher on node A; one viewer on edge B, three on edge C, each served by its edge from one pull.
@@ -100,7 +114,7 @@ async fn scenario(mut nodes: Vec<Node>) {
 
     // Edge B is killed: the origin drops its pull within 6 s.
     let b_viewer = viewers.remove(0);
-    nodes[b].kill().await;
+    kill(&mut nodes[b]).await;
     let dropped = relays_become(&http, &nodes[a], 1.0, Duration::from_secs(10)).await;
     let dropped = dropped.expect("the origin drops the dead edge's pull");
     println!("the origin dropped the killed edge's pull after {dropped:?}");
@@ -117,7 +131,7 @@ async fn scenario(mut nodes: Vec<Node>) {
         .iter_mut()
         .map(|v| drain(v).pop().expect("media before the crash"))
         .collect();
-    nodes[a].kill().await;
+    kill(&mut nodes[a]).await;
     stop.store(true, Ordering::Relaxed);
     let _ = pumping.await;
     for (n, viewer) in viewers.iter_mut().enumerate() {
@@ -233,15 +247,13 @@ async fn scenario(mut nodes: Vec<Node>) {
 async fn an_edge_killed_loses_its_pull_and_an_origin_killed_is_replaced_without_viewers_reconnecting()
  {
     let pg = databases::postgres().await;
-    // Node A starts first (it creates the first stream and prints its key), then B, C and D.
-    let mut first = spawn(prepare(12, &pg.url, ""));
-    wait_ready(&mut first).await;
-    let mut nodes = vec![first];
-    for n in [13u8, 14, 15] {
-        nodes.push(spawn(prepare(n, &pg.url, "")));
-    }
-    for node in nodes.iter_mut() {
-        wait_ready(node).await;
-    }
-    run_bounded(nodes, TEST_DEADLINE, pg, scenario).await;
+    let (_token_dir, token) = token_file();
+    let specs: Vec<Spec> = [12u8, 13, 14, 15]
+        .into_iter()
+        .map(|n| Spec::new(n).with_cluster(&token))
+        .collect();
+    with_nodes(pg, &specs, TEST_DEADLINE, |nodes, _| {
+        scenario(nodes).boxed()
+    })
+    .await;
 }

@@ -276,3 +276,85 @@ pub async fn scrape(http: &reqwest::Client, url: &str) -> (String, prometheus_pa
         .expect("Prometheus text");
     (text, parsed)
 }
+
+/// The value of every sample of `name` (all label sets added up; a histogram counts its observations).
+pub fn metric_total(metrics: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
+    let mut found = None;
+    for s in metrics.samples.iter().filter(|s| s.metric == name) {
+        let v = match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.last().map(|b| b.count).unwrap_or(0.0)
+            }
+            prometheus_parse::Value::Summary(_) => 0.0,
+        };
+        *found.get_or_insert(0.0) += v;
+    }
+    found
+}
+
+/// A TCP proxy listening on `bind` in front of `target` (PostgreSQL) that a test can cut: while it is down every
+/// connection through it is closed and new ones are refused at once, as when the database server stops. Nodes
+/// connect through it (also nodes in another network namespace, which cannot reach the host's loopback); the test
+/// itself talks to PostgreSQL directly.
+pub struct TcpLink {
+    pub addr: std::net::SocketAddr,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpLink {
+    pub async fn start(bind: std::net::SocketAddr, target: std::net::SocketAddr) -> TcpLink {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (down, down_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *down_rx.borrow() {
+                    continue; // dropped: refused
+                }
+                let mut cut = down_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|d| *d) => {}
+                    }
+                });
+            }
+        });
+        TcpLink { addr, down }
+    }
+
+    /// A proxy on `bind` in front of the PostgreSQL server of `url` (its host an address).
+    pub async fn to_database(bind: std::net::SocketAddr, url: &str) -> TcpLink {
+        let url = reqwest::Url::parse(url).expect("database url");
+        let target = format!(
+            "{}:{}",
+            url.host_str().expect("host"),
+            url.port().unwrap_or(5432)
+        )
+        .parse()
+        .expect("the database's address");
+        TcpLink::start(bind, target).await
+    }
+
+    pub fn set_down(&self, down: bool) {
+        let _ = self.down.send(down);
+    }
+
+    /// `url` (a PostgreSQL URL) with its host and port replaced by this proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let mut proxied = reqwest::Url::parse(url).expect("database url");
+        proxied
+            .set_ip_host(self.addr.ip())
+            .expect("an address as host");
+        proxied.set_port(Some(self.addr.port())).expect("port");
+        proxied.to_string()
+    }
+}

@@ -31,7 +31,6 @@ mod gateway_safety;
 mod http_limits;
 mod lifecycle;
 mod log_flood;
-mod nodes;
 mod obs_interop;
 mod operations;
 mod private_streams;

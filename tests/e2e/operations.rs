@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use zipiq::config::Config;
 use zipiq_client::{PublishOptions, WatchOptions, WhepClient, WhipClient};
 
+use crate::common::metric_total;
 use crate::recording::{fixture, play, raw_cid};
 
 pub(crate) fn free_tcp_port() -> u16 {
@@ -42,24 +43,6 @@ fn config_text(dir: &Path, http: u16, admin: u16, media: u16) -> String {
         dir.join("jwt-key").display(),
         dir.join("ipfs").display(),
     )
-}
-
-/// The value of every sample of `name` (all label sets added up; a histogram counts its observations).
-fn total(metrics: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
-    let mut found = None;
-    for s in metrics.samples.iter().filter(|s| s.metric == name) {
-        let v = match &s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.last().map(|b| b.count).unwrap_or(0.0)
-            }
-            prometheus_parse::Value::Summary(_) => 0.0,
-        };
-        *found.get_or_insert(0.0) += v;
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +143,7 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
         "zipiq_tokio_tasks",
     ]
     .into_iter()
-    .map(|n| (n, total(&scrape, n)))
+    .map(|n| (n, metric_total(&scrape, n)))
     .collect();
     for (name, v) in &values {
         assert!(
@@ -177,7 +160,7 @@ async fn metrics_and_json_logs_during_a_stream_then_sigterm_keeps_the_last_segme
         "zipiq_nacks_received_total",
         "zipiq_keyframe_requests_received_total",
     ] {
-        assert!(total(&scrape, name).is_some(), "{name} is present");
+        assert!(metric_total(&scrape, name).is_some(), "{name} is present");
     }
     let http_series = scrape
         .samples
