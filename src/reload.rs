@@ -52,6 +52,7 @@ pub(crate) fn apply(old: &Config, new: &Config) -> Vec<String> {
         ("media", differs(&rest.media, &new.media)),
         ("database", differs(&rest.database, &new.database)),
         ("log", differs(&rest.log, &new.log)),
+        ("telemetry", differs(&rest.telemetry, &new.telemetry)),
         ("admin", differs(&rest.admin, &new.admin)),
         ("gateway", differs(&rest.gateway, &new.gateway)),
         ("streams", differs(&rest.streams, &new.streams)),

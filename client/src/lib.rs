@@ -176,6 +176,7 @@ async fn negotiate(
     pc: &Arc<RTCPeerConnection>,
     url: &str,
     token: Option<&str>,
+    headers: &[(String, String)],
 ) -> Result<Negotiated, ClientError> {
     let offer = pc.create_offer(None).await?;
     let mut gathered = pc.gathering_complete_promise().await;
@@ -198,6 +199,9 @@ async fn negotiate(
             .body(local.sdp.clone());
         if let Some(t) = token {
             request = request.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -398,7 +402,7 @@ impl WhipClient {
                 }
             });
         }
-        let negotiated = match negotiate(&http, &pc, url, token).await {
+        let negotiated = match negotiate(&http, &pc, url, token, &[]).await {
             Ok(n) => n,
             Err(e) => {
                 let _ = pc.close().await;
@@ -492,6 +496,8 @@ pub struct WatchOptions {
     pub connect_timeout: Duration,
     /// SRTP replay protection (on by default). Off lets a test see a retransmission of a packet it already has.
     pub replay_protection: bool,
+    /// More headers of the WHEP POST (and of its redirects), e.g. a `traceparent`.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for WatchOptions {
@@ -501,6 +507,7 @@ impl Default for WatchOptions {
             video: vec![h264_capability(), vp8_capability()],
             connect_timeout: Duration::from_secs(10),
             replay_protection: true,
+            headers: Vec::new(),
         }
     }
 }
@@ -568,7 +575,7 @@ impl WhepClient {
                 });
             })
         }));
-        let negotiated = match negotiate(&http, &pc, url, token).await {
+        let negotiated = match negotiate(&http, &pc, url, token, &options.headers).await {
             Ok(n) => n,
             Err(e) => {
                 let _ = pc.close().await;
