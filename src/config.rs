@@ -67,6 +67,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[telemetry]`.
+    pub telemetry: TelemetryConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
     /// `[gateway]`.
@@ -399,6 +401,37 @@ pub struct LogConfig {
     /// events suppressed" line per kind at the end of each window. Bounds what junk input (UDP datagrams, offers,
     /// floods of requests) can write to the disk. Audit events are never dropped. events = 0: no limit.
     pub rate_limit: LogRateLimit,
+}
+
+/// `[telemetry]`: traces. An incoming W3C `traceparent` header is always continued and carried on to the origin by
+/// a cluster pull; spans leave the process only when `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. "http://127.0.0.1:4318": spans are POSTed
+    /// as protobuf to `<otlp_endpoint>/v1/traces`. Empty: no spans are exported.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans (`service.instance.id` is the node name).
+    pub service_name: String,
+    /// Share (0.0-1.0) of new traces that are sampled; a request with a `traceparent` follows its sampled flag.
+    pub sample_ratio: f64,
+}
+
+impl TelemetryConfig {
+    /// The URL spans are POSTed to: `otlp_endpoint` with `/v1/traces` appended (unless it already ends so). None
+    /// when exporting is off.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.trim();
+        if base.is_empty() {
+            return None;
+        }
+        let base = base.trim_end_matches('/');
+        Some(if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        })
+    }
 }
 
 /// `log.rate_limit`: at most `events` log events of one kind per `per_seconds` seconds.
@@ -745,6 +778,25 @@ impl Config {
                 "cluster.enabled = true needs a shared PostgreSQL database: database.url is not postgres://".into(),
             ));
         }
+        let t = &self.telemetry;
+        if let Some(url) = t.traces_url()
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_endpoint must be an http:// or https:// URL (or empty: no export)"
+                    .into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(ConfigError::Invalid(
+                "telemetry.sample_ratio must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if t.service_name.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "telemetry.service_name must not be empty".into(),
+            ));
+        }
         let c = &self.cluster;
         if c.heartbeat_interval_ms == 0
             || c.node_dead_after_ms <= c.heartbeat_interval_ms
@@ -956,6 +1008,53 @@ mod tests {
         assert_eq!(c.smtp.security, SmtpSecurity::Starttls);
         assert_eq!(c.rate_limits.login_per_account.requests, 10);
         assert!(c.http.trusted_proxies.is_empty());
+        assert_eq!(c.telemetry.otlp_endpoint, "");
+        assert_eq!(c.telemetry.traces_url(), None);
+        assert_eq!(c.telemetry.service_name, "zipiq");
+        assert_eq!(c.telemetry.sample_ratio, 1.0);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_a_base_url_and_bad_telemetry_keys_are_named() {
+        let env = vec![(
+            "ZIPIQ_TELEMETRY__OTLP_ENDPOINT".to_owned(),
+            "http://127.0.0.1:4318/".to_owned(),
+        )];
+        let c = Config::from_layers(None, env).unwrap();
+        assert_eq!(
+            c.telemetry.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        let env = vec![(
+            "ZIPIQ_TELEMETRY__OTLP_ENDPOINT".to_owned(),
+            "https://otel.example.org/v1/traces".to_owned(),
+        )];
+        let c = Config::from_layers(None, env).unwrap();
+        assert_eq!(
+            c.telemetry.traces_url().as_deref(),
+            Some("https://otel.example.org/v1/traces")
+        );
+        for (name, value, key) in [
+            (
+                "ZIPIQ_TELEMETRY__OTLP_ENDPOINT",
+                "127.0.0.1:4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "ZIPIQ_TELEMETRY__SAMPLE_RATIO",
+                "1.5",
+                "telemetry.sample_ratio",
+            ),
+            (
+                "ZIPIQ_TELEMETRY__SERVICE_NAME",
+                " ",
+                "telemetry.service_name",
+            ),
+        ] {
+            let env = vec![(name.to_owned(), value.to_owned())];
+            let err = Config::from_layers(None, env).unwrap_err().to_string();
+            assert!(err.contains(key), "{name}={value}: {err}");
+        }
     }
 
     #[test]

@@ -117,7 +117,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    zipiq::telemetry::init_logs(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,7 +127,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving = matches!(cli.command, Command::Serve);
+    if serving {
+        // Spans are exported from the server only; its exporter's requests run on this runtime.
+        let _entered = runtime.enter();
+        zipiq::telemetry::init(&config);
+    } else {
+        zipiq::telemetry::init_logs(&config.log);
+    }
     let result = runtime.block_on(run(cli.command, config, cli.config));
+    if serving {
+        // The last spans (the shutdown's) go out before the runtime their requests run on ends.
+        runtime.block_on(async {
+            let _ = tokio::task::spawn_blocking(zipiq::telemetry::shutdown_traces).await;
+        });
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

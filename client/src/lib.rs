@@ -181,6 +181,7 @@ async fn negotiate(
     pc: &Arc<RTCPeerConnection>,
     url: &str,
     token: Option<&str>,
+    headers: &[(String, String)],
 ) -> Result<Negotiated, ClientError> {
     let offer = pc.create_offer(None).await?;
     let mut gathered = pc.gathering_complete_promise().await;
@@ -203,6 +204,9 @@ async fn negotiate(
             .body(local.sdp.clone());
         if let Some(t) = token {
             request = request.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -263,10 +267,11 @@ async fn negotiate_and_connect(
     pc: &Arc<RTCPeerConnection>,
     url: &str,
     token: Option<&str>,
+    headers: &[(String, String)],
     state: &mut watch::Receiver<RTCPeerConnectionState>,
     timeout: Duration,
 ) -> Result<Negotiated, ClientError> {
-    let connected = match negotiate(http, pc, url, token).await {
+    let connected = match negotiate(http, pc, url, token, headers).await {
         Ok(negotiated) => wait_connected(state, timeout).await.map(|()| negotiated),
         Err(e) => Err(e),
     };
@@ -423,9 +428,16 @@ impl WhipClient {
                 }
             });
         }
-        let negotiated =
-            negotiate_and_connect(&http, &pc, url, token, &mut state, options.connect_timeout)
-                .await?;
+        let negotiated = negotiate_and_connect(
+            &http,
+            &pc,
+            url,
+            token,
+            &[],
+            &mut state,
+            options.connect_timeout,
+        )
+        .await?;
         Ok(WhipClient {
             pc,
             negotiated,
@@ -512,6 +524,8 @@ pub struct WatchOptions {
     /// Host candidates on loopback addresses only (the default); off: on every interface's address, for a server
     /// reached through another interface (a network namespace behind a veth pair).
     pub loopback_only: bool,
+    /// More headers of the WHEP POST (and of its redirects), e.g. a `traceparent`.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for WatchOptions {
@@ -522,6 +536,8 @@ impl Default for WatchOptions {
             connect_timeout: Duration::from_secs(10),
             replay_protection: true,
             loopback_only: true,
+            headers: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }
@@ -595,9 +611,16 @@ impl WhepClient {
                 });
             })
         }));
-        let negotiated =
-            negotiate_and_connect(&http, &pc, url, token, &mut state, options.connect_timeout)
-                .await?;
+        let negotiated = negotiate_and_connect(
+            &http,
+            &pc,
+            url,
+            token,
+            &options.headers,
+            &mut state,
+            options.connect_timeout,
+        )
+        .await?;
         Ok(WhepClient {
             pc,
             negotiated,

@@ -260,6 +260,7 @@ impl Cluster {
             .post(&url)
             .header("content-type", "application/sdp")
             .header(RELAY_HEADER, &self.inner.node_id)
+            .headers(crate::telemetry::outgoing_headers())
             .bearer_auth(token)
             .body(offer.to_owned())
             .send()

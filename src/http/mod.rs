@@ -175,6 +175,26 @@ pub(crate) fn path_for_logs(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A request span's name for traces, a low-cardinality route (`POST /whep/{stream}`): a stream name or session id
+/// is never part of it (they are in the `path` attribute, sessions shortened).
+pub(crate) fn span_name(method: &Method, path: &str) -> String {
+    let method = method_label(method);
+    let mut parts = path.trim_start_matches('/').split('/');
+    let route = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(kind @ ("whip" | "whep")), Some(_), None, _) => format!("/{kind}/{{stream}}"),
+        (Some(kind @ ("whip" | "whep")), Some(_), Some(_), None) => {
+            format!("/{kind}/{{stream}}/{{session}}")
+        }
+        (Some(kind @ ("whip" | "whep")), Some(_), Some(_), Some(tail)) => {
+            format!("/{kind}/{{stream}}/{{session}}/{tail}")
+        }
+        (Some("api"), Some(version), Some(area), _) => format!("/api/{version}/{area}"),
+        (Some(first), ..) if !first.is_empty() => format!("/{first}"),
+        _ => "/".to_owned(),
+    };
+    format!("{method} {route}")
+}
+
 /// The CORS layer answers every `OPTIONS` itself; WHIP/WHEP endpoints must still say `Accept-Post`.
 async fn accept_post_on_options(
     request: Request<axum::body::Body>,
@@ -216,6 +236,8 @@ fn cors(config: &Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_MATCH,
+            // W3C trace context from a browser's own tracing.
+            HeaderName::from_static(crate::telemetry::TRACEPARENT),
         ])
         .expose_headers([
             header::LOCATION,
@@ -292,15 +314,40 @@ pub(crate) fn router(state: AppState) -> Router {
             page_policy,
             security::safety_headers,
         ))
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::remember_traceparent,
+        ))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("http", method = %request.method(), path = %path_for_logs(request.uri().path()), request_id = %id)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    let span = tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %path_for_logs(request.uri().path()),
+                        request_id = %id,
+                        "otel.name" = %span_name(request.method(), request.uri().path()),
+                        "otel.kind" = "server",
+                    );
+                    // The caller's trace, when its `traceparent` is valid (otherwise a trace of its own).
+                    crate::telemetry::continue_trace(&span, request.headers());
+                    span
+                })
+                .on_response(
+                    |response: &Response, latency: Duration, span: &tracing::Span| {
+                        crate::telemetry::record_status(span, response.status());
+                        tower_http::trace::OnResponse::on_response(
+                            tower_http::trace::DefaultOnResponse::default(),
+                            response,
+                            latency,
+                            span,
+                        );
+                    },
+                ),
         )
         // The IPFS gateway sets its own CORS headers (public, immutable content for any origin).
         .merge(gateway.route_layer(axum::middleware::from_fn(http_metrics)));
@@ -325,6 +372,35 @@ mod tests {
         for made_up in ["FOO", "XYZZY1", "get"] {
             let m = Method::from_bytes(made_up.as_bytes()).expect("a valid token");
             assert_eq!(method_label(&m), "other", "{made_up}");
+        }
+    }
+
+    #[test]
+    fn span_names_are_routes_without_streams_or_sessions() {
+        let id = "0123456789abcdef0123456789abcdef";
+        for (method, path, name) in [
+            (Method::POST, "/whep/live".to_owned(), "POST /whep/{stream}"),
+            (
+                Method::PATCH,
+                format!("/whip/live/{id}"),
+                "PATCH /whip/{stream}/{session}",
+            ),
+            (
+                Method::POST,
+                format!("/whep/live/{id}/layer"),
+                "POST /whep/{stream}/{session}/layer",
+            ),
+            (
+                Method::GET,
+                "/api/v1/streams/x".to_owned(),
+                "GET /api/v1/streams",
+            ),
+            (Method::GET, "/ipfs/bafy/x".to_owned(), "GET /ipfs"),
+            (Method::GET, "/".to_owned(), "GET /"),
+        ] {
+            let got = span_name(&method, &path);
+            assert_eq!(got, name);
+            assert!(!got.contains("live") && !got.contains(id));
         }
     }
 

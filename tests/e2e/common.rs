@@ -87,7 +87,7 @@ pub async fn start_node(overrides: &str) -> (Server, Option<FirstStream>, tempfi
     }
     let config = Config::from_layers(Some(("test.toml".into(), table.to_string())), Vec::new())
         .expect("test config");
-    zipiq::telemetry::init_logs(&config.log);
+    zipiq::telemetry::init(&config);
     let (server, first) = Server::start(config).await.expect("server starts");
     (server, first, dir)
 }

@@ -38,4 +38,5 @@ mod pruning;
 mod recording;
 mod segmenter;
 mod smtp_sink;
+mod traces;
 mod whip_whep_status;
