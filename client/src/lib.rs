@@ -537,7 +537,6 @@ impl Default for WatchOptions {
             replay_protection: true,
             loopback_only: true,
             headers: Vec::new(),
-            headers: Vec::new(),
         }
     }
 }
