@@ -328,6 +328,7 @@ impl Db {
 
     /// A node of `region` other than `me`, alive and not draining, that pulls `stream` straight from its origin
     /// `origin` at `epoch`: its name and HTTP URL (the oldest such pull, so every edge of a region picks the same).
+    /// None when the origin itself is in `region` (it is as near).
     pub async fn regional_pull(
         &self,
         stream: &str,
@@ -341,6 +342,7 @@ impl Db {
             "SELECT p.node_id, n.http_url FROM stream_pulls p JOIN cluster_nodes n ON n.node_id = p.node_id \
              WHERE p.stream = $1 AND n.region = $2 AND p.source = $3 AND p.epoch = $4 AND p.node_id <> $5 \
              AND n.heartbeat_at >= {NOW} - $6 AND NOT n.draining \
+             AND NOT EXISTS (SELECT 1 FROM cluster_nodes o WHERE o.node_id = $3 AND o.region = $2) \
              ORDER BY p.created_at, p.node_id LIMIT 1"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -97,7 +97,7 @@ fn full_for_viewers(state: &AppState) -> bool {
     let counts = state.sfu.counts();
     let media = state.sfu.config();
     !SessionRole::Viewer.fits(
-        counts.publishers + counts.viewers,
+        counts.publishers + counts.viewers + counts.relays,
         media.max_sessions,
         media.reserved_publisher_sessions,
     )

@@ -13,6 +13,7 @@ use sqlx::Executor;
 use zipiq::Server;
 use zipiq_client::{ClientError, WhepClient, WhipClient};
 
+use crate::cluster_start::token_file;
 use crate::common::{
     TcpLink, eventually, pump_video, start_node, video_only, video_payload, watch_video_only,
 };
@@ -394,13 +395,8 @@ async fn with_the_database_gone_for_30_s_streams_go_on_and_one_origin_remains() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_pull_the_stream_once_and_their_viewers_get_every_packet_from_a_keyframe() {
     let pg = databases::postgres().await;
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("cluster-token");
-    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
-    let extra = format!(
-        "token_file = \"{}\"\npull_idle_ms = 1000\n",
-        token_file.display()
-    );
+    let (_secrets, token) = token_file();
+    let extra = format!("{token}pull_idle_ms = 1000\n");
     let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &extra)).await;
     let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", &extra)).await;
     let (c, _, _dir_c) = start_node(&node_config(&pg.url, "node-c", &extra)).await;
@@ -502,15 +498,8 @@ async fn edges_pull_the_stream_once_and_their_viewers_get_every_packet_from_a_ke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_of_one_region_share_one_pull_from_an_origin_in_another() {
     let pg = databases::postgres().await;
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("cluster-token");
-    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
-    let in_region = |region: &str| {
-        format!(
-            "region = \"{region}\"\ntoken_file = \"{}\"\n",
-            token_file.display()
-        )
-    };
+    let (_secrets, token) = token_file();
+    let in_region = |region: &str| format!("region = \"{region}\"\n{token}");
     let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &in_region("eu"))).await;
     let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", &in_region("us"))).await;
     let (c, _, _dir_c) = start_node(&node_config(&pg.url, "node-c", &in_region("us"))).await;
@@ -597,13 +586,8 @@ async fn edges_of_one_region_share_one_pull_from_an_origin_in_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_pulls_another_simulcast_layer_only_while_a_viewer_wants_it() {
     let pg = databases::postgres().await;
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("cluster-token");
-    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
-    let extra = format!(
-        "token_file = \"{}\"\npull_idle_ms = 1000\n",
-        token_file.display()
-    );
+    let (_secrets, token) = token_file();
+    let extra = format!("{token}pull_idle_ms = 1000\n");
     let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &extra)).await;
     let (b, _, _dir_b) = start_node(&node_config(&pg.url, "node-b", &extra)).await;
     let key = first.expect("first stream").key;
@@ -747,15 +731,8 @@ async fn whep_redirected_to(url: &str, want: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_draining_node_sends_viewers_to_its_region_first_then_anywhere() {
     let pg = databases::postgres().await;
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("cluster-token");
-    std::fs::write(&token_file, "a-cluster-token-of-32-characters\n").expect("token");
-    let cluster = |region: &str| {
-        format!(
-            "token_file = \"{}\"\npull_idle_ms = 1000\nregion = \"{region}\"\n",
-            token_file.display()
-        )
-    };
+    let (_secrets, token) = token_file();
+    let cluster = |region: &str| format!("{token}pull_idle_ms = 1000\nregion = \"{region}\"\n");
     // node-b is full with two sessions (its pull of the stream and one viewer).
     let full = "[media]\nmax_sessions = 2\nreserved_publisher_sessions = 0\n";
     let (a, first, _dir_a) = start_node(&node_config(&pg.url, "node-a", &cluster("eu"))).await;
